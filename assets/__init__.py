@@ -1,0 +1,1 @@
+"""Dagster definitions of wan_pipeline: one asset group per story file (see ``assets.definitions``)."""

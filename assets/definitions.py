@@ -1,0 +1,82 @@
+"""The code location: every story file in ``stories/`` (or ``$WAN_PIPELINE_STORIES``) as an asset group.
+
+``workspace.yaml`` loads this module. A story that fails validation is logged and skipped; the
+other stories still load.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import dagster as dg
+
+from assets.story_assets import build_story_assets
+from resources import EngineCache, GPUResource
+from wan_pipeline.errors import InputError
+from wan_pipeline.preset import project_root
+from wan_pipeline.story import Story, load_story, story_files
+
+log = logging.getLogger("wan_pipeline")
+
+
+def stories_dir() -> Path:
+    env = os.environ.get("WAN_PIPELINE_STORIES")
+    return Path(env).resolve() if env else project_root() / "stories"
+
+
+def load_stories(folder: Path | None = None) -> tuple[list[Story], dict[str, str]]:
+    """Valid stories in ``folder`` and, per invalid file, its error message. Duplicate story ids
+    keep the first file and report the others."""
+    stories, errors, seen = [], {}, {}
+    for path in story_files(folder or stories_dir()):
+        try:
+            story = load_story(path)
+        except InputError as exc:
+            errors[str(path)] = str(exc)
+            log.error("story not loaded: %s", exc)
+            continue
+        if story.id in seen:
+            errors[str(path)] = f"{path}: id: story id {story.id!r} is already used by {seen[story.id]}; give this story another id"
+            log.error("story not loaded: %s", errors[str(path)])
+            continue
+        seen[story.id] = str(path)
+        stories.append(story)
+    return stories, errors
+
+
+def default_resources() -> dict:
+    return {"gpu": GPUResource(), "engines": EngineCache()}
+
+
+def story_job(story: Story) -> dg.UnresolvedAssetJobDefinition:
+    """``<story>_scenes``: every per-scene stage of the story (partitioned, single-run backfills)."""
+    return dg.define_asset_job(
+        f"{story.id}_scenes",
+        selection=dg.AssetSelection.groups(story.id) - dg.AssetSelection.assets([story.id, "film"]),
+        partitions_def=dg.StaticPartitionsDefinition(story.scene_ids),
+        description=f"Render the scenes of {story.title or story.id} (keyframe → clip → interpolated → upscaled).",
+    )
+
+
+def film_job(story: Story) -> dg.UnresolvedAssetJobDefinition:
+    return dg.define_asset_job(
+        f"{story.id}_film",
+        selection=dg.AssetSelection.assets([story.id, "film"]),
+        description=f"Join the rendered scenes of {story.title or story.id} into the film.",
+    )
+
+
+def build_definitions(folder: Path | None = None, stories: list[Story] | None = None) -> dg.Definitions:
+    """Definitions for ``stories`` (default: every valid story file in ``folder``)."""
+    if stories is None:
+        stories, _ = load_stories(folder)
+    assets, jobs = [], []
+    for story in stories:
+        assets.extend(build_story_assets(story))
+        jobs.extend([story_job(story), film_job(story)])
+    return dg.Definitions(assets=assets, jobs=jobs, resources=default_resources())
+
+
+defs = build_definitions()

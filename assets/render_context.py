@@ -1,0 +1,46 @@
+"""What a stage asset needs at execution time: the current story file, the preset, the paths.
+
+The story is re-read from its file when a step runs (a prompt edited after the code location
+loaded is rendered as written); a story whose scene list no longer matches the partitions asks
+for a code-location reload instead of rendering the wrong scenes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import dagster as dg
+
+from wan_pipeline.errors import InputError
+from wan_pipeline.preset import Preset, load_preset
+from wan_pipeline.story import Story, load_story
+
+PRESET_TAG = "wan_pipeline/preset"
+
+
+@dataclass
+class RenderContext:
+    story: Story
+    preset: Preset
+
+
+def current_story(loaded: Story) -> Story:
+    """Re-read ``loaded``'s file; raises a clear error when its scene list changed since load."""
+    if not loaded.source_path:
+        return loaded
+    story = load_story(loaded.source_path)
+    if story.id != loaded.id or story.scene_ids != loaded.scene_ids:
+        raise InputError(
+            loaded.source_path,
+            f"the story's scenes changed since the code location loaded ({', '.join(loaded.scene_ids)} → "
+            f"{', '.join(story.scene_ids)}): reload the code location (Dagster UI → Deployment → Reload, or `wan-pipeline reload`)",
+        )
+    return story
+
+
+def render_context(context: dg.AssetExecutionContext, loaded: Story) -> RenderContext:
+    """The story as on disk now and the preset of this run (run tag ``wan_pipeline/preset``, else
+    the story's own ``preset``)."""
+    story = current_story(loaded)
+    name = context.run.tags.get(PRESET_TAG) or story.preset
+    return RenderContext(story=story, preset=load_preset(name))

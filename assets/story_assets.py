@@ -1,0 +1,253 @@
+"""The asset factory: one asset group per story, partitioned by scene.
+
+    scene_spec ─► keyframe ─► clip ─► interpolated ─► upscaled ─┐
+                      │        ▲                                 ├─► film
+      keyframe[next] ─┴────────┘ (FLF2V handoff)                 │
+                 (every scene's upscaled, and its clip for the seams) ─┘
+
+Every stage asset is in the pool ``gpu``, runs each partition inside ``GPUResource.stage`` and
+records the telemetry contract on its materialization. Assets read their inputs from the
+deterministic output paths (no IO manager); a single-run backfill renders many scenes in one step
+with one engine load.
+"""
+
+
+import hashlib
+import json
+
+import dagster as dg
+from dagster import AssetExecutionContext
+
+from assets.render_context import render_context
+from resources import EngineCache, GPUResource
+from resources.gpu import to_dagster_metadata
+from wan_pipeline.engines.base import ClipRequest, FilmRequest, FilmScene, KeyframeRequest
+from wan_pipeline.errors import InputError, StageError
+from wan_pipeline.media.atomic import write_text_atomic
+from wan_pipeline.media.image_io import read_image, write_image
+from wan_pipeline.media.video_io import read_video, write_video
+from wan_pipeline.story import Story
+from wan_pipeline.telemetry import read_sidecar
+
+SCENE_STAGES = ("keyframe", "clip", "interpolated", "upscaled")
+
+
+def scene_fingerprint(story: Story, scene_id: str) -> str:
+    """Hash of a scene's render-relevant fields and its image file's bytes (not the title)."""
+    scene = story.scene(scene_id)
+    payload = scene.model_dump(mode="json")
+    img = story.image_path(scene)
+    if img is not None and img.is_file():
+        payload["image_sha256"] = hashlib.sha256(img.read_bytes()).hexdigest()
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def handoff_mapping(story: Story) -> dg.StaticPartitionMapping:
+    """keyframe partition → clip partitions that read it: its own scene, and the previous scene
+    when that one hands off (FLF2V last frame)."""
+    mapping: dict[str, list[str]] = {}
+    for i, s in enumerate(story.scenes):
+        targets = [s.id]
+        if i > 0 and story.scenes[i - 1].transition == "handoff":
+            targets.insert(0, story.scenes[i - 1].id)
+        mapping[s.id] = targets
+    return dg.StaticPartitionMapping(mapping)
+
+
+def _missing(story: Story, stage: str, scene_id: str) -> InputError:
+    return InputError(None, f"{stage} of scene {scene_id!r} is missing: materialize {story.id}/{stage} partition {scene_id!r} first")
+
+
+def build_story_assets(story: Story) -> list:
+    """All asset definitions of one story: ``<id>/scene_spec … <id>/film``."""
+    prefix = story.id
+    partitions = dg.StaticPartitionsDefinition(story.scene_ids)
+    common = dict(partitions_def=partitions, group_name=prefix, pool="gpu", backfill_policy=dg.BackfillPolicy.single_run())
+
+    @dg.observable_source_asset(
+        key=[prefix, "scene_spec"],
+        partitions_def=partitions,
+        group_name=prefix,
+        description=f"The scenes of {story.title or story.id} as written in {story.source_path}; data version = scene fingerprint.",
+    )
+    def scene_spec(context) -> dg.DataVersionsByPartition:
+        from assets.render_context import current_story
+
+        current = current_story(story)
+        return dg.DataVersionsByPartition({sid: dg.DataVersion(scene_fingerprint(current, sid)) for sid in current.scene_ids})
+
+    @dg.asset(
+        key=[prefix, "keyframe"],
+        deps=[scene_spec],
+        kinds={"image"},
+        description="The scene's first frame (PNG): the scene's own image fitted to the preset size, or text-to-image from its prompt.",
+        **common,
+    )
+    def keyframe(context: AssetExecutionContext, gpu: GPUResource, engines: EngineCache) -> None:
+        rc = render_context(context, story)
+        layout, engine = gpu.layout(), engines.get("keyframe", rc.preset)
+        device = gpu.resolve_device(rc.preset.device)
+        try:
+            for pk in context.partition_keys:
+                scene = rc.story.scene(pk)
+                image_path = rc.story.image_path(scene)
+                seed = rc.story.seed(scene)
+                with gpu.stage(context.log, stage="keyframe", engine=engine, device=device, scene=pk, seed=seed) as run:
+                    image = engine.render(
+                        KeyframeRequest(
+                            scene_id=pk, prompt=rc.story.keyframe_prompt(scene), negative_prompt=scene.negative_prompt,
+                            seed=seed, width=rc.preset.width, height=rc.preset.height,
+                            image=read_image(image_path) if image_path else None, progress=run.step, log=context.log.info,
+                        )
+                    )
+                    run.output = write_image(layout.output(rc.story.id, pk, "keyframe"), image)
+                    run.meta.update(source="image" if image_path else "text-to-image", preset=rc.preset.name)
+                context.add_asset_metadata(to_dagster_metadata(run.record), partition_key=pk)
+        finally:
+            engines.release("keyframe")
+
+    @dg.asset(
+        key=[prefix, "clip"],
+        deps=[dg.AssetDep(keyframe, partition_mapping=handoff_mapping(story))],
+        kinds={"video"},
+        description="The scene's clip at the model's native size and fps (MP4, lossless). With a handoff its last frame is conditioned on the next scene's keyframe (FLF2V).",
+        **common,
+    )
+    def clip(context: AssetExecutionContext, gpu: GPUResource, engines: EngineCache) -> None:
+        rc = render_context(context, story)
+        layout, engine = gpu.layout(), engines.get("clip", rc.preset)
+        device = gpu.resolve_device(rc.preset.device)
+        try:
+            for pk in context.partition_keys:
+                scene = rc.story.scene(pk)
+                first_path = layout.output(rc.story.id, pk, "keyframe")
+                if not first_path.is_file():
+                    raise _missing(rc.story, "keyframe", pk)
+                target = rc.story.handoff_target(pk)
+                last = None
+                if target is not None:
+                    last_path = layout.output(rc.story.id, target.id, "keyframe")
+                    if not last_path.is_file():
+                        raise _missing(rc.story, "keyframe", target.id)
+                    last = read_image(last_path)
+                first = read_image(first_path)
+                for name, img in (("keyframe", first), ("next keyframe", last)):
+                    if img is not None and img.shape[:2] != (rc.preset.height, rc.preset.width):
+                        raise StageError(
+                            f"clip[{pk}]: the {name} is {img.shape[1]}x{img.shape[0]} but preset {rc.preset.name!r} renders "
+                            f"{rc.preset.width}x{rc.preset.height}: re-materialize {rc.story.id}/keyframe with the same preset"
+                        )
+                seed = rc.story.seed(scene)
+                with gpu.stage(context.log, stage="clip", engine=engine, device=device, scene=pk, seed=seed) as run:
+                    out = engine.render(
+                        ClipRequest(
+                            scene_id=pk, prompt=scene.prompt, negative_prompt=scene.negative_prompt, seed=seed,
+                            width=rc.preset.width, height=rc.preset.height, fps=rc.preset.base_fps, duration_s=scene.duration_s,
+                            first=first, last=last, camera=scene.camera, guidance_scale=scene.guidance_scale, steps=scene.steps,
+                            loras=tuple(_resolved_loras(rc.story, scene)), progress=run.step, log=context.log.info,
+                        )
+                    )
+                    run.output = write_video(layout.output(rc.story.id, pk, "clip"), out, lossless=True).path
+                    run.meta.update(out.meta)
+                    run.meta.update(flf2v=last is not None, handoff_to=target.id if target else None, preset=rc.preset.name)
+                for warning in run.record.get("warnings") or []:
+                    context.log.warning(f"clip[{pk}]: {warning}")
+                context.add_asset_metadata(to_dagster_metadata(run.record), partition_key=pk)
+        finally:
+            engines.release("clip")
+
+    def _post_stage(stage: str, upstream: str, method: str, description: str, kinds: set):
+        @dg.asset(key=[prefix, stage], deps=[dg.AssetKey([prefix, upstream])], kinds=kinds, description=description, **common)
+        def _asset(context: AssetExecutionContext, gpu: GPUResource, engines: EngineCache) -> None:
+            rc = render_context(context, story)
+            layout, engine = gpu.layout(), engines.get(stage, rc.preset)
+            device = gpu.resolve_device(rc.preset.device)
+            try:
+                for pk in context.partition_keys:
+                    src = layout.output(rc.story.id, pk, upstream)
+                    if not src.is_file():
+                        raise _missing(rc.story, upstream, pk)
+                    source = read_video(src)
+                    with gpu.stage(context.log, stage=stage, engine=engine, device=device, scene=pk, seed=rc.story.seed(rc.story.scene(pk))) as run:
+                        out = getattr(engine, method)(source)
+                        run.output = write_video(layout.output(rc.story.id, pk, stage), out, lossless=True).path
+                        run.meta.update(out.meta)
+                        run.meta.update(input_frames=source.num_frames, input_fps=float(source.fps), preset=rc.preset.name)
+                    context.add_asset_metadata(to_dagster_metadata(run.record), partition_key=pk)
+            finally:
+                engines.release(stage)
+
+        return _asset
+
+    interpolated = _post_stage(
+        "interpolated", "clip", "interpolate",
+        "The clip at a higher frame rate (frame interpolation: optical flow or RIFE), lossless MP4.", {"video"},
+    )
+    upscaled = _post_stage(
+        "upscaled", "interpolated", "upscale",
+        "The interpolated clip at a higher resolution (Lanczos or Real-ESRGAN), lossless MP4.", {"video"},
+    )
+
+    @dg.asset(
+        key=[prefix, "film"],
+        deps=[upscaled, clip],
+        group_name=prefix,
+        pool="gpu",
+        kinds={"video"},
+        description="The whole story as one delivery MP4 (H.264 4:2:0): every scene's upscaled clip in story order, seams joined.",
+    )
+    def film(context: AssetExecutionContext, gpu: GPUResource, engines: EngineCache) -> dg.MaterializeResult:
+        rc = render_context(context, story)
+        layout, engine = gpu.layout(), engines.get("film", rc.preset)
+        device = gpu.resolve_device(rc.preset.device)
+        scenes = []
+        for s in rc.story.scenes:
+            paths = {st: layout.output(rc.story.id, s.id, st) for st in ("clip", "upscaled")}
+            for st, p in paths.items():
+                if not p.is_file():
+                    raise _missing(rc.story, st, s.id)
+            scenes.append(FilmScene(scene_id=s.id, upscaled=read_video(paths["upscaled"]), native=read_video(paths["clip"]), transition=s.transition, prompt=s.prompt))
+        try:
+            with gpu.stage(context.log, stage="film", engine=engine, device=device, scene=None, seed=None) as run:
+                out = engine.join(
+                    FilmRequest(scenes=scenes, interpolator=engines.get("interpolated", rc.preset), upscaler=engines.get("upscaled", rc.preset), progress=run.step, log=context.log.info)
+                )
+                crf = int(engine.describe().get("crf", 18))
+                run.output = write_video(layout.film(rc.story.id), out, lossless=False, crf=crf).path
+                run.meta.update(out.meta)
+                run.meta.update(
+                    scenes=len(scenes), preset=rc.preset.name,
+                    expected_duration_s=round(sum(s.duration_s for s in rc.story.scenes), 4),
+                )
+        finally:
+            engines.release()
+        summary = write_run_summary(layout, rc.story, run.record)
+        meta = to_dagster_metadata(run.record)
+        meta["run_summary"] = dg.MetadataValue.path(str(summary))
+        return dg.MaterializeResult(metadata=meta)
+
+    return [scene_spec, keyframe, clip, interpolated, upscaled, film]
+
+
+def _resolved_loras(story: Story, scene) -> list:
+    """The scene's LoRAs with paths resolved against the story folder."""
+    from wan_pipeline.story import LoraSpec
+
+    out = []
+    for lora in scene.loras:
+        path = (story.base_dir / lora.path).resolve()
+        out.append(LoraSpec(path=str(path), strength=lora.strength))
+    return out
+
+
+def write_run_summary(layout, story: Story, film_record: dict):
+    """``outputs/<story>/run-summary.json``: one row per scene and stage (from the sidecars) and
+    one for the film, each with ``stage``, ``scene`` and the contract keys."""
+    rows = []
+    for s in story.scenes:
+        for stage in SCENE_STAGES:
+            rec = read_sidecar(layout.output(story.id, s.id, stage))
+            if rec is not None:
+                rows.append({**rec, "stage": stage, "scene": s.id})
+    rows.append({**film_record, "stage": "film", "scene": None})
+    return write_text_atomic(layout.run_summary(story.id), json.dumps(rows, indent=2, default=str) + "\n")

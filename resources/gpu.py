@@ -1,0 +1,159 @@
+"""``GPUResource``: the only way a stage touches a device.
+
+It holds the device's cross-process file lock for the stage, measures it (``StageMonitor``) and
+turns the measurement, the engine's description and the output file's own figures into the
+telemetry record of the contract (../shared/DESIGN.md): Dagster metadata on the materialization
+and a JSON sidecar next to the output.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Iterator
+
+import dagster as dg
+from pydantic import Field
+
+from wan_pipeline import progress
+from wan_pipeline.device_lock import hold_device
+from wan_pipeline.devices import pick_device
+from wan_pipeline.media.image_io import read_image
+from wan_pipeline.media.video_io import probe_video
+from wan_pipeline.storage import StorageLayout, storage_root
+from wan_pipeline.telemetry import CONTRACT_KEYS, StageMonitor, write_sidecar
+
+
+@dataclass
+class StageRun:
+    """Filled in by the stage body: ``output`` (the file written) and ``meta`` (engine facts)."""
+
+    stage: str
+    scene: str | None
+    device: str
+    seed: int | None
+    engine_info: dict
+    output: Path | None = None
+    meta: dict = field(default_factory=dict)
+    record: dict = field(default_factory=dict)
+
+    def step(self, done: int, total: int) -> None:
+        """Progress callback for engines: ``done`` of ``total`` steps."""
+        progress.reporter().stage_step(self.stage, self.scene, done, total)
+
+
+def measure_output(path: Path) -> dict:
+    """frames, fps, width, height measured from the output file (image: 1 frame, fps null)."""
+    if path.suffix.lower() == ".png":
+        img = read_image(path)
+        return {"frames": 1, "fps": None, "width": int(img.shape[1]), "height": int(img.shape[0])}
+    info = probe_video(path)
+    return {"frames": info.frames, "fps": float(info.fps), "fps_exact": str(info.fps), "width": info.width, "height": info.height, "video_duration_s": round(info.duration_s, 4)}
+
+
+def _plain(value):
+    if isinstance(value, Fraction):
+        return float(value)
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def to_dagster_metadata(record: dict) -> dict:
+    """Telemetry record → Dagster metadata values (null stays null, ``path`` is a path value,
+    lists and dicts become JSON)."""
+    out = {}
+    for key, value in record.items():
+        if value is None:
+            out[key] = dg.MetadataValue.null()
+        elif key == "path":
+            out[key] = dg.MetadataValue.path(str(value))
+        elif isinstance(value, (dict, list)):
+            out[key] = dg.MetadataValue.json(value)
+        elif isinstance(value, bool):
+            out[key] = dg.MetadataValue.bool(value)
+        elif isinstance(value, (int, float, str)):
+            out[key] = value
+        else:
+            out[key] = str(value)
+    return out
+
+
+class GPUResource(dg.ConfigurableResource):
+    """One stage at a time on the device, measured.
+
+    storage_root: the storage root (empty: ``WAN_PIPELINE_STORAGE`` or ``<checkout>/storage``);
+    device: ``auto`` lets the preset decide, or force ``cpu`` / ``cuda:N``;
+    lock_timeout_s: seconds to wait for the device lock (−1: forever).
+    """
+
+    storage_root: str = Field("", description="storage root; empty = $WAN_PIPELINE_STORAGE or <checkout>/storage")
+    device: str = Field("auto", description="auto (the preset's device) | cpu | cuda:N")
+    lock_timeout_s: float = Field(-1, description="seconds to wait for the device lock; -1 waits forever")
+
+    def layout(self) -> StorageLayout:
+        return StorageLayout(Path(self.storage_root).resolve() if self.storage_root else storage_root())
+
+    def resolve_device(self, preset_device: str | None) -> str:
+        return pick_device(preset_device if self.device == "auto" else self.device)
+
+    @contextlib.contextmanager
+    def stage(self, log, *, stage: str, engine, device: str, scene: str | None = None, seed: int | None = None) -> Iterator[StageRun]:
+        """Run one stage for one scene (or the film) inside the device lock and the monitor.
+
+        log: a logger with ``info``/``warning`` (``context.log``); engine: the stage engine (its
+        ``describe()`` goes into the record). The body writes its output and sets ``run.output``
+        and ``run.meta``; on exit ``run.record`` holds the telemetry record (also written as the
+        output's JSON sidecar). If the body raises, nothing is recorded and the error propagates.
+        """
+        layout = self.layout()
+        run = StageRun(stage=stage, scene=scene, device=device, seed=seed, engine_info=dict(engine.describe()))
+        where = f"{stage}[{scene}]" if scene else stage
+
+        def waiting(path):
+            log.info(f"{where}: waiting for the device lock {path} (another stage is using {device})")
+
+        progress.reporter().stage_started(stage, scene)
+        with hold_device(layout.locks, device, self.lock_timeout_s, on_wait=waiting) as waited:
+            monitor = StageMonitor(device)
+            try:
+                with monitor:
+                    yield run
+            finally:
+                gc.collect()
+                if device.startswith("cuda"):
+                    import torch
+
+                    torch.cuda.empty_cache()
+        if run.output is None:
+            raise RuntimeError(f"{where}: the stage body did not set run.output")
+        m = monitor.result
+        record = {k: None for k in CONTRACT_KEYS}
+        record.update(_plain(run.engine_info))
+        record.update(_plain(run.meta))
+        record.update(
+            stage=stage,
+            scene=scene,
+            engine=run.engine_info.get("engine"),
+            model=run.meta.get("model", run.engine_info.get("model")),
+            device=device,
+            duration_s=m.duration_s,
+            gpu_wait_s=waited,
+            peak_vram_mb=m.peak_vram_mb,
+            device_vram_used_mb=m.device_vram_used_mb,
+            peak_rss_mb=m.peak_rss_mb,
+            seed=seed,
+            path=str(Path(run.output).resolve()),
+        )
+        record.update(measure_output(Path(run.output)))
+        write_sidecar(run.output, record)
+        run.record = record
+        log.info(f"{where}: {record['frames']} frame(s) {record['width']}x{record['height']} in {m.duration_s:.2f}s → {record['path']}")
+        progress.reporter().stage_finished(stage, scene, record)

@@ -1,0 +1,80 @@
+"""The storage root: Dagster instance, outputs, models and locks under one folder.
+
+``storage/`` in the checkout by default, or the folder in ``WAN_PIPELINE_STORAGE``. Layout::
+
+    <root>/dagster.yaml                      the Dagster instance (DAGSTER_HOME unless set)
+    <root>/outputs/<story>/<scene>/keyframe.png | clip.mp4 | interpolated.mp4 | upscaled.mp4 (+ .json)
+    <root>/outputs/<story>/film.mp4, run-summary.json
+    <root>/models/   <root>/locks/
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from wan_pipeline.preset import project_root
+
+STAGE_FILES = {"keyframe": "keyframe.png", "clip": "clip.mp4", "interpolated": "interpolated.mp4", "upscaled": "upscaled.mp4"}
+TEMPLATE_DAGSTER_YAML = project_root() / "storage" / "dagster.yaml"
+
+
+def storage_root() -> Path:
+    """The storage root from ``WAN_PIPELINE_STORAGE``, else ``<checkout>/storage``."""
+    env = os.environ.get("WAN_PIPELINE_STORAGE")
+    return Path(env).resolve() if env else (project_root() / "storage").resolve()
+
+
+@dataclass(frozen=True)
+class StorageLayout:
+    """Paths under one storage root (absolute)."""
+
+    root: Path
+
+    @classmethod
+    def default(cls) -> "StorageLayout":
+        return cls(storage_root())
+
+    @property
+    def outputs(self) -> Path:
+        return self.root / "outputs"
+
+    @property
+    def models(self) -> Path:
+        return self.root / "models"
+
+    @property
+    def locks(self) -> Path:
+        return self.root / "locks"
+
+    def story_dir(self, story_id: str) -> Path:
+        return self.outputs / story_id
+
+    def output(self, story_id: str, scene_id: str, stage: str) -> Path:
+        """Where a per-scene stage writes: ``outputs/<story>/<scene>/<stage file>``."""
+        return self.story_dir(story_id) / scene_id / STAGE_FILES[stage]
+
+    def film(self, story_id: str) -> Path:
+        return self.story_dir(story_id) / "film.mp4"
+
+    def run_summary(self, story_id: str) -> Path:
+        return self.story_dir(story_id) / "run-summary.json"
+
+    def dagster_home(self) -> Path:
+        """``DAGSTER_HOME`` when set, else the storage root."""
+        env = os.environ.get("DAGSTER_HOME")
+        return Path(env).resolve() if env else self.root
+
+    def init(self) -> Path:
+        """Create the folders and, where missing, the instance's ``dagster.yaml`` (the ``gpu`` pool
+        limit and the run queue) copied from the project's template. Returns the Dagster home."""
+        for d in (self.root, self.outputs, self.models, self.locks):
+            d.mkdir(parents=True, exist_ok=True)
+        home = self.dagster_home()
+        home.mkdir(parents=True, exist_ok=True)
+        target = home / "dagster.yaml"
+        if not target.exists() and TEMPLATE_DAGSTER_YAML.is_file() and TEMPLATE_DAGSTER_YAML.resolve() != target.resolve():
+            shutil.copyfile(TEMPLATE_DAGSTER_YAML, target)
+        return home
