@@ -13,7 +13,7 @@ from pathlib import Path
 import dagster as dg
 
 from assets.story_assets import build_story_assets
-from resources import EngineCache, GPUResource
+from resources import default_resources
 from wan_pipeline.errors import InputError
 from wan_pipeline.preset import project_root
 from wan_pipeline.story import Story, load_story, story_files
@@ -44,10 +44,6 @@ def load_stories(folder: Path | None = None) -> tuple[list[Story], dict[str, str
         seen[story.id] = str(path)
         stories.append(story)
     return stories, errors
-
-
-def default_resources() -> dict:
-    return {"gpu": GPUResource(), "engines": EngineCache()}
 
 
 def story_job(story: Story) -> dg.UnresolvedAssetJobDefinition:

@@ -1,0 +1,33 @@
+# wan_pipeline — the two set-up commands of the README, plus the UI.
+# Every target creates the virtual environment and installs the project on first use.
+PY      ?= python3
+VENV    ?= .venv
+BIN     := $(VENV)/bin
+STORY   ?= stories/launch_day.yaml
+PRESET  ?= preview
+export DAGSTER_HOME ?= $(CURDIR)/storage
+
+.PHONY: install demo test ui e2e-deps screenshots clean-outputs
+
+$(BIN)/wan-pipeline: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e ".[dev]"
+	@touch $@
+
+install: $(BIN)/wan-pipeline
+
+## Render the demo story with the preview preset (CPU, no weights): storage/outputs/launch_day/film.mp4
+demo: install
+	$(BIN)/wan-pipeline render $(STORY) --preset $(PRESET)
+
+## Run the test suite (CPU, no network, no GPU)
+test: install
+	$(BIN)/python -m pytest -q
+
+## Open the Dagster UI on http://127.0.0.1:3000 (instance in storage/)
+ui: install
+	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+clean-outputs:
+	rm -rf storage/outputs

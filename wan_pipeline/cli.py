@@ -1,0 +1,221 @@
+"""``wan-pipeline``: validate and render stories through Dagster, and the per-stage tools.
+
+The only module of the engine library that imports Dagster: ``render`` materializes the story's
+assets on the instance of the storage root (``storage/`` or ``$WAN_PIPELINE_STORAGE``), exactly as
+the Dagster UI would, so runs, materializations and telemetry show up there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import warnings
+from pathlib import Path
+
+from wan_pipeline.errors import InputError, WanPipelineError
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+
+
+def _err(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+# ---------------------------------------------------------------------------------------------
+# validate
+
+
+def cmd_validate(args) -> int:
+    from wan_pipeline.preset import load_preset
+    from wan_pipeline.story import load_story
+
+    story = load_story(args.story)
+    load_preset(args.preset or story.preset)
+    print(f"ok: {args.story}: story {story.id!r}, {len(story.scenes)} scenes ({', '.join(story.scene_ids)}), preset {args.preset or story.preset!r}")
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------------------------------
+# render
+
+
+class _ConsoleReporter:
+    """Progress of a render on stderr: a line per finished stage and scene, and bars on a terminal."""
+
+    def __init__(self, scenes: int):
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.console = Console(stderr=True)
+        self.scenes = scenes
+        self.progress = Progress(
+            TextColumn("{task.description:<13}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            console=self.console, disable=not self.console.is_terminal, transient=False,
+        )
+        self.tasks: dict[str, int] = {}
+
+    def __enter__(self):
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self.progress.__exit__(*exc)
+
+    def _task(self, stage: str) -> int:
+        if stage not in self.tasks:
+            self.tasks[stage] = self.progress.add_task(stage, total=1 if stage == "film" else self.scenes)
+        return self.tasks[stage]
+
+    def stage_started(self, stage, scene):
+        self._task(stage)
+
+    def stage_step(self, stage, scene, done, total):
+        return None
+
+    def stage_finished(self, stage, scene, record):
+        self.progress.advance(self._task(stage))
+        where = f"{stage}[{scene}]" if scene else stage
+        fps = f" @ {record['fps']:g} fps" if record.get("fps") else ""
+        self.console.print(
+            f"  ✓ {where:<28} {record['frames']:>4} frame(s) {record['width']}x{record['height']}{fps}  {record['duration_s']:.2f}s",
+            highlight=False, markup=False,
+        )
+
+
+def _failure_message(result) -> str:
+    lines = []
+    for ev in result.get_step_failure_events():
+        err = ev.step_failure_data.error
+        cause = err
+        while cause is not None and cause.cause is not None and "DagsterExecutionStepExecutionError" in (cause.cls_name or ""):
+            cause = cause.cause
+        msg = (cause.message if cause else str(err)).strip()
+        lines.append(f"step {ev.step_key} failed: {msg}")
+    return "\n".join(lines) or "the run failed (see the Dagster UI for its logs)"
+
+
+def _contiguous_ranges(ordered: list[str], chosen: set[str]) -> list[tuple[str, str]]:
+    ranges, start, prev = [], None, None
+    for sid in ordered:
+        if sid in chosen:
+            start = start or sid
+            prev = sid
+        elif start is not None:
+            ranges.append((start, prev))
+            start = None
+    if start is not None:
+        ranges.append((start, prev))
+    return ranges
+
+
+def cmd_render(args) -> int:
+    import dagster as dg
+
+    from resources import default_resources
+    from assets.render_context import PRESET_TAG
+    from assets.story_assets import build_story_assets
+    from wan_pipeline import progress
+    from wan_pipeline.preset import load_preset
+    from wan_pipeline.storage import StorageLayout
+    from wan_pipeline.story import load_story
+
+    story = load_story(args.story)
+    preset = load_preset(args.preset or story.preset)
+    layout = StorageLayout.default()
+    os.environ.setdefault("DAGSTER_HOME", str(layout.init()))
+    scenes = story.scene_ids
+    if args.scenes:
+        chosen = [s.strip() for s in args.scenes.split(",") if s.strip()]
+        unknown = [s for s in chosen if s not in scenes]
+        if unknown:
+            raise InputError(args.story, f"--scenes: unknown scene id(s) {', '.join(unknown)}; scenes: {', '.join(scenes)}")
+        selected = set(chosen)
+    else:
+        selected = set(scenes)
+
+    assets = build_story_assets(story)
+    resources = default_resources()
+    per_scene = dg.AssetSelection.groups(story.id) - dg.AssetSelection.assets([story.id, "film"])
+    keyframe_only = dg.AssetSelection.assets([story.id, "keyframe"])
+    run_config = {"loggers": {"console": {"config": {"log_level": "INFO" if args.verbose else "WARNING"}}}}
+    base_tags = {PRESET_TAG: preset.name, "wan_pipeline/story": story.id}
+
+    plan: list[tuple[str, object, dict]] = []
+    targets = {t.id for sid in selected if (t := story.handoff_target(sid)) is not None} - selected
+    missing_targets = {t for t in targets if not layout.output(story.id, t, "keyframe").is_file()}
+    for start, end in _contiguous_ranges(scenes, missing_targets):
+        plan.append((f"keyframe {start}..{end} (handoff targets)", keyframe_only, _range_tags(start, end)))
+    for start, end in _contiguous_ranges(scenes, selected):
+        plan.append((f"scenes {start}..{end}", per_scene, _range_tags(start, end)))
+    plan.append(("film", dg.AssetSelection.assets([story.id, "film"]), {}))
+
+    print(f"rendering {story.id!r} ({len(selected)} of {len(scenes)} scenes) with preset {preset.name!r} into {layout.story_dir(story.id)}", file=sys.stderr)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        instance = dg.DagsterInstance.get()
+        with _ConsoleReporter(len(selected)) as reporter:
+            progress.set_reporter(reporter)
+            try:
+                for label, selection, tags in plan:
+                    if label == "film":
+                        not_ready = [s for s in scenes if not layout.output(story.id, s, "upscaled").is_file()]
+                        if not_ready:
+                            raise WanPipelineError(f"the film needs every scene; not rendered yet: {', '.join(not_ready)} (run without --scenes)")
+                    result = dg.materialize(
+                        assets, selection=selection, instance=instance, resources=resources,
+                        tags={**base_tags, **tags}, run_config=run_config, raise_on_error=False,
+                    )
+                    if not result.success:
+                        _err(f"render failed ({label}, run {result.run_id}):\n{_failure_message(result)}")
+                        return EXIT_FAILED
+            finally:
+                progress.set_reporter(None)
+    print(str(layout.film(story.id)))
+    return EXIT_OK
+
+
+def _range_tags(start: str, end: str) -> dict:
+    return {"dagster/asset_partition_range_start": start, "dagster/asset_partition_range_end": end}
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="wan-pipeline", description="Story-to-video rendering with Wan, orchestrated by Dagster.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("validate", help="check a story file (exit 0 if valid, 2 with the errors)")
+    p.add_argument("story", help="story file (YAML or JSON)")
+    p.add_argument("--preset", help="also check this preset instead of the story's own")
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("render", help="render a story through Dagster; prints the film's path last")
+    p.add_argument("story", help="story file (YAML or JSON), anywhere on disk")
+    p.add_argument("--preset", help="preset name (workflows/<name>.yaml) or file; default: the story's own")
+    p.add_argument("--scenes", help="comma-separated scene ids to (re)render; default: all")
+    p.add_argument("-v", "--verbose", action="store_true", help="show Dagster's INFO log")
+    p.set_defaults(func=cmd_render)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``wan-pipeline`` console script; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    warnings.filterwarnings("ignore", module=r"dagster(\..*)?$")
+    try:
+        return args.func(args)
+    except InputError as exc:
+        _err(f"error: {exc}")
+        return EXIT_BAD_INPUT
+    except WanPipelineError as exc:
+        _err(f"error: {exc}")
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        _err("interrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
