@@ -27,7 +27,6 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -37,10 +36,11 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from wan_pipeline.engines.base import parse_params
-from wan_pipeline.engines.frame_timing import plan_interpolation
-from wan_pipeline.engines.scene_cuts import CutThresholds, detect_cuts
+from wan_pipeline.engines.interpolation import interpolate_clip
+from wan_pipeline.engines.scene_cuts import CutThresholds
 from wan_pipeline.errors import InputError
 from wan_pipeline.media.clip import Clip, as_fps
+from wan_pipeline.storage import storage_root
 
 RIFE_VERSION = "4.6"
 OFFICIAL_WIDTHS = (192, 128, 96, 64)
@@ -273,18 +273,9 @@ class RifeRunner:
 # engine
 
 
-def storage_root() -> Path:
-    """``$WAN_PIPELINE_STORAGE``, else ``<repo>/storage``."""
-    env = os.environ.get("WAN_PIPELINE_STORAGE")
-    if env:
-        return Path(env).resolve()
-    from wan_pipeline.preset import project_root
-
-    return project_root() / "storage"
-
-
 def resolve_model_path(model: str) -> Path:
-    """A preset's model path: absolute as given, relative to :func:`storage_root` otherwise."""
+    """A preset's model path: absolute as given, relative to the storage root
+    (:func:`wan_pipeline.storage.storage_root`) otherwise."""
     p = Path(model).expanduser()
     return p if p.is_absolute() else storage_root() / p
 
@@ -328,8 +319,8 @@ class RifeInterpolator:
     Built as ``RifeInterpolator(params, preset)``; loads the weights at once (a bad file raises
     :class:`InputError` before anything is written). Output ``Clip.meta`` adds ``interp_factor``
     (exact fps_out / fps_in as float), ``scene_cuts`` (cut pairs found), ``duplicated_frames``
-    (frames copied across cuts instead of synthesised), ``synthesised_frames`` and ``model``; the
-    audio reference is kept.
+    (frames copied across cuts instead of synthesised), ``synthesised_frames`` and ``model``
+    (see :func:`wan_pipeline.engines.interpolation.interpolate_clip`); the audio reference is kept.
     """
 
     name = "rife"
@@ -340,10 +331,8 @@ class RifeInterpolator:
         self.params = parse_params(RifeParams, params, preset, "interpolated")
         self.model_path = resolve_model_path(self.params.model)
         self.device = pick_device(getattr(preset, "device", "auto"))
-        self.thresholds = CutThresholds(
-            correlation_below=self.params.scene_cut_threshold if self.params.scene_cut_threshold is not None else -2.0,
-            difference_above=self.params.scene_cut_difference,
-        )
+        self.thresholds = None if self.params.scene_cut_threshold is None else CutThresholds(
+            correlation_below=self.params.scene_cut_threshold, difference_above=self.params.scene_cut_difference)
         self.runner: RifeRunner | None = RifeRunner(load_ifnet(self.model_path), self.device, self.params.scale)
 
     def describe(self) -> dict:
@@ -367,32 +356,16 @@ class RifeInterpolator:
         frames) or at target_fps (see :mod:`wan_pipeline.engines.frame_timing`)."""
         if self.runner is None:
             self.runner = RifeRunner(load_ifnet(self.model_path), self.device, self.params.scale)
-        frames = clip.frames
-        cuts = detect_cuts(frames, self.thresholds) if self.params.scene_cut_threshold is not None else set()
-        plan = plan_interpolation(clip.num_frames, clip.fps, factor=self.params.factor,
-                                  target_fps=self.params.target_fps, cut_pairs=cuts)
-        out = np.empty((plan.num_frames,) + frames.shape[1:], dtype=np.uint8)
-        for i, src in enumerate(plan.copies):
-            if src is not None:
-                out[i] = frames[src]
-        jobs = plan.synthesis
-        bs = self.params.batch_size
-        for start in range(0, len(jobs), bs):
-            chunk = jobs[start : start + bs]
-            idx = np.array([a for _, a, _ in chunk])
-            synth = self.runner.synthesise(frames[idx], frames[idx + 1], [t for _, _, t in chunk])
-            for (o, _, _), frame in zip(chunk, synth):
-                out[o] = frame
-        meta = dict(clip.meta)
-        meta.update(
-            interp_factor=float(Fraction(plan.fps) / clip.fps),
-            scene_cuts=len(cuts),
-            duplicated_frames=plan.duplicated_frames,
-            synthesised_frames=len(jobs),
-            model=str(self.model_path),
-            interp_engine=self.name,
-        )
-        return Clip(out, plan.fps, clip.audio, meta)
+        frames, runner = clip.frames, self.runner
+
+        def synthesise(jobs):
+            idx = np.array([a for a, _ in jobs])
+            return runner.synthesise(frames[idx], frames[idx + 1], [t for _, t in jobs])
+
+        out = interpolate_clip(clip, synthesise, factor=self.params.factor, target_fps=self.params.target_fps,
+                               cut_thresholds=self.thresholds, batch_size=self.params.batch_size)
+        out.meta.update(model=str(self.model_path), interp_engine=self.name)
+        return out
 
     def close(self) -> None:
         """Free the network (and its GPU memory)."""
