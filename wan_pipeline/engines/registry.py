@@ -20,6 +20,7 @@ ENGINES: dict[str, dict[str, str]] = {
     },
     "interpolated": {
         "optical_flow": "wan_pipeline.engines.optical_flow:FlowInterpolator",
+        "rife": "wan_pipeline.engines.rife:RifeInterpolator",
     },
     "upscaled": {
         "lanczos": "wan_pipeline.engines.lanczos:LanczosUpscaler",
