@@ -58,3 +58,13 @@ def test_not_a_video_names_the_file(tmp_path):
         probe_video(bad)
     with pytest.raises(InputError, match="not found"):
         read_video(tmp_path / "missing.mp4")
+
+
+def test_decimal_ntsc_rates_are_exact():
+    from wan_pipeline.media.clip import as_fps
+
+    assert as_fps(23.976) == Fraction(24000, 1001) and as_fps(29.97) == Fraction(30000, 1001)
+    assert as_fps(59.94) == Fraction(60000, 1001) and as_fps("24000/1001") == Fraction(24000, 1001)
+    assert as_fps(24.0) == 24 and as_fps(12.5) == Fraction(25, 2) and as_fps(16) == 16
+    with pytest.raises(ValueError):
+        as_fps(0)

@@ -22,6 +22,10 @@ def as_fps(value: float | int | str | Fraction) -> Fraction:
         fps = Fraction(value)
     else:
         fps = Fraction(value).limit_denominator(1001)
+        # NTSC rates written as decimals (23.976, 29.97, 59.94) mean N·1000/1001 (SMPTE ST 12-1)
+        ntsc = Fraction(round(float(value) * 1.001) * 1000, 1001)
+        if ntsc.denominator == 1001 and abs(float(ntsc) - float(value)) < 1e-3 and fps.denominator != 1:
+            fps = ntsc
     if fps <= 0:
         raise ValueError(f"fps must be positive, got {value!r}")
     return fps
