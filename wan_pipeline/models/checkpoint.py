@@ -276,10 +276,10 @@ def read_checkpoint(ref: str | Path) -> Checkpoint:
         raise InputError(str(root), _with_repo(problems, str(ref)))
 
     ckpt = Checkpoint(ref=str(ref), source=str(root), index=index, components=components)
-    return _parse_configs(ckpt, root)
+    return parse_component_configs(ckpt, root)
 
 
-def _parse_configs(ckpt: Checkpoint, where: Path | str) -> Checkpoint:
+def parse_component_configs(ckpt: Checkpoint, where: Path | str) -> Checkpoint:
     """Validate the Wan component configs into pydantic models and check VAE/transformer channels."""
     comps = ckpt.components
     where = Path(str(where))
