@@ -102,7 +102,7 @@ class ModelInfo(BaseModel):
 
     def valid_frames(self, frames: int) -> int:
         """The nearest valid frame count (4k+1, at least 1, at most ``max_frames``) to ``frames``."""
-        k = max(0, round((frames - 1) / self.frame_step))
+        k = max(0, int((frames - 1) / self.frame_step + 0.5))  # ties round up
         n = k * self.frame_step + 1
         if self.max_frames:
             n = min(n, (self.max_frames - 1) // self.frame_step * self.frame_step + 1)
