@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from wan_pipeline.errors import InputError
-from wan_pipeline.models import STRATEGIES, doctor_report, plan_memory, read_checkpoint, render_doctor_text, stronger_strategy
+from wan_pipeline.models import (STRATEGIES, doctor_report, plan_for_model, plan_memory, read_checkpoint,
+                                 render_doctor_text, stronger_strategy)
 from wan_pipeline.models.catalog import catalog_checkpoint
 from wan_pipeline.models.memory import MIB, OVERHEAD_MIB, VRAM_MARGIN, count_parameters, latent_tokens
 from wan_pipeline.preset import Preset
@@ -205,3 +206,32 @@ def test_doctor_without_gpu_and_unknown_model(tmp_path, monkeypatch):
     real = doctor_report(_preset({}))  # measures this machine: must not fail with or without a GPU
     assert real["models"] == [] and "ram" in real["machine"] and isinstance(real["machine"]["gpus"], list)
     assert "no stage of this preset names a model" in render_doctor_text(real)
+
+
+@needs_configs
+def test_plan_for_model_on_cpu_device():
+    info, plan = plan_for_model(str(CONFIGS / "Wan2.2-TI2V-5B-Diffusers"), width=1280, height=704, frames=121,
+                                dtype="float32", device="cpu")
+    assert info.variant == "Wan2.2-TI2V-5B" and plan.variant == info.variant
+    assert plan.vram_free_mib is None and plan.chosen_strategy == "full_gpu"
+    assert plan.weights_mib["transformer"] == round(4_999_787_712 * 4 / MIB, 1)
+
+
+def _cuda() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except ImportError:
+        return False
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _cuda(), reason="needs a CUDA device")
+def test_gpu_free_memory_is_measured():
+    from wan_pipeline.models import gpu_memory_mib, machine_info
+
+    total, free = gpu_memory_mib("cuda:0")
+    assert total is not None and 0 < free <= total
+    gpus = machine_info()["gpus"]
+    assert gpus and gpus[0]["total_mib"] == pytest.approx(total, rel=0.01)

@@ -24,7 +24,6 @@ PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 TRUSTED_LIBRARIES = ("diffusers", "transformers")
 """Component libraries loadable without ``trust_remote_code``."""
 WEIGHTED_LIBRARY_CLASSES = ("Model", "Autoencoder", "Encoder", "Transformer")
-DENOISERS = ("transformer", "transformer_2", "unet", "prior")
 
 
 def download_command(repo_id: str, local_dir: str | None = None) -> str:
@@ -166,7 +165,7 @@ def _read_json(path: Path, checkpoint: Path) -> dict:
     return data
 
 
-def _config_file(folder: Path, library: str | None, class_name: str | None) -> Path | None:
+def _config_file(folder: Path) -> Path | None:
     names = ["config.json", "scheduler_config.json", "preprocessor_config.json", "tokenizer_config.json",
              "tokenizer.json", "spiece.model"]
     for n in names:
@@ -244,7 +243,7 @@ def read_checkpoint(ref: str | Path) -> Checkpoint:
             problems.append(f"component {name!r}: library {entry.library!r} is custom code (needs trust_remote_code, "
                             f"which is never used); use a checkpoint whose components come from diffusers or transformers")
         folder = root / name
-        cfg_file = _config_file(folder, entry.library, entry.class_name) if folder.is_dir() else None
+        cfg_file = _config_file(folder) if folder.is_dir() else None
         safe, pickles = _weight_files(folder, root) if folder.is_dir() else ([], [])
         for p in pickles:
             problems.append(f"component {name!r}: {p} is a pickle weight file; only .safetensors are loaded "

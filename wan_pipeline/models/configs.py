@@ -142,8 +142,3 @@ class SchedulerConfig(BaseModel):
     def effective_shift(self) -> float | None:
         return self.flow_shift if self.flow_shift is not None else self.shift
 
-
-def raw_config(model: BaseModel) -> dict:
-    """The config as read (original key names, extras kept, defaults not added): what diffusers'
-    ``from_config`` is given to rebuild the module."""
-    return model.model_dump(by_alias=True, exclude_unset=True)

@@ -151,6 +151,36 @@ def _nvml_gpus() -> list[dict]:
     return gpus
 
 
+def gpu_memory_mib(device: str) -> tuple[float | None, float | None]:
+    """(total, free) MiB of a ``cuda:N`` device (NVML, else torch), (None, None) for CPU or no GPU."""
+    if not device.startswith("cuda"):
+        return None, None
+    index = int(device.split(":")[1]) if ":" in device else 0
+    gpu = next((g for g in _nvml_gpus() if g["index"] == index), None)
+    if gpu is not None:
+        return float(gpu["total_mib"]), float(gpu["free_mib"])
+    try:
+        import torch
+
+        free, total = torch.cuda.mem_get_info(index)
+        return total / MIB, free / MIB
+    except Exception:
+        return None, None
+
+
+def plan_for_model(model_ref: str, *, width: int, height: int, frames: int, dtype: str = "bfloat16",
+                   strategy: str = "auto", device: str = "cuda:0"):
+    """Read ``model_ref`` and plan its memory for one generation on ``device`` (free VRAM measured
+    now). Returns ``(ModelInfo, MemoryPlan)``; for engines, which record ``plan.chosen_strategy``,
+    ``vae_tiling`` and ``estimated_peak_mib`` in the stage metadata. Raises :class:`InputError`."""
+    ckpt = read_checkpoint(model_ref)
+    info = identify(ckpt)
+    total, free = gpu_memory_mib(device)
+    plan = plan_memory(ckpt, variant=info.variant, width=width, height=height, frames=frames, dtype=dtype,
+                       strategy=strategy, vram_total_mib=total, vram_free_mib=free)
+    return info, plan
+
+
 def _target_gpu(preset, machine: dict) -> dict | None:
     device = (getattr(preset, "device", "auto") or "auto").lower()
     gpus = machine.get("gpus") or []

@@ -150,8 +150,12 @@ def component_parameters(ckpt: Checkpoint) -> dict[str, ParamStats]:
         if not comp.needs_weights or comp.library is None or comp.class_name is None:
             continue
         if comp.config is not None:
-            out[name] = count_parameters(comp.library, comp.class_name, comp.config)
-        elif comp.class_name in DEFAULT_COMPONENT_CONFIGS:
+            try:
+                out[name] = count_parameters(comp.library, comp.class_name, comp.config)
+                continue
+            except (KeyError, TypeError, ValueError, InputError):
+                pass  # a config this library version cannot build: fall back to the default, if any
+        if comp.class_name in DEFAULT_COMPONENT_CONFIGS:
             out[name] = count_parameters(comp.library, comp.class_name, DEFAULT_COMPONENT_CONFIGS[comp.class_name],
                                          source="default")
     return out
