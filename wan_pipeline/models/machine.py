@@ -1,0 +1,302 @@
+"""Reports behind ``wan-pipeline inspect MODEL`` and ``wan-pipeline doctor [PRESET]``.
+
+``inspect_report`` describes one checkpoint (variant, pipeline class, capabilities, parameter
+counts, what is missing); ``doctor_report`` describes the machine (CPU, RAM, GPUs and free VRAM
+through NVML, torch/CUDA versions) and every model a preset names, with its memory plan for this
+machine. Both return JSON-serialisable dicts; :func:`render_doctor_text` formats the doctor report.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+
+from wan_pipeline.errors import InputError
+from wan_pipeline.models.catalog import catalog_checkpoint
+from wan_pipeline.models.checkpoint import (REPO_ID, Checkpoint, download_command, find_cached_snapshot,
+                                            hf_cache_dir, read_checkpoint)
+from wan_pipeline.models.memory import MIB, STRATEGIES, plan_memory
+from wan_pipeline.models.variants import identify
+
+FILE_MODEL_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt", ".onnx", ".pkl")
+
+
+def load_checkpoint_info(model_ref: str) -> tuple[Checkpoint, bool]:
+    """(checkpoint, downloaded). A published repo that is not in the HF cache is described from
+    the built-in catalogue with ``downloaded=False``; anything else that cannot be found raises
+    :class:`InputError` with the download command."""
+    try:
+        return read_checkpoint(model_ref), True
+    except InputError:
+        if REPO_ID.match(model_ref) and not Path(model_ref).exists() and find_cached_snapshot(model_ref) is None:
+            ckpt = catalog_checkpoint(model_ref)
+            if ckpt is not None:
+                return ckpt, False
+        raise
+
+
+def inspect_report(model_ref: str) -> dict:
+    """What a checkpoint is (JSON-serialisable).
+
+    Keys: ``model``, ``source``, ``downloaded``, ``variant``, ``family``, ``size``, ``miniature``,
+    ``pipeline_class``, ``pipeline_classes`` (per capability), ``capabilities``, ``experts``,
+    ``boundary_ratio``, ``expand_timesteps``, ``vae_z_dim``, ``fps`` (frames/s), ``max_frames``,
+    ``valid_frames`` ("4k+1"), ``size_multiple`` (pixels), ``native_sizes`` ([width, height]),
+    ``flow_shift``, ``parameters`` (per component), ``parameter_sources``, ``total_parameters``,
+    ``missing`` (components), ``download``, ``notes``. Raises :class:`InputError` (see
+    :func:`~wan_pipeline.models.checkpoint.read_checkpoint`).
+    """
+    from wan_pipeline.models.memory import component_parameters
+
+    ckpt, downloaded = load_checkpoint_info(model_ref)
+    info = identify(ckpt)
+    stats = component_parameters(ckpt)
+    report = {"model": model_ref, "source": ckpt.source, "downloaded": downloaded}
+    report.update(info.model_dump(exclude={"frame_step", "transformer"}))
+    report["native_sizes"] = [list(s) for s in info.native_sizes]
+    report["valid_frames"] = f"{info.frame_step}k+1, at most {info.max_frames}" if info.max_frames else None
+    report["transformer_config"] = info.transformer
+    report["parameters"] = {n: s.total for n, s in stats.items()}
+    report["parameter_sources"] = {n: s.source for n, s in stats.items()}
+    report["total_parameters"] = sum(s.total for s in stats.values())
+    missing = ["all files (not downloaded)"] if not downloaded else ckpt.missing_components()
+    report["missing"] = missing
+    is_repo = bool(REPO_ID.match(model_ref)) and not Path(model_ref).exists()
+    report["download"] = download_command(model_ref) if (is_repo and missing) else None
+    return report
+
+
+def machine_info() -> dict:
+    """CPU, RAM (MiB), GPUs with total/free VRAM (MiB, NVML; ``[]`` without a GPU or driver),
+    torch/CUDA/diffusers versions and the HF cache folder."""
+    import psutil
+
+    vm = psutil.virtual_memory()
+    cpu_model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu_model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info = {
+        "cpu": {"model": cpu_model, "logical_cores": psutil.cpu_count(logical=True),
+                "physical_cores": psutil.cpu_count(logical=False), "usable_cores": len(os.sched_getaffinity(0))
+                if hasattr(os, "sched_getaffinity") else psutil.cpu_count()},
+        "ram": {"total_mib": round(vm.total / MIB), "available_mib": round(vm.available / MIB)},
+        "gpus": _nvml_gpus(),
+        "nvidia_driver": None,
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "hf_cache": hf_cache_dir(),
+    }
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        try:
+            drv = pynvml.nvmlSystemGetDriverVersion()
+            info["nvidia_driver"] = drv.decode() if isinstance(drv, bytes) else drv
+        finally:
+            pynvml.nvmlShutdown()
+    except Exception:
+        pass
+    try:
+        import torch
+
+        info["torch"] = torch.__version__
+        info["torch_cuda"] = torch.version.cuda
+        info["cuda_available"] = bool(torch.cuda.is_available())
+        if info["cuda_available"] and not info["gpus"]:
+            for i in range(torch.cuda.device_count()):
+                free, total = torch.cuda.mem_get_info(i)
+                info["gpus"].append({"index": i, "name": torch.cuda.get_device_name(i), "total_mib": round(total / MIB),
+                                     "free_mib": round(free / MIB), "used_mib": round((total - free) / MIB)})
+    except ImportError:
+        info.update(torch=None, torch_cuda=None, cuda_available=False)
+    try:
+        import diffusers
+
+        info["diffusers"] = diffusers.__version__
+    except ImportError:
+        info["diffusers"] = None
+    return info
+
+
+def _nvml_gpus() -> list[dict]:
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+    except Exception:
+        return []
+    gpus = []
+    try:
+        for i in range(pynvml.nvmlDeviceGetCount()):
+            h = pynvml.nvmlDeviceGetHandleByIndex(i)
+            name = pynvml.nvmlDeviceGetName(h)
+            mem = pynvml.nvmlDeviceGetMemoryInfo(h)
+            gpus.append({"index": i, "name": name.decode() if isinstance(name, bytes) else name,
+                         "total_mib": round(mem.total / MIB), "free_mib": round(mem.free / MIB),
+                         "used_mib": round(mem.used / MIB)})
+    except Exception:
+        pass
+    finally:
+        try:
+            pynvml.nvmlShutdown()
+        except Exception:
+            pass
+    return gpus
+
+
+def gpu_memory_mib(device: str) -> tuple[float | None, float | None]:
+    """(total, free) MiB of a ``cuda:N`` device (NVML, else torch), (None, None) for CPU or no GPU."""
+    if not device.startswith("cuda"):
+        return None, None
+    index = int(device.split(":")[1]) if ":" in device else 0
+    gpu = next((g for g in _nvml_gpus() if g["index"] == index), None)
+    if gpu is not None:
+        return float(gpu["total_mib"]), float(gpu["free_mib"])
+    try:
+        import torch
+
+        free, total = torch.cuda.mem_get_info(index)
+        return total / MIB, free / MIB
+    except Exception:
+        return None, None
+
+
+def plan_for_model(model_ref: str, *, width: int, height: int, frames: int, dtype: str = "bfloat16",
+                   strategy: str = "auto", device: str = "cuda:0"):
+    """Read ``model_ref`` and plan its memory for one generation on ``device`` (free VRAM measured
+    now). Returns ``(ModelInfo, MemoryPlan)``; for engines, which record ``plan.chosen_strategy``,
+    ``vae_tiling`` and ``estimated_peak_mib`` in the stage metadata. Raises :class:`InputError`."""
+    ckpt = read_checkpoint(model_ref)
+    info = identify(ckpt)
+    total, free = gpu_memory_mib(device)
+    plan = plan_memory(ckpt, variant=info.variant, width=width, height=height, frames=frames, dtype=dtype,
+                       strategy=strategy, vram_total_mib=total, vram_free_mib=free)
+    return info, plan
+
+
+def _target_gpu(preset, machine: dict) -> dict | None:
+    device = (getattr(preset, "device", "auto") or "auto").lower()
+    gpus = machine.get("gpus") or []
+    if device == "cpu" or not gpus:
+        return None
+    index = int(device.split(":")[1]) if device.startswith("cuda:") else 0
+    return next((g for g in gpus if g["index"] == index), None)
+
+
+def _model_entry(stage: str, section: dict, preset, gpu: dict | None) -> dict:
+    model = str(section.get("model"))
+    entry = {"stage": stage, "engine": section.get("engine"), "model": model, "missing": [], "problems": []}
+    if Path(model).suffix.lower() in FILE_MODEL_SUFFIXES:
+        exists = Path(model).expanduser().is_file()
+        entry.update(kind="weights file", present=exists)
+        if not exists:
+            entry["missing"].append(f"weights file {model} not found")
+        return entry
+    try:
+        ckpt, downloaded = load_checkpoint_info(model)
+    except InputError as err:
+        entry["problems"].append(str(err))
+        return entry
+    info = identify(ckpt)
+    entry.update(kind="diffusers checkpoint", source=ckpt.source, downloaded=downloaded, variant=info.variant,
+                 pipeline_class=info.pipeline_class, capabilities=info.capabilities, experts=info.experts)
+    if not downloaded:
+        entry["missing"].append(f"not in the Hugging Face cache: run `{download_command(model)}`")
+    else:
+        entry["missing"] += [f"{m}" for m in ckpt.missing_components()]
+        if entry["missing"] and REPO_ID.match(model) and not Path(model).exists():
+            entry["missing"].append(f"complete it with `{download_command(model)}`")
+    dtype = str(section.get("dtype", "auto"))
+    if dtype == "auto":
+        dtype = "bfloat16" if gpu else "float32"
+    width = int(section.get("width") or preset.width)
+    height = int(section.get("height") or preset.height)
+    frames = int(section.get("frames") or section.get("num_frames") or info.max_frames or 81)
+    strategy = str(section.get("memory_strategy", "auto"))
+    try:
+        plan = plan_memory(ckpt, variant=info.variant, width=width, height=height, frames=info.valid_frames(frames),
+                           dtype=dtype, strategy=strategy,
+                           vram_total_mib=gpu["total_mib"] if gpu else None, vram_free_mib=gpu["free_mib"] if gpu else None)
+    except InputError as err:
+        entry["problems"].append(str(err))
+        return entry
+    entry.update(parameters=plan.total_params, parameters_by_component=plan.params, dtype=dtype,
+                 width=width, height=height, frames=plan.frames, weights_mib=plan.total_weights_mib,
+                 chosen_strategy=plan.chosen_strategy, vae_tiling=plan.vae_tiling,
+                 estimated_peak_vram_mib=plan.estimated_peak_mib, peak_vram_mib=plan.peak_vram_mib,
+                 fits=plan.fits, reason=plan.reason, host_ram_mib=plan.host_ram_mib)
+    if plan.fits is False:
+        entry["problems"].append(plan.reason)
+    return entry
+
+
+def doctor_report(preset, machine: dict | None = None) -> dict:
+    """The machine and, for each stage section of ``preset`` with a ``model:`` key, the model's
+    variant, parameter count, estimated peak VRAM (MiB), chosen strategy and what is missing.
+
+    machine: a :func:`machine_info` dict (measured when None; tests pass their own). Unknown keys
+    of a stage section are ignored. ``lacks`` lists, in words, what this machine needs to run the
+    preset.
+    """
+    machine = machine if machine is not None else machine_info()
+    gpu = _target_gpu(preset, machine)
+    models = []
+    for stage in ("keyframe", "clip", "interpolated", "upscaled", "film"):
+        try:
+            section = preset.stage(stage).model_dump()
+        except (KeyError, AttributeError):
+            continue
+        if section.get("model"):
+            models.append(_model_entry(stage, section, preset, gpu))
+    lacks = []
+    if models and any(m.get("kind") == "diffusers checkpoint" for m in models) and gpu is None:
+        lacks.append("no CUDA GPU in use: diffusion stages would run on the CPU (hours per clip at full size)")
+    for m in models:
+        lacks += [f"{m['stage']}: {x}" for x in m["missing"]] + [f"{m['stage']}: {x}" for x in m["problems"]]
+    return {"preset": getattr(preset, "name", None), "device": getattr(preset, "device", None), "machine": machine,
+            "gpu": gpu, "models": models, "lacks": lacks, "ready": not lacks}
+
+
+def render_doctor_text(report: dict) -> str:
+    """A plain-text rendering of :func:`doctor_report` for the terminal."""
+    m = report["machine"]
+    lines = [f"Machine: {m['cpu']['model']} ({m['cpu']['logical_cores']} logical cores), "
+             f"RAM {m['ram']['available_mib']:,} / {m['ram']['total_mib']:,} MiB available",
+             f"  torch {m.get('torch')} (CUDA {m.get('torch_cuda') or 'none'}), diffusers {m.get('diffusers')}, "
+             f"driver {m.get('nvidia_driver') or 'none'}; HF cache {m.get('hf_cache')}"]
+    if m["gpus"]:
+        for g in m["gpus"]:
+            lines.append(f"  GPU {g['index']}: {g['name']}, {g['free_mib']:,} / {g['total_mib']:,} MiB free")
+    else:
+        lines.append("  GPUs: none")
+    if report.get("preset"):
+        lines.append(f"Preset {report['preset']} (device {report.get('device')}):")
+    for e in report["models"]:
+        head = f"  {e['stage']}: {e['model']}"
+        if e.get("variant"):
+            byc = e.get("parameters_by_component") or {}
+            denoise = sum(v for k, v in byc.items() if k.startswith("transformer") or k == "unet")
+            head += f" — {e['variant']} ({e['pipeline_class']}, denoiser {denoise / 1e9:.2f} B params, " \
+                    f"{e['parameters'] / 1e9:.2f} B with encoders and VAE)" if e.get("parameters") else f" — {e['variant']}"
+        lines.append(head)
+        if e.get("chosen_strategy"):
+            where = "VRAM" if report.get("gpu") else "RAM (CPU device)"
+            lines.append(f"    {e['dtype']} {e['width']}x{e['height']}x{e['frames']} frames: weights {e['weights_mib']:,.0f} MiB, "
+                         f"peak {where} ~{e['estimated_peak_vram_mib']:,.0f} MiB with {e['chosen_strategy']}"
+                         f"{' + VAE tiling' if e['vae_tiling'] else ''} ({e['reason']})")
+            lines.append("    GPU peak by strategy (MiB): " + ", ".join(f"{s} {e['peak_vram_mib'][s]:,.0f}" for s in STRATEGIES))
+        for x in e["missing"]:
+            lines.append(f"    missing: {x}")
+        for x in e["problems"]:
+            lines.append(f"    problem: {x}")
+    if not report["models"]:
+        lines.append("  (no stage of this preset names a model)")
+    lines.append("Ready." if report["ready"] else "Lacks:\n" + "\n".join(f"  - {x}" for x in report["lacks"]))
+    return "\n".join(lines)
