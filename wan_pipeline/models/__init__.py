@@ -1,0 +1,1 @@
+"""Model files the project generates itself (miniature random-weight checkpoints for tests)."""
