@@ -21,6 +21,7 @@ residual branches use the small initialisation (×0.1) of the ESRGAN paper (sec.
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
@@ -118,8 +119,10 @@ def make_tiny_esrgan(directory: str | os.PathLike) -> dict[str, Path]:
     }
     out: dict[str, Path] = {}
     for key, (path, payload) in files.items():
+        buffer = io.BytesIO()  # torch.save names the zip records after a real file: keep bytes stable
+        torch.save(payload, buffer)
         with atomic_path(path) as tmp:
-            torch.save(payload, tmp)
+            tmp.write_bytes(buffer.getvalue())
         out[key] = path
     st_path = directory / "tiny-RealESRGAN_x4plus.safetensors"
     with atomic_path(st_path) as tmp:
