@@ -74,8 +74,9 @@ def test_tiled_equals_untiled_within_one_grey_level(tiny, preset, crop, key):
 def test_tiles_without_overlap_show_seams(tiny, preset, crop):
     """The equality above depends on the overlap: without context the tile borders differ."""
     whole = RealEsrganUpscaler({"model": str(tiny["rrdb_x4"]), "tile": 512}, preset)
-    naive = RealEsrganUpscaler({"model": str(tiny["rrdb_x4"]), "tile": 96, "tile_overlap": 0}, preset)
-    diff = np.abs(whole.upscale_frames(crop[None]).astype(int) - naive.upscale_frames(crop[None]).astype(int))
+    naive = RealEsrganUpscaler({"model": str(tiny["rrdb_x4"]), "tile": 64, "tile_overlap": 0}, preset)
+    part = crop[None, :128, :128]
+    diff = np.abs(whole.upscale_frames(part).astype(int) - naive.upscale_frames(part).astype(int))
     assert diff.max() > 1
 
 
