@@ -136,3 +136,27 @@ def test_missing_input_is_a_named_error(tmp_path, tiny):
 def test_interpolate_file_rejects_factor_and_fps_together(tmp_path):
     with pytest.raises(InputError, match="not both"):
         interpolate_file(tmp_path / "a.mp4", tmp_path / "b.mp4", factor=2, fps=48)
+
+
+def test_preview_interpolate_file_by_factor_and_fps_keeps_audio(tmp_path):
+    src = make_video(tmp_path / "in.mp4", frames=6, fps=Fraction(12))
+    src_audio = audio_duration_s(src)
+    info = interpolate_file(src, tmp_path / "x2.mp4", factor=2)
+    assert (info.frames, info.fps, info.width, info.height) == (11, Fraction(24), 64, 48)
+    assert info.has_audio and audio_duration_s(tmp_path / "x2.mp4") == pytest.approx(src_audio, abs=0.1)
+    # kept frames are the input frames (lossless), synthesised ones lie between their neighbours
+    inp, out = read_video(src).frames, read_video(tmp_path / "x2.mp4").frames
+    assert np.array_equal(out[0::2], inp)
+    info = interpolate_file(src, tmp_path / "x4.mp4", fps=48)
+    assert (info.frames, info.fps) == (21, Fraction(48))
+    with pytest.raises(InputError, match="stages.interpolated"):
+        interpolate_file(src, tmp_path / "odd.mp4", fps=30)  # not a multiple: the flow engine has no target_fps
+
+
+def test_preview_upscale_file_scale_and_height(tmp_path):
+    src = make_video(tmp_path / "in.mp4", frames=3)
+    info = upscale_file(src, tmp_path / "s.mp4", scale=2)
+    assert (info.width, info.height, info.frames, info.has_audio) == (128, 96, 3, True)
+    info = upscale_file(src, tmp_path / "h.mp4", height=120)
+    assert (info.width, info.height) == (160, 120)
+    assert probe_video(src).frames == 3

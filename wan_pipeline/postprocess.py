@@ -63,7 +63,8 @@ def interpolate_file(
 
     factor: frame multiplier (n frames → factor·(n−1)+1); fps: target frame rate (exact rational,
     e.g. ``"48000/1001"``); at most one of them, neither → the preset's own. The preset's
-    ``interpolated`` engine does the work (``factor`` / ``target_fps`` parameters).
+    ``interpolated`` engine does the work: an fps that is an integer multiple of the input's is
+    passed as its ``factor``, any other as ``target_fps`` (engines without it reject it by name).
     Returns the output's measured :class:`VideoInfo`. Raises :class:`InputError`.
     """
     if factor is not None and fps is not None:
@@ -75,8 +76,13 @@ def interpolate_file(
         overrides["factor"] = int(factor)
         drop = ("target_fps",)
     elif fps is not None:
-        overrides["target_fps"] = str(as_fps(fps))
-        drop = ("factor",)
+        ratio = as_fps(fps) / probe_video(input).fps
+        if ratio.denominator == 1 and ratio > 1:
+            overrides["factor"] = int(ratio)  # every engine takes a factor; only some a target fps
+            drop = ("target_fps",)
+        else:
+            overrides["target_fps"] = str(as_fps(fps))
+            drop = ("factor",)
     return _run("interpolated", "interpolate", input, output, p, _section(p, "interpolated", overrides, drop))
 
 

@@ -19,7 +19,6 @@ tests).
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 from typing import Literal
 
@@ -43,16 +42,10 @@ HR_MAPS, LR_MAPS = 4, 8
 TILE_MIN, TILE_MAX, TILE_ROUND = 64, 2048, 16
 
 
-def storage_root() -> Path:
-    """The storage folder: env ``WAN_PIPELINE_STORAGE``, default ``<repo>/storage``."""
-    from wan_pipeline.preset import project_root
-
-    env = os.environ.get("WAN_PIPELINE_STORAGE")
-    return Path(env).resolve() if env else project_root() / "storage"
-
-
 def resolve_model_path(model: str) -> Path:
-    """An absolute path stays; a relative path is taken relative to :func:`storage_root`."""
+    """An absolute path stays; a relative path is taken relative to :func:`wan_pipeline.storage.storage_root`."""
+    from wan_pipeline.storage import storage_root
+
     p = Path(model).expanduser()
     return p if p.is_absolute() else storage_root() / p
 
@@ -189,15 +182,15 @@ class RealEsrganUpscaler:
             "device": self.device,
         }
 
-    def output_size(self, height: int, width: int) -> tuple[int, int]:
-        """(height, width) of the output for an input of ``height × width`` pixels."""
+    def output_size(self, width: int, height: int) -> tuple[int, int]:
+        """(width, height) of the output for an input of ``width × height`` pixels."""
         h, w = height * self.scale, width * self.scale
         target = self.params.height
         if target is None and self.params.scale is not None and self.params.scale != self.scale:
             target = int(round(height * self.params.scale))
         if target is None or target == h:
-            return h, w
-        return target, max(2, int(round(w * target / h / 2)) * 2)
+            return w, h
+        return max(2, int(round(w * target / h / 2)) * 2), target
 
     # -- inference -------------------------------------------------------------------------
 
@@ -227,7 +220,7 @@ class RealEsrganUpscaler:
         """frames: uint8 (T, H, W, 3) RGB → uint8 (T, H', W', 3), H' W' from :meth:`output_size`."""
         torch = self._torch
         t, h, w, _ = frames.shape
-        oh, ow = self.output_size(h, w)
+        ow, oh = self.output_size(w, h)
         s = self.scale
         result = np.empty((t, oh, ow, 3), dtype=np.uint8)
         on_cuda = self.device.startswith("cuda")
