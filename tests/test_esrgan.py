@@ -129,10 +129,6 @@ def test_default_tile_follows_free_memory(tiny, preset, monkeypatch):
     assert big > small >= 64 and big % 16 == 0 and small % 16 == 0
 
 
-def _error_text(exc: InputError) -> str:
-    return str(exc)
-
-
 def test_missing_corrupt_and_non_sr_weights_are_named_errors(tmp_path, preset):
     missing = tmp_path / "nope.pth"
     with pytest.raises(InputError, match="nope.pth.*not found"):
