@@ -24,6 +24,7 @@ ENGINES: dict[str, dict[str, str]] = {
     },
     "upscaled": {
         "lanczos": "wan_pipeline.engines.lanczos:LanczosUpscaler",
+        "realesrgan": "wan_pipeline.engines.esrgan:RealEsrganUpscaler",
     },
     "film": {
         "concat": "wan_pipeline.engines.concat_film:ConcatFilm",

@@ -1,0 +1,119 @@
+"""One post-processing stage on any video file (``wan-pipeline interpolate`` / ``upscale``).
+
+The same engines as the ``interpolated`` and ``upscaled`` stages, picked by the preset
+(``preview`` → optical flow / Lanczos; a model preset → RIFE / Real-ESRGAN), with the factor,
+frame rate or size overridden from the arguments. Output is a lossless intermediate MP4 that keeps
+the input's audio; the engine is built (weights loaded) before any frame is decoded, and the
+output is written atomically, so a bad model file never touches an existing output.
+"""
+
+from __future__ import annotations
+
+import os
+from fractions import Fraction
+
+from wan_pipeline.engines.registry import build_engine
+from wan_pipeline.errors import InputError
+from wan_pipeline.media.clip import as_fps
+from wan_pipeline.media.video_io import VideoInfo, probe_video, read_video, write_video
+from wan_pipeline.preset import Preset, StageConfig, load_preset
+
+#: Engines whose output scale is their own ``factor`` parameter (no fixed model scale).
+FACTOR_SCALED_UPSCALERS = {"lanczos"}
+
+
+def _preset(preset: str | os.PathLike | Preset) -> Preset:
+    return preset if isinstance(preset, Preset) else load_preset(preset)
+
+
+def _section(preset: Preset, stage: str, overrides: dict, drop: tuple[str, ...] = ()) -> StageConfig:
+    data = preset.stage(stage).model_dump()
+    for key in drop:
+        data.pop(key, None)
+    data.update(overrides)
+    if data.get("model") is None:
+        data.pop("model", None)
+    return StageConfig.model_validate(data)
+
+
+def _run(stage: str, method: str, input, output, preset: Preset, config: StageConfig) -> VideoInfo:
+    probe_video(input)  # a missing or unreadable input fails before the model loads
+    engine = build_engine(stage, config, preset)
+    try:
+        clip = read_video(input)
+        result = getattr(engine, method)(clip)
+    finally:
+        close = getattr(engine, "close", None)
+        if close is not None:
+            close()
+    if result.audio is None and clip.audio is not None:
+        result.audio = clip.audio
+    return write_video(output, result, lossless=True)
+
+
+def interpolate_file(
+    input: str | os.PathLike,
+    output: str | os.PathLike,
+    *,
+    factor: int | None = None,
+    fps: float | str | Fraction | None = None,
+    preset: str | os.PathLike | Preset = "preview",
+) -> VideoInfo:
+    """Interpolate the video ``input`` to ``output`` (lossless MP4, audio kept).
+
+    factor: frame multiplier (n frames → factor·(n−1)+1); fps: target frame rate (exact rational,
+    e.g. ``"48000/1001"``); at most one of them, neither → the preset's own. The preset's
+    ``interpolated`` engine does the work: an fps that is an integer multiple of the input's is
+    passed as its ``factor``, any other as ``target_fps`` (engines without it reject it by name).
+    Returns the output's measured :class:`VideoInfo`. Raises :class:`InputError`.
+    """
+    if factor is not None and fps is not None:
+        raise InputError(None, "interpolate: give --factor or --fps, not both")
+    p = _preset(preset)
+    overrides: dict = {}
+    drop: tuple[str, ...] = ()
+    if factor is not None:
+        overrides["factor"] = int(factor)
+        drop = ("target_fps",)
+    elif fps is not None:
+        ratio = as_fps(fps) / probe_video(input).fps
+        if ratio.denominator == 1 and ratio > 1:
+            overrides["factor"] = int(ratio)  # every engine takes a factor; only some a target fps
+            drop = ("target_fps",)
+        else:
+            overrides["target_fps"] = str(as_fps(fps))
+            drop = ("factor",)
+    return _run("interpolated", "interpolate", input, output, p, _section(p, "interpolated", overrides, drop))
+
+
+def upscale_file(
+    input: str | os.PathLike,
+    output: str | os.PathLike,
+    *,
+    scale: float | None = None,
+    height: int | None = None,
+    preset: str | os.PathLike | Preset = "preview",
+) -> VideoInfo:
+    """Upscale the video ``input`` to ``output`` (lossless MP4, audio kept).
+
+    scale: output size / input size (for Lanczos its ``factor``; for a model upscaler the model's
+    own scale, or another value reached by a final Lanczos resize); height: output height in
+    pixels (aspect kept, even width); at most one of them, neither → the preset's own.
+    Returns the output's measured :class:`VideoInfo`. Raises :class:`InputError`.
+    """
+    if scale is not None and height is not None:
+        raise InputError(None, "upscale: give --scale or --height, not both")
+    p = _preset(preset)
+    engine = p.stage("upscaled").engine
+    overrides: dict = {}
+    drop: tuple[str, ...] = ()
+    if scale is not None:
+        if engine in FACTOR_SCALED_UPSCALERS:
+            overrides["factor"] = scale
+        else:
+            overrides["scale"] = scale
+        drop = ("height",)
+    elif height is not None:
+        overrides["height"] = int(height)
+        drop = ("scale",)
+    return _run("upscaled", "upscale", input, output, p, _section(p, "upscaled", overrides, drop))
