@@ -149,8 +149,12 @@ def test_preview_interpolate_file_by_factor_and_fps_keeps_audio(tmp_path):
     assert np.array_equal(out[0::2], inp)
     info = interpolate_file(src, tmp_path / "x4.mp4", fps=48)
     assert (info.frames, info.fps) == (21, Fraction(48))
-    with pytest.raises(InputError, match="stages.interpolated"):
-        interpolate_file(src, tmp_path / "odd.mp4", fps=30)  # not a multiple: the flow engine has no target_fps
+    # a rate that is not a multiple: output timestamps i/30 over the input's span (5/12 s) → 13 frames
+    info = interpolate_file(src, tmp_path / "odd.mp4", fps=30)
+    assert (info.frames, info.fps) == (int(Fraction(5, 12) * 30) + 1, Fraction(30))
+    assert np.array_equal(read_video(tmp_path / "odd.mp4").frames[0], inp[0])
+    with pytest.raises(InputError, match="not both"):
+        interpolate_file(src, tmp_path / "bad.mp4", factor=2, fps=30)
 
 
 def test_preview_upscale_file_scale_and_height(tmp_path):
