@@ -180,6 +180,78 @@ def _range_tags(start: str, end: str) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------
+# models and single-stage tools
+
+
+def cmd_inspect(args) -> int:
+    import json
+
+    from wan_pipeline.models import inspect_report
+
+    print(json.dumps(inspect_report(args.model), indent=2, default=str))
+    return EXIT_OK
+
+
+def cmd_doctor(args) -> int:
+    import json
+
+    from wan_pipeline.models import doctor_report, render_doctor_text
+    from wan_pipeline.preset import load_preset
+
+    report = doctor_report(load_preset(args.preset))
+    print(json.dumps(report, indent=2, default=str) if args.json else render_doctor_text(report))
+    return EXIT_OK
+
+
+def tiny_models_dir() -> Path:
+    from wan_pipeline.storage import StorageLayout
+
+    return StorageLayout.default().models / "tiny"
+
+
+def make_all_tiny_models(folder: Path) -> dict[str, Path]:
+    """Every miniature random-weight checkpoint the ``tiny`` preset uses, written under ``folder``."""
+    from wan_pipeline.models.tiny_esrgan import make_tiny_esrgan
+    from wan_pipeline.models.tiny_rife import make_tiny_rife_files
+
+    written: dict[str, Path] = {}
+    try:
+        from wan_pipeline.models.tiny import make_tiny_models
+    except ImportError:
+        make_tiny_models = None
+    if make_tiny_models is not None:
+        written.update(make_tiny_models(folder))
+    written.update({f"rife-{k}": v for k, v in make_tiny_rife_files(folder / "rife").items()})
+    written.update({f"esrgan-{k}": v for k, v in make_tiny_esrgan(folder / "esrgan").items()})
+    return written
+
+
+def cmd_make_tiny_models(args) -> int:
+    folder = Path(args.dir).resolve() if args.dir else tiny_models_dir()
+    for name, path in sorted(make_all_tiny_models(folder).items()):
+        print(f"{name:<24} {path}")
+    return EXIT_OK
+
+
+def cmd_interpolate(args) -> int:
+    from wan_pipeline.postprocess import interpolate_file
+
+    info = interpolate_file(args.input, args.output, factor=args.factor, fps=args.fps, preset=args.preset)
+    print(f"{info.frames} frames at {info.fps} fps ({float(info.fps):.3f}), {info.width}x{info.height}, audio: {'kept' if info.has_audio else 'none'}", file=sys.stderr)
+    print(info.path)
+    return EXIT_OK
+
+
+def cmd_upscale(args) -> int:
+    from wan_pipeline.postprocess import upscale_file
+
+    info = upscale_file(args.input, args.output, scale=args.scale, height=args.height, preset=args.preset)
+    print(f"{info.frames} frames at {info.fps} fps, {info.width}x{info.height}, audio: {'kept' if info.has_audio else 'none'}", file=sys.stderr)
+    print(info.path)
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------------------------------
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -197,6 +269,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scenes", help="comma-separated scene ids to (re)render; default: all")
     p.add_argument("-v", "--verbose", action="store_true", help="show Dagster's INFO log")
     p.set_defaults(func=cmd_render)
+
+    p = sub.add_parser("inspect", help="identify a Wan checkpoint from its configs (no weights read); JSON")
+    p.add_argument("model", help="local diffusers folder or Hugging Face repo id (looked up in the HF cache, offline)")
+    p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("doctor", help="what this machine has and what a preset's models need")
+    p.add_argument("preset", nargs="?", default="preview", help="preset name or file (default: preview)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=cmd_doctor)
+
+    p = sub.add_parser("make-tiny-models", help="write the random-weight miniature checkpoints of the `tiny` preset")
+    p.add_argument("dir", nargs="?", help="target folder (default: <storage>/models/tiny)")
+    p.set_defaults(func=cmd_make_tiny_models)
+
+    p = sub.add_parser("interpolate", help="interpolate any video with the preset's interpolation engine")
+    p.add_argument("input")
+    p.add_argument("output")
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--factor", type=int, help="2 or 4: n frames become factor*(n-1)+1")
+    g.add_argument("--fps", help="target frame rate, e.g. 60 or 60000/1001")
+    p.add_argument("--preset", default="preview", help="preset whose `interpolated` engine is used (default: preview)")
+    p.set_defaults(func=cmd_interpolate)
+
+    p = sub.add_parser("upscale", help="upscale any video with the preset's upscaling engine")
+    p.add_argument("input")
+    p.add_argument("output")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--scale", type=float, help="scale factor")
+    g.add_argument("--height", type=int, help="output height in pixels (width keeps the aspect, even)")
+    p.add_argument("--preset", default="preview", help="preset whose `upscaled` engine is used (default: preview)")
+    p.set_defaults(func=cmd_upscale)
     return parser
 
 
