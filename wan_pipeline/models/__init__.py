@@ -1,0 +1,1 @@
+"""Model checkpoints: miniature test checkpoints, detection and memory planning."""
