@@ -46,7 +46,8 @@ def _seed(offset: int) -> None:
 def _tokenizer():
     from transformers import T5TokenizerFast
 
-    vocab = [(w, -float(i + 1)) for i, w in enumerate(_WORDS)]
+    # T5 pre-tokenizes with Metaspace: word pieces start with "▁"
+    vocab = [("\u2581" + w, -float(i + 1)) for i, w in enumerate(_WORDS)] + [("\u2581", -100.0)]
     # T5 layout: <pad>=0, </s>=1, <unk>=2, then the pieces; no sentinel tokens needed here.
     return T5TokenizerFast(vocab=[("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)] + vocab, extra_ids=0)
 
