@@ -36,18 +36,19 @@ def photos():
 
 
 def preset(**kw):
-    return SimpleNamespace(source_path="workflows/test.yaml", width=64, height=64, fps=16, device="cpu", **kw)
+    return SimpleNamespace(source_path="workflows/test.yaml", width=32, height=32, fps=16, device="cpu", **kw)
 
 
 def clip_engine(model="wan21-i2v", **params):
-    return WanI2VClip({"model": f"models/tiny/{model}", "steps": 2, "min_size": 32, "max_frames": 17, **params},
+    return WanI2VClip({"model": f"models/tiny/{model}", "steps": 2, "min_size": 32, "max_frames": 17,
+                       "max_sequence_length": 32, **params},
                       preset())
 
 
 def request(photos, duration=0.5, last=True, seed=3, **kw):
     first, nxt = photos
     return ClipRequest(scene_id="s1", prompt="a cat walks in the city", negative_prompt="blurry", seed=seed,
-                       width=64, height=64, fps=Fraction(16), duration_s=duration, first=first,
+                       width=32, height=32, fps=Fraction(16), duration_s=duration, first=first,
                        last=nxt if last else None, **kw)
 
 
@@ -71,7 +72,7 @@ def test_frame_arithmetic():
 def test_i2v_flf2v_frames_size_and_meta(i2v, photos):
     steps = []
     clip = i2v.render(request(photos, progress=lambda d, t: steps.append((d, t))))
-    assert clip.frames.shape == (9, 64, 64, 3) and clip.frames.dtype == np.uint8
+    assert clip.frames.shape == (9, 32, 32, 3) and clip.frames.dtype == np.uint8
     assert clip.fps == 16
     m = clip.meta
     assert m["flf2v"] is True and m["segments"] == 1 and m["variant"] == "wan2.1-flf2v"
@@ -115,7 +116,7 @@ def test_long_scene_renders_in_segments_with_the_end_frame_on_the_last(storage, 
 def test_ti2v_and_two_expert_paths(storage, photos):
     ti2v = clip_engine("wan22-ti2v")
     clip = ti2v.render(request(photos))
-    assert clip.frames.shape == (9, 64, 64, 3) and clip.meta["variant"] == "wan2.2-ti2v-5b"
+    assert clip.frames.shape == (9, 32, 32, 3) and clip.meta["variant"] == "wan2.2-ti2v-5b"
     assert clip.meta["flf2v"] is False and any("TI2V" in w for w in clip.meta["warnings"])
     with pytest.raises(InputError, match=r"width: 48 px .* multiples of 32"):
         ti2v.render(request(photos, last=False).__class__(**{**request(photos).__dict__, "width": 48}))
@@ -138,14 +139,14 @@ def test_guard_rails(i2v, photos, storage):
     with pytest.raises(InputError, match=r"width: 2048 px .*256\.\.1280"):
         WanI2VClip({"model": "models/tiny/wan21-i2v"}, SimpleNamespace(source_path="p.yaml", width=2048, height=704,
                                                                       fps=16, device="cpu"))
-    with pytest.raises(InputError, match=r"height: 72 px .*multiples of 16"):
-        i2v.render(ClipRequest(**{**request(photos).__dict__, "height": 72}))
+    with pytest.raises(InputError, match=r"height: 40 px .*multiples of 16"):
+        i2v.render(ClipRequest(**{**request(photos).__dict__, "height": 40}))
 
 
 def test_keyframe_engine_text_to_image_and_own_image(storage, photos):
     from wan_pipeline.engines.diffusers_keyframe import DiffusersT2IKeyframe
 
-    engine = DiffusersT2IKeyframe({"model": "models/tiny/t2i", "steps": 2}, preset())
+    engine = DiffusersT2IKeyframe({"model": "models/tiny/t2i", "steps": 2, "max_sequence_length": 32}, preset())
     req = KeyframeRequest(scene_id="s1", prompt="a red cat", negative_prompt="", seed=5, width=64, height=48)
     a, b = engine.render(req), engine.render(req)
     assert a.shape == (48, 64, 3) and a.dtype == np.uint8 and np.array_equal(a, b)
@@ -206,10 +207,11 @@ def test_vace_film_keeps_frame_count_and_only_changes_the_seams(storage):
     interp, up = _Blend2x(), _Resize2x()
     scenes = []
     for i, (colour, transition) in enumerate((((200, 60, 60), "handoff"), ((60, 200, 60), "cut"), ((60, 60, 200), "cut"))):
-        base = np.clip(np.array(colour) + rng.integers(-20, 20, (17, 64, 64, 3)), 0, 255).astype(np.uint8)
+        base = np.clip(np.array(colour) + rng.integers(-20, 20, (17, 32, 32, 3)), 0, 255).astype(np.uint8)
         native = Clip(base, fps=16)
         scenes.append(FilmScene(f"s{i}", up.upscale(interp.interpolate(native)), native, transition, "a cat"))
-    engine = WanVaceFilm({"model": "models/tiny/wan21-vace", "steps": 2, "seam_frames": 4, "context_frames": 4},
+    engine = WanVaceFilm({"model": "models/tiny/wan21-vace", "steps": 2, "seam_frames": 4, "context_frames": 4,
+                          "max_sequence_length": 32},
                          preset())
     film = engine.join(FilmRequest(scenes, interp, up, seed=1))
     plain = np.concatenate([scenes[0].upscaled.frames, scenes[1].upscaled.frames[1:], scenes[2].upscaled.frames])
@@ -234,7 +236,7 @@ def test_cuda_bf16_with_model_cpu_offload(storage, photos):
                          "memory_strategy": "model_cpu_offload"},
                         SimpleNamespace(source_path="t.yaml", width=64, height=64, fps=16, device="cuda"))
     clip = engine.render(request(photos))
-    assert clip.meta["memory_strategy"] == "model_cpu_offload" and clip.frames.shape == (9, 64, 64, 3)
+    assert clip.meta["memory_strategy"] == "model_cpu_offload" and clip.frames.shape == (9, 32, 32, 3)
     again = engine.render(request(photos))
     assert np.array_equal(clip.frames, again.frames)
     engine.close()

@@ -87,7 +87,7 @@ class DiffusersT2IKeyframe:
         width, height = (math.ceil(v / m) * m for v in (request.width, request.height))
         kwargs = dict(prompt=request.prompt, negative_prompt=request.negative_prompt or self.params.negative_prompt,
                       height=height, width=width, num_inference_steps=self.params.steps,
-                      guidance_scale=self.params.guidance_scale,
+                      guidance_scale=self.params.guidance_scale, max_sequence_length=self.params.max_sequence_length,
                       generator=torch.Generator("cpu").manual_seed(int(request.seed)), output_type="np",
                       callback_on_step_end=step_progress(request.progress, 0, self.params.steps))
         if self._wan:

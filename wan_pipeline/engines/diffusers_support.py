@@ -30,6 +30,7 @@ class ModelParams(BaseModel):
     memory_strategy: how the pipeline sits on the GPU (ignored on CPU); ``auto`` is ``full_gpu``.
     vae_tiling / vae_slicing: decode the VAE in spatial tiles / one sample at a time.
     dtype: ``auto`` (bf16 on CUDA, fp32 on CPU), ``float32``, ``float16``, ``bfloat16``.
+    max_sequence_length: prompt tokens given to the text encoder (Wan: 512).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -40,6 +41,7 @@ class ModelParams(BaseModel):
     vae_slicing: bool = False
     dtype: str = "auto"
     negative_prompt: str = Field("", description="used when the scene gives none")
+    max_sequence_length: int = Field(512, ge=8, le=512, description="text tokens (UMT5: 512)")
 
 
 def storage_root() -> Path:

@@ -225,6 +225,7 @@ class WanVaceFilm:
             prompt=" ".join(p for p in (left.prompt, right.prompt) if p) or "a continuous shot",
             negative_prompt=self.params.negative_prompt, height=h, width=w, num_frames=len(video),
             num_inference_steps=steps, guidance_scale=self.params.guidance_scale,
+            max_sequence_length=self.params.max_sequence_length,
             generator=torch.Generator("cpu").manual_seed(int(request.seed) + index), output_type="np",
             callback_on_step_end=step_progress(request.progress, index * steps, total * steps),
         ).frames

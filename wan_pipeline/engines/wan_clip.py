@@ -60,7 +60,6 @@ class WanClipParams(ModelParams):
     max_frames: int = Field(81, ge=5, le=481)
     min_size: int = Field(256, ge=16)
     max_size: int = Field(1280, le=4096)
-    max_sequence_length: int = Field(512, ge=8, le=512)
     loras: list[LoraEntry] = Field(default_factory=list)
 
 
