@@ -165,9 +165,13 @@ def make_tiny_models(directory: str | os.PathLike, names: tuple[str, ...] | None
         tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=root))
         try:
             build_tiny_pipeline(name).save_pretrained(tmp, safe_serialization=True)
-            if target.exists():
+            if target.exists() and overwrite:
                 shutil.rmtree(target)
-            os.replace(tmp, target)
+            try:
+                os.replace(tmp, target)
+            except OSError:
+                if not (target / "model_index.json").is_file():
+                    raise  # else another process wrote the same model first: keep it
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
