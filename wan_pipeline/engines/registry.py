@@ -14,9 +14,11 @@ from wan_pipeline.errors import InputError
 ENGINES: dict[str, dict[str, str]] = {
     "keyframe": {
         "image_or_procedural": "wan_pipeline.engines.keyframe_image:ImageOrProceduralKeyframe",
+        "diffusers_t2i": "wan_pipeline.engines.diffusers_keyframe:DiffusersT2IKeyframe",
     },
     "clip": {
         "camera_motion": "wan_pipeline.engines.camera_motion:CameraMotionClip",
+        "wan_i2v": "wan_pipeline.engines.wan_clip:WanI2VClip",
     },
     "interpolated": {
         "optical_flow": "wan_pipeline.engines.optical_flow:FlowInterpolator",
@@ -28,6 +30,7 @@ ENGINES: dict[str, dict[str, str]] = {
     },
     "film": {
         "concat": "wan_pipeline.engines.concat_film:ConcatFilm",
+        "wan_vace": "wan_pipeline.engines.vace_film:WanVaceFilm",
     },
 }
 

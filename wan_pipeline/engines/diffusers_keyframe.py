@@ -1,0 +1,98 @@
+"""Keyframe engine ``diffusers_t2i``: text-to-image through diffusers for scenes without a picture.
+
+A Wan checkpoint (``model_index.json`` class ``Wan*Pipeline``) renders one frame with
+``WanPipeline`` (Wan2.1 T2V was trained jointly on images and video: Wan2.1 report); any other
+checkpoint is loaded with ``AutoPipelineForText2Image`` (SDXL-Turbo, FLUX, Z-Image, …). A scene
+that has its own image gets that image fitted to the base size, as the preview engine does.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from pydantic import Field
+
+from wan_pipeline.engines.base import KeyframeRequest, parse_params
+from wan_pipeline.engines.diffusers_support import (
+    ModelParams,
+    load_pipeline,
+    pipeline_class_name,
+    release_pipeline,
+    resolve_model_source,
+    step_progress,
+    to_uint8_frames,
+)
+from wan_pipeline.engines.wan_clip import check_steps
+from wan_pipeline.media.image_io import fit_image
+
+
+class T2IParams(ModelParams):
+    """Preset section ``stages.keyframe`` for ``engine: diffusers_t2i``: steps, guidance_scale,
+    and ``size_multiple`` (the generated size is rounded up to it, then fitted to the base size)."""
+
+    steps: int = 30
+    guidance_scale: float = Field(5.0, ge=0.0, le=30.0)
+    size_multiple: int = Field(16, ge=1, le=128)
+
+
+class DiffusersT2IKeyframe:
+    """Keyframe from text (diffusers) or from the scene's image. Loads the model on the first
+    text-to-image scene and keeps it until :meth:`close`."""
+
+    name = "diffusers_t2i"
+
+    def __init__(self, params: dict, preset) -> None:
+        self.params: T2IParams = parse_params(T2IParams, params, preset, "keyframe")
+        self.file = getattr(preset, "source_path", None)
+        check_steps(self.params.steps, "stages.keyframe.steps", self.file)
+        from wan_pipeline.devices import pick_device
+
+        self.device = pick_device(getattr(preset, "device", "auto"))
+        self._pipe = None
+        self._wan = False
+        self._strategy: str | None = None
+
+    @property
+    def pipe(self):
+        if self._pipe is None:
+            source = resolve_model_source(self.params.model)
+            cls_name = pipeline_class_name(source) or ""
+            self._wan = cls_name.startswith("Wan") or "wan" in source.lower()
+            if self._wan:
+                from diffusers import WanPipeline as cls
+            else:
+                from diffusers import AutoPipelineForText2Image as cls
+            self._pipe, self._strategy = load_pipeline(cls, source, self.device, self.params, self.file)
+        return self._pipe
+
+    def close(self) -> None:
+        pipe, self._pipe = self._pipe, None
+        release_pipeline(pipe)
+
+    def describe(self) -> dict:
+        p = self.params
+        return {"engine": self.name, "model": p.model, "steps": p.steps, "guidance_scale": p.guidance_scale,
+                "memory_strategy": self._strategy or p.memory_strategy}
+
+    def render(self, request: KeyframeRequest) -> np.ndarray:
+        """Return uint8 (request.height, request.width, 3): the scene's image fitted, or generated
+        from ``request.prompt`` with ``request.seed``."""
+        if request.image is not None:
+            return fit_image(request.image, request.width, request.height)
+        import torch
+
+        pipe = self.pipe
+        m = self.params.size_multiple
+        width, height = (math.ceil(v / m) * m for v in (request.width, request.height))
+        kwargs = dict(prompt=request.prompt, negative_prompt=request.negative_prompt or self.params.negative_prompt,
+                      height=height, width=width, num_inference_steps=self.params.steps,
+                      guidance_scale=self.params.guidance_scale,
+                      generator=torch.Generator("cpu").manual_seed(int(request.seed)), output_type="np",
+                      callback_on_step_end=step_progress(request.progress, 0, self.params.steps))
+        if self._wan:
+            frame = to_uint8_frames(pipe(num_frames=1, max_sequence_length=self.params.max_sequence_length,
+                                         **kwargs).frames)[0]
+        else:
+            frame = to_uint8_frames(np.asarray(pipe(**kwargs).images))[0]
+        return fit_image(frame, request.width, request.height)

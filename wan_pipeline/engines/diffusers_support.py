@@ -1,0 +1,198 @@
+"""What the diffusers-backed engines share: where a model comes from, how a pipeline is loaded
+onto the device under a memory strategy, how it is released, and how its output becomes frames.
+
+A preset stage section of a model engine carries ``model`` (a Hugging Face repo id, an absolute
+folder, or a folder relative to the storage root) and the memory fields of
+:class:`ModelParams`.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from wan_pipeline.errors import InputError
+
+MemoryStrategy = Literal["auto", "full_gpu", "model_cpu_offload", "group_offload", "sequential_cpu_offload"]
+
+
+class ModelParams(BaseModel):
+    """Preset fields every model engine accepts.
+
+    model: repo id (``Wan-AI/Wan2.2-TI2V-5B-Diffusers``), absolute folder, or folder relative to
+        the storage root (``models/tiny/wan21-i2v``).
+    memory_strategy: how the pipeline sits on the GPU (ignored on CPU); ``auto`` is ``full_gpu``.
+    vae_tiling / vae_slicing: decode the VAE in spatial tiles / one sample at a time.
+    dtype: ``auto`` (bf16 on CUDA, fp32 on CPU), ``float32``, ``float16``, ``bfloat16``.
+    max_sequence_length: prompt tokens given to the text encoder (Wan: 512).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str
+    memory_strategy: MemoryStrategy = "auto"
+    vae_tiling: bool = False
+    vae_slicing: bool = False
+    dtype: str = "auto"
+    negative_prompt: str = Field("", description="used when the scene gives none")
+    max_sequence_length: int = Field(512, ge=8, le=512, description="text tokens (UMT5: 512)")
+
+
+def storage_root() -> Path:
+    """The storage folder: env ``WAN_PIPELINE_STORAGE``, else ``<repo>/storage``."""
+    env = os.environ.get("WAN_PIPELINE_STORAGE")
+    if env:
+        return Path(env).resolve()
+    from wan_pipeline.preset import project_root
+
+    return project_root() / "storage"
+
+
+def resolve_model_source(model: str) -> str:
+    """Turn a preset's ``model`` into what ``from_pretrained`` takes.
+
+    An absolute path or a path relative to :func:`storage_root` that exists is returned as a
+    folder path; ``models/tiny/<name>`` (a miniature checkpoint) is generated on first use; a
+    string shaped like ``owner/name`` that is no local folder is a Hugging Face repo id, returned
+    as is. Anything else raises :class:`InputError` naming the folder looked at.
+    """
+    from wan_pipeline.models.tiny import TINY_MODELS, make_tiny_models
+
+    path = Path(model).expanduser()
+    local = path if path.is_absolute() else storage_root() / path
+    if (local / "model_index.json").is_file():
+        return str(local)
+    if local.parent.name == "tiny" and local.name in TINY_MODELS:
+        make_tiny_models(local.parent, names=(local.name,))
+        return str(local)
+    if path.is_absolute() or model.startswith(".") or local.exists():
+        raise InputError(str(local), "no diffusers checkpoint here (model_index.json missing): point `model:` at a "
+                                     "diffusers folder or a Hugging Face repo id")
+    if model.count("/") == 1:
+        return model
+    raise InputError(str(local), f"model {model!r} is neither a folder under {storage_root()} nor a repo id 'owner/name'")
+
+
+def load_pipeline(pipeline_cls, model: str, device: str, params: ModelParams, file: str | None = None):
+    """Load ``pipeline_cls`` from ``model`` (safetensors only, no remote code) and place it.
+
+    Returns ``(pipeline, memory_strategy)`` where ``memory_strategy`` is what was applied:
+    ``cpu`` on a CPU device, else the preset's strategy (``auto`` → ``full_gpu``). A repo id not in
+    the local cache while offline raises :class:`InputError` with the download command.
+    """
+    from wan_pipeline.devices import torch_dtype
+
+    source = resolve_model_source(model)
+    dtype = torch_dtype(params.dtype, device)
+    try:
+        pipe = pipeline_cls.from_pretrained(source, dtype=dtype, use_safetensors=True)
+    except OSError as exc:
+        if not Path(source).exists():
+            raise InputError(file, f"model {source!r} is not in the Hugging Face cache ({exc.__class__.__name__}); "
+                                   f"download it with: huggingface-cli download {source}") from exc
+        raise
+    pipe.set_progress_bar_config(disable=True)
+    strategy = apply_memory_strategy(pipe, device, params)
+    return pipe, strategy
+
+
+def apply_memory_strategy(pipe, device: str, params: ModelParams) -> str:
+    """Place ``pipe`` with diffusers' own offload methods; returns the strategy applied."""
+    from wan_pipeline.devices import device_index
+
+    vae = getattr(pipe, "vae", None)
+    if vae is not None and params.vae_tiling:
+        vae.enable_tiling()
+    if vae is not None and params.vae_slicing:
+        vae.enable_slicing()
+    if not device.startswith("cuda"):
+        pipe.to(device)
+        return "cpu"
+    strategy = "full_gpu" if params.memory_strategy == "auto" else params.memory_strategy
+    gpu = device_index(device) or 0
+    if strategy == "full_gpu":
+        pipe.to(device)
+    elif strategy == "model_cpu_offload":
+        pipe.enable_model_cpu_offload(gpu_id=gpu)
+    elif strategy == "sequential_cpu_offload":
+        pipe.enable_sequential_cpu_offload(gpu_id=gpu)
+    elif strategy == "group_offload":
+        import torch
+
+        pipe.enable_group_offload(onload_device=torch.device(device), offload_device=torch.device("cpu"),
+                                  offload_type="block_level", num_blocks_per_group=1)
+    return strategy
+
+
+def release_pipeline(pipe) -> None:
+    """Drop the pipeline's hooks and free its memory (host and CUDA cache)."""
+    if pipe is None:
+        return
+    try:
+        pipe.remove_all_hooks()
+    except Exception:  # noqa: BLE001 - a pipeline without hooks has nothing to remove
+        pass
+    del pipe
+    gc.collect()
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except ImportError:
+        pass
+
+
+def to_uint8_frames(video) -> np.ndarray:
+    """diffusers ``output_type='np'`` video float [0, 1] (1, T, H, W, 3) or (T, H, W, 3) → uint8 (T, H, W, 3)."""
+    arr = np.asarray(video)
+    if arr.ndim == 5:
+        arr = arr[0]
+    return np.clip(np.rint(arr * 255.0), 0, 255).astype(np.uint8)
+
+
+def checkpoint_variant(pipe) -> str:
+    """A short name for the loaded Wan checkpoint, read from its component configs.
+
+    (Stand-in until the checkpoint-detection module supplies the variant.)
+    """
+    cfg = pipe.transformer.config if getattr(pipe, "transformer", None) is not None else pipe.transformer_2.config
+    if getattr(pipe, "transformer_2", None) is not None and pipe.config.get("boundary_ratio") is not None:
+        return "wan2.2-a14b"
+    if pipe.config.get("expand_timesteps") or pipe.vae.config.z_dim == 48:
+        return "wan2.2-ti2v-5b"
+    if "vace_layers" in cfg:
+        return "wan2.1-vace"
+    if cfg.get("image_dim") is not None:
+        return "wan2.1-flf2v" if cfg.get("pos_embed_seq_len") else "wan2.1-i2v"
+    return "wan2.1-t2v"
+
+
+def pipeline_class_name(model: str) -> str | None:
+    """``_class_name`` from a local checkpoint's ``model_index.json`` (None for a repo id)."""
+    index = Path(model) / "model_index.json"
+    if index.is_file():
+        return json.loads(index.read_text()).get("_class_name")
+    return None
+
+
+def step_progress(progress, done_before: int, total: int):
+    """A diffusers ``callback_on_step_end`` that reports ``progress(done_before + i + 1, total)``."""
+
+    def callback(pipe, step, timestep, callback_kwargs):
+        progress(done_before + step + 1, total)
+        return {}
+
+    return callback
+
+
+def size_multiple(pipe) -> int:
+    """Pixels per transformer token side: VAE spatial factor x patch size (16 for Wan2.1, 32 for TI2V-5B)."""
+    transformer = pipe.transformer if getattr(pipe, "transformer", None) is not None else pipe.transformer_2
+    return int(pipe.vae_scale_factor_spatial * transformer.config.patch_size[1])

@@ -1,0 +1,252 @@
+"""Film engine ``wan_vace``: join the finished scenes, regenerating the frames around each seam
+with Wan VACE (diffusers ``WanVACEPipeline``) so scenes meet without a jump.
+
+Per seam, at the clips' native size and frame rate (``FilmScene.native``):
+
+1. ``a`` frames at the end of the left scene and ``b`` at the start of the right one
+   (``a + b ≈ seam_frames``) are regenerated from ``context_frames`` on either side: the VACE
+   input video is left context + grey placeholders + right context, the mask 0 on context and
+   1 on the frames to generate (VACE's masked video-to-video task);
+2. the generated frames get the colour statistics of the context (per-channel mean and standard
+   deviation, moving linearly from the left context's to the right context's), so no colour shift;
+3. they go through the scenes' own interpolator and upscaler and replace the upscaled frames
+   covering the same time span (native frame ``j`` ↔ upscaled frame ``j * k`` for an
+   interpolation factor ``k``).
+
+Everywhere else the upscaled scenes are concatenated; at a ``handoff`` seam the right scene's
+first frame repeats the left scene's last one and is dropped. The film has exactly as many frames
+as the plain concatenation.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from itertools import product
+
+import cv2
+import numpy as np
+from pydantic import Field
+
+from wan_pipeline.engines.base import FilmRequest, parse_params
+from wan_pipeline.engines.diffusers_support import (
+    ModelParams,
+    checkpoint_variant,
+    load_pipeline,
+    release_pipeline,
+    step_progress,
+    to_uint8_frames,
+)
+from wan_pipeline.engines.wan_clip import check_steps
+from wan_pipeline.errors import StageError
+from wan_pipeline.media.clip import Clip
+
+GREY = 127
+
+
+class VaceFilmParams(ModelParams):
+    """Preset section ``stages.film`` for ``engine: wan_vace``.
+
+    seam_frames: native frames regenerated per seam (split over both sides); context_frames:
+    native frames of context on each side; cut_seams: also regenerate at ``cut`` transitions;
+    crf: H.264 quality of the delivery file (read by the writer).
+    """
+
+    seam_frames: int = Field(8, ge=1, le=64)
+    context_frames: int = Field(8, ge=1, le=64)
+    steps: int = 30
+    guidance_scale: float = Field(5.0, ge=0.0, le=30.0)
+    flow_shift: float | None = Field(None, gt=0.0, le=50.0)
+    cut_seams: bool = True
+    crf: int = Field(18, ge=0, le=51)
+
+
+def plan_seam(n_left: int, n_right: int, handoff: bool, seam: int, context: int) -> tuple[int, int, int] | None:
+    """Choose ``(a, b, c)``: frames regenerated at the left scene's end (``a``) and the right
+    scene's start (``b``, counted after the dropped handoff frame) and context frames ``c`` per
+    side, such that the VACE clip ``2c + a + b`` is 4k+1 frames, each side keeps at most half of
+    its scene for this seam, and ``a + b`` is as close to ``seam`` as possible. None if the scenes
+    are too short for any seam.
+    """
+    off = 1 if handoff else 0
+    lim_a = (n_left - 1) // 2
+    lim_b = (n_right - 1) // 2 - off
+    best, best_cost = None, None
+    for a, b, c in product(range(lim_a + 1), range(max(lim_b, -1) + 1), range(1, context + 1)):
+        if a + b < 1 or (2 * c + a + b - 1) % 4 or a + c > n_left or b + c > n_right - off:
+            continue
+        cost = (abs(a + b - seam) * 4, abs(a - b), context - c)
+        if best_cost is None or cost < best_cost:
+            best, best_cost = (a, b, c), cost
+    return best
+
+
+def match_colour(frames: np.ndarray, left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """Give each of ``frames`` uint8 (S, H, W, 3) per-channel mean/std moving linearly from the
+    statistics of ``left`` context (N, H, W, 3) to those of ``right``; returns uint8 (S, H, W, 3)."""
+    out = np.empty_like(frames)
+    lm, ls = left.reshape(-1, 3).mean(0), left.reshape(-1, 3).std(0)
+    rm, rs = right.reshape(-1, 3).mean(0), right.reshape(-1, 3).std(0)
+    s = len(frames)
+    for t, frame in enumerate(frames.astype(np.float32)):
+        w = (t + 1) / (s + 1)
+        mean, std = (1 - w) * lm + w * rm, (1 - w) * ls + w * rs
+        fm, fs = frame.reshape(-1, 3).mean(0), frame.reshape(-1, 3).std(0)
+        out[t] = np.clip(np.rint((frame - fm) / np.maximum(fs, 1e-3) * std + mean), 0, 255).astype(np.uint8)
+    return out
+
+
+class WanVaceFilm:
+    """The film stage with VACE seams (see module doc). Loads the pipeline on first use."""
+
+    name = "wan_vace"
+
+    def __init__(self, params: dict, preset) -> None:
+        self.params: VaceFilmParams = parse_params(VaceFilmParams, params, preset, "film")
+        self.file = getattr(preset, "source_path", None)
+        check_steps(self.params.steps, "stages.film.steps", self.file)
+        from wan_pipeline.devices import pick_device
+
+        self.device = pick_device(getattr(preset, "device", "auto"))
+        self._pipe = None
+        self._strategy: str | None = None
+
+    @property
+    def pipe(self):
+        if self._pipe is None:
+            from diffusers import UniPCMultistepScheduler, WanVACEPipeline
+
+            pipe, self._strategy = load_pipeline(WanVACEPipeline, self.params.model, self.device, self.params, self.file)
+            if self.params.flow_shift is not None:
+                pipe.scheduler = UniPCMultistepScheduler.from_config(pipe.scheduler.config,
+                                                                     flow_shift=self.params.flow_shift)
+            self._pipe = pipe
+        return self._pipe
+
+    def close(self) -> None:
+        pipe, self._pipe = self._pipe, None
+        release_pipeline(pipe)
+
+    def describe(self) -> dict:
+        p = self.params
+        return {"engine": self.name, "model": p.model, "seam_frames": p.seam_frames,
+                "context_frames": p.context_frames, "steps": p.steps, "guidance_scale": p.guidance_scale,
+                "crf": p.crf, "memory_strategy": self._strategy or p.memory_strategy}
+
+    # -- the join --------------------------------------------------------------------------
+    def join(self, request: FilmRequest) -> Clip:
+        """Return the film: uint8 (T, H, W, 3) at the scenes' upscaled fps, T equal to the plain
+        concatenation's. Raises :class:`StageError` if the scenes' fps or sizes disagree."""
+        scenes = request.scenes
+        if not scenes:
+            raise StageError("film: no scenes to join")
+        fps = scenes[0].upscaled.fps
+        shape = scenes[0].upscaled.frames.shape[1:]
+        factors = []
+        for sc in scenes:
+            if sc.upscaled.fps != fps or sc.upscaled.frames.shape[1:] != shape:
+                raise StageError(f"film: scene {sc.scene_id!r} is {sc.upscaled.width}x{sc.upscaled.height} at "
+                                 f"{sc.upscaled.fps} fps, the first scene {shape[1]}x{shape[0]} at {fps} fps")
+            k = Fraction(sc.upscaled.fps) / Fraction(sc.native.fps)
+            if k.denominator != 1:
+                raise StageError(f"film: scene {sc.scene_id!r}: upscaled fps {sc.upscaled.fps} is not a whole "
+                                 f"multiple of the native {sc.native.fps}")
+            factors.append(int(k))
+        # keep[i] = [start, end) of scene i's upscaled frames kept as they are
+        keep = [[0, sc.upscaled.num_frames] for sc in scenes]
+        seam_frames: list[np.ndarray | None] = [None] * (len(scenes) - 1)
+        plans = []
+        todo = [i for i in range(len(scenes) - 1) if scenes[i].transition == "handoff" or self.params.cut_seams]
+        for count, i in enumerate(todo):
+            left, right = scenes[i], scenes[i + 1]
+            handoff = left.transition == "handoff"
+            off = 1 if handoff else 0
+            plan = plan_seam(left.native.num_frames, right.native.num_frames, handoff,
+                             self.params.seam_frames, self.params.context_frames)
+            if plan is None:
+                request.log(f"seam {left.scene_id}->{right.scene_id}: scenes too short, concatenated")
+                continue
+            a, b, c = plan
+            k = factors[i]
+            if factors[i + 1] != k:
+                raise StageError(f"film: scenes {left.scene_id!r} and {right.scene_id!r} have different "
+                                 "interpolation factors")
+            start_l = (left.native.num_frames - a - 1) * k + 1
+            end_r = (b + off) * k
+            needed = (keep[i][1] - start_l) + end_r - off
+            if start_l < 1 or needed < 1:
+                request.log(f"seam {left.scene_id}->{right.scene_id}: upscaled frames do not map, concatenated")
+                continue
+            generated, ctx_l, ctx_r = self._regenerate(left, right, a, b, c, off, request, count, len(todo))
+            seam_frames[i] = self._finish(generated, ctx_l[-1], ctx_r[0], left.native.fps, needed, request, shape)
+            keep[i][1] = start_l
+            keep[i + 1][0] = end_r
+            plans.append({"left": left.scene_id, "right": right.scene_id, "transition": left.transition,
+                          "native_regenerated": a + b, "left_frames": a, "right_frames": b, "context_frames": c,
+                          "upscaled_replaced": needed})
+        pieces = []
+        for i, sc in enumerate(scenes):
+            start, end = keep[i]
+            if i > 0 and seam_frames[i - 1] is None and scenes[i - 1].transition == "handoff":
+                start = max(start, 1)  # plain handoff: the first frame repeats the previous last frame
+            if start > end:
+                raise StageError(f"film: scene {sc.scene_id!r} is too short for the seams on both sides")
+            pieces.append(sc.upscaled.frames[start:end])
+            if i < len(seam_frames) and seam_frames[i] is not None:
+                pieces.append(seam_frames[i])
+        film = np.concatenate(pieces, axis=0)
+        meta = {"seam_frames": self.params.seam_frames, "seams": len(plans), "seam_plan": plans,
+                "model": self.params.model, "memory_strategy": self._strategy}
+        if self._pipe is not None:
+            meta["variant"] = checkpoint_variant(self._pipe)
+        return Clip(film, fps=fps, meta=meta)
+
+    def _regenerate(self, left, right, a, b, c, off, request: FilmRequest, index: int, total: int):
+        """VACE over ``c`` context + ``a + b`` masked + ``c`` context native frames; returns the
+        colour-matched generated frames uint8 (a+b, h, w, 3) and both contexts."""
+        import torch
+        from PIL import Image
+
+        ln = left.native.frames
+        rn = right.native.frames[off:]
+        ctx_l = ln[len(ln) - a - c: len(ln) - a]
+        ctx_r = rn[b: b + c]
+        h, w = ln.shape[1:3]
+        if h % 16 or w % 16 or rn.shape[1:3] != (h, w):
+            raise StageError(f"film: native clips must share one size divisible by 16, got {w}x{h} and "
+                             f"{rn.shape[2]}x{rn.shape[1]}")
+        s = a + b
+        grey = np.full((s, h, w, 3), GREY, np.uint8)
+        video = np.concatenate([ctx_l, grey, ctx_r])
+        mask = np.concatenate([np.zeros(c), np.ones(s), np.zeros(c)])
+        steps = self.params.steps
+        out = self.pipe(
+            video=[Image.fromarray(f) for f in video],
+            mask=[Image.fromarray(np.full((h, w), 255 * int(m), np.uint8)) for m in mask],
+            prompt=" ".join(p for p in (left.prompt, right.prompt) if p) or "a continuous shot",
+            negative_prompt=self.params.negative_prompt, height=h, width=w, num_frames=len(video),
+            num_inference_steps=steps, guidance_scale=self.params.guidance_scale,
+            max_sequence_length=self.params.max_sequence_length,
+            generator=torch.Generator("cpu").manual_seed(int(request.seed) + index), output_type="np",
+            callback_on_step_end=step_progress(request.progress, index * steps, total * steps),
+        ).frames
+        generated = to_uint8_frames(out)[c: c + s]
+        return match_colour(generated, ctx_l, ctx_r), ctx_l, ctx_r
+
+    def _finish(self, generated, before, after, native_fps, needed: int, request: FilmRequest, shape) -> np.ndarray:
+        """Interpolate and upscale ``[before, generated…, after]`` with the scenes' engines and
+        return the ``needed`` frames strictly between ``before`` and ``after`` (uint8)."""
+        clip = Clip(np.concatenate([before[None], generated, after[None]]), fps=native_fps)
+        if request.interpolator is not None:
+            clip = request.interpolator.interpolate(clip)
+        if request.upscaler is not None:
+            clip = request.upscaler.upscale(clip)
+        frames = clip.frames
+        if frames.shape[1:] != shape:
+            frames = np.stack([cv2.resize(f, (shape[1], shape[0]), interpolation=cv2.INTER_LANCZOS4) for f in frames])
+        k = max(1, round(Fraction(clip.fps) / Fraction(native_fps)))
+        span = (len(generated) + 1) * k  # index of ``after`` in the interpolated clip
+        interior = frames[1:span] if len(frames) > span else frames[1:-1]
+        if len(interior) == 0:
+            interior = generated
+        idx = np.rint(np.linspace(0, len(interior) - 1, needed)).astype(int)
+        return interior[idx]
