@@ -75,10 +75,10 @@ def test_i2v_flf2v_frames_size_and_meta(i2v, photos):
     assert clip.frames.shape == (9, 32, 32, 3) and clip.frames.dtype == np.uint8
     assert clip.fps == 16
     m = clip.meta
-    assert m["flf2v"] is True and m["segments"] == 1 and m["variant"] == "wan2.1-flf2v"
+    assert m["flf2v"] is True and m["segments"] == 1 and m["variant"] == "Wan2.1-FLF2V-miniature"
     assert m["memory_strategy"] == "cpu" and m["steps"] == 2 and m["flow_shift"] == 16.0 and m["warnings"] == []
     assert steps == [(1, 2), (2, 2)]
-    assert i2v.describe()["variant"] == "wan2.1-flf2v"
+    assert i2v.describe()["variant"] == "Wan2.1-FLF2V-miniature"
     no_last = i2v.render(request(photos, last=False))
     assert no_last.meta["flf2v"] is False and no_last.num_frames == 9
 
@@ -116,14 +116,14 @@ def test_long_scene_renders_in_segments_with_the_end_frame_on_the_last(storage, 
 def test_ti2v_and_two_expert_paths(storage, photos):
     ti2v = clip_engine("wan22-ti2v")
     clip = ti2v.render(request(photos))
-    assert clip.frames.shape == (9, 32, 32, 3) and clip.meta["variant"] == "wan2.2-ti2v-5b"
+    assert clip.frames.shape == (9, 32, 32, 3) and clip.meta["variant"] == "Wan2.2-TI2V-miniature"
     assert clip.meta["flf2v"] is False and any("TI2V" in w for w in clip.meta["warnings"])
     with pytest.raises(InputError, match=r"width: 48 px .* multiples of 32"):
         ti2v.render(request(photos, last=False).__class__(**{**request(photos).__dict__, "width": 48}))
     ti2v.close()
     a14b = clip_engine("wan22-i2v-a14b", guidance_scale_2=2.0)
     clip = a14b.render(request(photos))
-    assert clip.meta["variant"] == "wan2.2-a14b" and clip.meta["flf2v"] is True
+    assert clip.meta["variant"] == "Wan2.2-I2V-miniature" and clip.meta["flf2v"] is True
     assert clip.meta["guidance_scale_2"] == 2.0 and clip.num_frames == 9
     a14b.close()
 
@@ -216,7 +216,7 @@ def test_vace_film_keeps_frame_count_and_only_changes_the_seams(storage):
     film = engine.join(FilmRequest(scenes, interp, up, seed=1))
     plain = np.concatenate([scenes[0].upscaled.frames, scenes[1].upscaled.frames[1:], scenes[2].upscaled.frames])
     assert film.frames.shape == plain.shape and film.fps == 32
-    assert film.meta["seams"] == 2 and film.meta["seam_frames"] == 4 and film.meta["variant"] == "wan2.1-vace"
+    assert film.meta["seams"] == 2 and film.meta["seam_frames"] == 4 and film.meta["variant"] == "Wan2.1-VACE-miniature"
     changed = np.flatnonzero(np.abs(film.frames.astype(int) - plain).reshape(len(plain), -1).max(1) > 0)
     boundaries = (33, 33 + 32)  # upscaled index where scene 1 and scene 2 begin in the plain film
     assert len(changed) > 0

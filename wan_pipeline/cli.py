@@ -209,24 +209,9 @@ def tiny_models_dir() -> Path:
     return StorageLayout.default().models / "tiny"
 
 
-def make_all_tiny_models(folder: Path) -> dict[str, Path]:
-    """Every miniature random-weight checkpoint the ``tiny`` preset uses, written under ``folder``."""
-    from wan_pipeline.models.tiny_esrgan import make_tiny_esrgan
-    from wan_pipeline.models.tiny_rife import make_tiny_rife_files
-
-    written: dict[str, Path] = {}
-    try:
-        from wan_pipeline.models.tiny import make_tiny_models
-    except ImportError:
-        make_tiny_models = None
-    if make_tiny_models is not None:
-        written.update(make_tiny_models(folder))
-    written.update({f"rife-{k}": v for k, v in make_tiny_rife_files(folder / "rife").items()})
-    written.update({f"esrgan-{k}": v for k, v in make_tiny_esrgan(folder / "esrgan").items()})
-    return written
-
-
 def cmd_make_tiny_models(args) -> int:
+    from wan_pipeline.models.tiny import make_all_tiny_models
+
     folder = Path(args.dir).resolve() if args.dir else tiny_models_dir()
     for name, path in sorted(make_all_tiny_models(folder).items()):
         print(f"{name:<24} {path}")

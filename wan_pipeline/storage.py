@@ -27,6 +27,23 @@ def storage_root() -> Path:
     return Path(env).resolve() if env else (project_root() / "storage").resolve()
 
 
+def model_path(model: str) -> Path:
+    """A preset's model file or folder: absolute as given, else relative to the storage root.
+
+    A missing miniature (``<root>/models/tiny/…``) is generated on first use with
+    :func:`wan_pipeline.models.tiny.make_all_tiny_models`; anything else is returned as is for the
+    engine to report.
+    """
+    p = Path(model).expanduser()
+    path = p if p.is_absolute() else storage_root() / p
+    tiny = storage_root() / "models" / "tiny"
+    if not path.exists() and path.is_relative_to(tiny):
+        from wan_pipeline.models.tiny import make_all_tiny_models
+
+        make_all_tiny_models(tiny, kinds=("rife", "esrgan"))
+    return path
+
+
 @dataclass(frozen=True)
 class StorageLayout:
     """Paths under one storage root (absolute)."""

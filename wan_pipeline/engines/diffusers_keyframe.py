@@ -49,6 +49,7 @@ class DiffusersT2IKeyframe:
         from wan_pipeline.devices import pick_device
 
         self.device = pick_device(getattr(preset, "device", "auto"))
+        self._plan_size = (preset.width, preset.height, 1)
         self._pipe = None
         self._wan = False
         self._strategy: str | None = None
@@ -63,7 +64,8 @@ class DiffusersT2IKeyframe:
                 from diffusers import WanPipeline as cls
             else:
                 from diffusers import AutoPipelineForText2Image as cls
-            self._pipe, self._strategy = load_pipeline(cls, source, self.device, self.params, self.file)
+            self._pipe, self._strategy = load_pipeline(cls, source, self.device, self.params, self.file,
+                                                       plan_size=self._plan_size)
         return self._pipe
 
     def close(self) -> None:

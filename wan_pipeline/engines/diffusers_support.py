@@ -18,6 +18,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from wan_pipeline.errors import InputError
+from wan_pipeline.storage import storage_root
 
 MemoryStrategy = Literal["auto", "full_gpu", "model_cpu_offload", "group_offload", "sequential_cpu_offload"]
 
@@ -42,16 +43,6 @@ class ModelParams(BaseModel):
     dtype: str = "auto"
     negative_prompt: str = Field("", description="used when the scene gives none")
     max_sequence_length: int = Field(512, ge=8, le=512, description="text tokens (UMT5: 512)")
-
-
-def storage_root() -> Path:
-    """The storage folder: env ``WAN_PIPELINE_STORAGE``, else ``<repo>/storage``."""
-    env = os.environ.get("WAN_PIPELINE_STORAGE")
-    if env:
-        return Path(env).resolve()
-    from wan_pipeline.preset import project_root
-
-    return project_root() / "storage"
 
 
 def resolve_model_source(model: str) -> str:
@@ -79,42 +70,71 @@ def resolve_model_source(model: str) -> str:
     raise InputError(str(local), f"model {model!r} is neither a folder under {storage_root()} nor a repo id 'owner/name'")
 
 
-def load_pipeline(pipeline_cls, model: str, device: str, params: ModelParams, file: str | None = None):
+def load_pipeline(pipeline_cls, model: str, device: str, params: ModelParams, file: str | None = None,
+                  plan_size: tuple[int, int, int] | None = None):
     """Load ``pipeline_cls`` from ``model`` (safetensors only, no remote code) and place it.
 
-    Returns ``(pipeline, memory_strategy)`` where ``memory_strategy`` is what was applied:
-    ``cpu`` on a CPU device, else the preset's strategy (``auto`` → ``full_gpu``). A repo id not in
-    the local cache while offline raises :class:`InputError` with the download command.
+    Before any weight is read the checkpoint's configs are checked (:mod:`wan_pipeline.models`):
+    a repo id must be in the HF cache (else :class:`InputError` with the download command), every
+    component must be present with safetensors weights, and a Wan checkpoint is identified from
+    its configs (``pipe.wan_model_info``). plan_size: (width, height, frames) of one generation,
+    for the memory planner when ``memory_strategy`` is ``auto`` on CUDA.
+
+    Returns ``(pipeline, memory_strategy)`` where ``memory_strategy`` is what was applied: ``cpu``
+    on a CPU device, else the preset's strategy or the planner's choice for ``auto``.
     """
     from wan_pipeline.devices import torch_dtype
+    from wan_pipeline.models import check_loadable, identify, read_checkpoint
 
     source = resolve_model_source(model)
-    dtype = torch_dtype(params.dtype, device)
     try:
-        pipe = pipeline_cls.from_pretrained(source, dtype=dtype, use_safetensors=True)
-    except OSError as exc:
-        if not Path(source).exists():
-            raise InputError(file, f"model {source!r} is not in the Hugging Face cache ({exc.__class__.__name__}); "
-                                   f"download it with: huggingface-cli download {source}") from exc
-        raise
+        ckpt = read_checkpoint(source)
+        check_loadable(ckpt)
+    except InputError as exc:
+        raise InputError(file, f"model {model!r}: {exc}") from None
+    info = None
+    if str(ckpt.index.class_name or "").startswith("Wan"):
+        info = identify(ckpt)
+    dtype = torch_dtype(params.dtype, device)
+    pipe = pipeline_cls.from_pretrained(str(ckpt.source), dtype=dtype, use_safetensors=True)
     pipe.set_progress_bar_config(disable=True)
-    strategy = apply_memory_strategy(pipe, device, params)
+    pipe.wan_model_info = info
+    strategy = apply_memory_strategy(pipe, device, params, str(ckpt.source), plan_size)
     return pipe, strategy
 
 
-def apply_memory_strategy(pipe, device: str, params: ModelParams) -> str:
+def planned_strategy(source: str, device: str, params: ModelParams, plan_size) -> tuple[str, bool, bool]:
+    """``(strategy, vae_tiling, vae_slicing)``: the preset's, or for ``auto`` the memory planner's
+    choice from the checkpoint's parameter counts and the device's free VRAM (NVML/torch)."""
+    if params.memory_strategy != "auto":
+        return params.memory_strategy, params.vae_tiling, params.vae_slicing
+    if plan_size is None:
+        return "full_gpu", params.vae_tiling, params.vae_slicing
+    from wan_pipeline.models import plan_for_model
+
+    width, height, frames = plan_size
+    dtype = "bfloat16" if params.dtype == "auto" else params.dtype
+    _, plan = plan_for_model(source, width=width, height=height, frames=frames, dtype=dtype, strategy="auto", device=device)
+    return plan.chosen_strategy, params.vae_tiling or plan.vae_tiling, params.vae_slicing or plan.vae_slicing
+
+
+def apply_memory_strategy(pipe, device: str, params: ModelParams, source: str | None = None, plan_size=None) -> str:
     """Place ``pipe`` with diffusers' own offload methods; returns the strategy applied."""
     from wan_pipeline.devices import device_index
 
+    if device.startswith("cuda") and source is not None:
+        strategy, tiling, slicing = planned_strategy(source, device, params, plan_size)
+    else:
+        strategy, tiling, slicing = params.memory_strategy, params.vae_tiling, params.vae_slicing
     vae = getattr(pipe, "vae", None)
-    if vae is not None and params.vae_tiling:
+    if vae is not None and tiling:
         vae.enable_tiling()
-    if vae is not None and params.vae_slicing:
+    if vae is not None and slicing:
         vae.enable_slicing()
     if not device.startswith("cuda"):
         pipe.to(device)
         return "cpu"
-    strategy = "full_gpu" if params.memory_strategy == "auto" else params.memory_strategy
+    strategy = "full_gpu" if strategy == "auto" else strategy
     gpu = device_index(device) or 0
     if strategy == "full_gpu":
         pipe.to(device)
@@ -157,21 +177,11 @@ def to_uint8_frames(video) -> np.ndarray:
     return np.clip(np.rint(arr * 255.0), 0, 255).astype(np.uint8)
 
 
-def checkpoint_variant(pipe) -> str:
-    """A short name for the loaded Wan checkpoint, read from its component configs.
-
-    (Stand-in until the checkpoint-detection module supplies the variant.)
-    """
-    cfg = pipe.transformer.config if getattr(pipe, "transformer", None) is not None else pipe.transformer_2.config
-    if getattr(pipe, "transformer_2", None) is not None and pipe.config.get("boundary_ratio") is not None:
-        return "wan2.2-a14b"
-    if pipe.config.get("expand_timesteps") or pipe.vae.config.z_dim == 48:
-        return "wan2.2-ti2v-5b"
-    if "vace_layers" in cfg:
-        return "wan2.1-vace"
-    if cfg.get("image_dim") is not None:
-        return "wan2.1-flf2v" if cfg.get("pos_embed_seq_len") else "wan2.1-i2v"
-    return "wan2.1-t2v"
+def checkpoint_variant(pipe) -> str | None:
+    """The Wan variant of the loaded checkpoint (e.g. ``Wan2.1-FLF2V-14B``), as identified from its
+    configs by :func:`wan_pipeline.models.identify` when it was loaded; None for other models."""
+    info = getattr(pipe, "wan_model_info", None)
+    return info.variant if info is not None else None
 
 
 def pipeline_class_name(model: str) -> str | None:

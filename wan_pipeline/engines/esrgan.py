@@ -43,11 +43,10 @@ TILE_MIN, TILE_MAX, TILE_ROUND = 64, 2048, 16
 
 
 def resolve_model_path(model: str) -> Path:
-    """An absolute path stays; a relative path is taken relative to :func:`wan_pipeline.storage.storage_root`."""
-    from wan_pipeline.storage import storage_root
+    """A preset's model path (see :func:`wan_pipeline.storage.model_path`)."""
+    from wan_pipeline.storage import model_path
 
-    p = Path(model).expanduser()
-    return p if p.is_absolute() else storage_root() / p
+    return model_path(model)
 
 
 class RealEsrganParams(BaseModel):

@@ -40,7 +40,6 @@ from wan_pipeline.engines.interpolation import interpolate_clip
 from wan_pipeline.engines.scene_cuts import CutThresholds
 from wan_pipeline.errors import InputError
 from wan_pipeline.media.clip import Clip, as_fps
-from wan_pipeline.storage import storage_root
 
 RIFE_VERSION = "4.6"
 OFFICIAL_WIDTHS = (192, 128, 96, 64)
@@ -274,10 +273,10 @@ class RifeRunner:
 
 
 def resolve_model_path(model: str) -> Path:
-    """A preset's model path: absolute as given, relative to the storage root
-    (:func:`wan_pipeline.storage.storage_root`) otherwise."""
-    p = Path(model).expanduser()
-    return p if p.is_absolute() else storage_root() / p
+    """A preset's model path (see :func:`wan_pipeline.storage.model_path`)."""
+    from wan_pipeline.storage import model_path
+
+    return model_path(model)
 
 
 class RifeParams(BaseModel):

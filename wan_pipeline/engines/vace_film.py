@@ -107,6 +107,7 @@ class WanVaceFilm:
         from wan_pipeline.devices import pick_device
 
         self.device = pick_device(getattr(preset, "device", "auto"))
+        self._plan_size = (preset.width, preset.height, self.params.seam_frames + 2 * self.params.context_frames)
         self._pipe = None
         self._strategy: str | None = None
 
@@ -115,7 +116,8 @@ class WanVaceFilm:
         if self._pipe is None:
             from diffusers import UniPCMultistepScheduler, WanVACEPipeline
 
-            pipe, self._strategy = load_pipeline(WanVACEPipeline, self.params.model, self.device, self.params, self.file)
+            pipe, self._strategy = load_pipeline(WanVACEPipeline, self.params.model, self.device, self.params, self.file,
+                                                 plan_size=self._plan_size)
             if self.params.flow_shift is not None:
                 pipe.scheduler = UniPCMultistepScheduler.from_config(pipe.scheduler.config,
                                                                      flow_shift=self.params.flow_shift)

@@ -30,9 +30,9 @@ from wan_pipeline.engines.diffusers_support import (
     release_pipeline,
     size_multiple,
     step_progress,
-    storage_root,
     to_uint8_frames,
 )
+from wan_pipeline.storage import storage_root
 from wan_pipeline.engines.lora import LoraEntry, loras_applied
 from wan_pipeline.errors import InputError
 from wan_pipeline.media.clip import Clip
@@ -124,7 +124,8 @@ class WanI2VClip:
             from diffusers import UniPCMultistepScheduler, WanImageToVideoPipeline
 
             pipe, self._strategy = load_pipeline(WanImageToVideoPipeline, self.params.model, self.device,
-                                                 self.params, self.file)
+                                                 self.params, self.file,
+                                                 plan_size=(self.preset.width, self.preset.height, self.params.max_frames))
             transformer = pipe.transformer if pipe.transformer is not None else pipe.transformer_2
             if not pipe.config.get("expand_timesteps") and transformer.config.in_channels != 2 * pipe.vae.config.z_dim + 4:
                 release_pipeline(pipe)

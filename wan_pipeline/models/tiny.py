@@ -204,3 +204,21 @@ def make_tiny_lora(path: str | os.PathLike, model: str = "wan21-i2v", rank: int 
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp))
     return path
+
+
+def make_all_tiny_models(directory: str | os.PathLike, kinds: tuple[str, ...] = ("wan", "rife", "esrgan")) -> dict[str, Path]:
+    """Every miniature the ``tiny`` preset uses, under ``directory``: the Wan checkpoints
+    (``<name>/``), RIFE (``rife/flownet.pkl|.safetensors``) and Real-ESRGAN (``esrgan/*.pth``).
+    Returns ``{name: path}``; existing Wan folders are kept."""
+    from wan_pipeline.models.tiny_esrgan import make_tiny_esrgan
+    from wan_pipeline.models.tiny_rife import make_tiny_rife_files
+
+    root = Path(directory)
+    written: dict[str, Path] = {}
+    if "wan" in kinds:
+        written.update(make_tiny_models(root))
+    if "rife" in kinds:
+        written.update({f"rife-{k}": v for k, v in make_tiny_rife_files(root / "rife").items()})
+    if "esrgan" in kinds:
+        written.update({f"esrgan-{k}": v for k, v in make_tiny_esrgan(root / "esrgan").items()})
+    return written
