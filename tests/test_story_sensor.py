@@ -26,8 +26,13 @@ def tick(instance, path, cursor=None, loaded=None):
     defs = build_definitions(stories=loaded)
     ctx = dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs)
     spy = LogSpy()
-    ctx._log = spy  # the sensor's log lines, to assert on
-    result = sensor(ctx)
+    cls = type(ctx)
+    original = cls.__dict__["log"]
+    cls.log = property(lambda self: spy)  # the sensor's log lines, to assert on
+    try:
+        result = sensor(ctx)
+    finally:
+        cls.log = original
     for event in result.asset_events:  # what the daemon would store
         instance.report_runless_asset_event(event)
     return result, spy.lines
