@@ -94,7 +94,13 @@ class OOMRetryingEngine:
                 try:
                     return getattr(self._engine, name)(*args, **kwargs)
                 except Exception as exc:
-                    nxt = stronger_strategy(self._strategy) if (self._strategy and is_oom(exc)) else None
+                    current = getattr(self._engine, "memory_strategy", None)
+                    if isinstance(current, str) and current != "auto":
+                        self._strategy = current  # the strategy "auto" resolved to
+                    try:
+                        nxt = stronger_strategy(self._strategy) if (self._strategy and is_oom(exc)) else None
+                    except ValueError:
+                        nxt = None
                     if nxt is None:
                         raise
                 # out of the except block: the traceback no longer pins the failed call's tensors
