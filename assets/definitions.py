@@ -12,6 +12,10 @@ from pathlib import Path
 
 import dagster as dg
 
+from assets.checks import build_story_checks
+from assets.recovery import recover_killed_runs_sensor
+from assets.schedules import build_nightly_schedule
+from assets.sensors import build_story_sensor
 from assets.story_assets import build_story_assets
 from resources import default_resources
 from wan_pipeline.errors import InputError
@@ -68,11 +72,16 @@ def build_definitions(folder: Path | None = None, stories: list[Story] | None = 
     """Definitions for ``stories`` (default: every valid story file in ``folder``)."""
     if stories is None:
         stories, _ = load_stories(folder)
-    assets, jobs = [], []
+    assets, jobs, checks = [], [], []
     for story in stories:
         assets.extend(build_story_assets(story))
+        checks.extend(build_story_checks(story))
         jobs.extend([story_job(story), film_job(story)])
-    return dg.Definitions(assets=assets, jobs=jobs, resources=default_resources())
+    return dg.Definitions(
+        assets=assets, asset_checks=checks, jobs=jobs, resources=default_resources(),
+        sensors=[build_story_sensor(stories, folder or stories_dir()), recover_killed_runs_sensor],
+        schedules=[build_nightly_schedule(stories)] if stories else [],
+    )
 
 
 defs = build_definitions()

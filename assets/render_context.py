@@ -8,6 +8,7 @@ for a code-location reload instead of rendering the wrong scenes.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import dagster as dg
 
@@ -44,3 +45,25 @@ def render_context(context: dg.AssetExecutionContext, loaded: Story) -> RenderCo
     story = current_story(loaded)
     name = context.run.tags.get(PRESET_TAG) or story.preset
     return RenderContext(story=story, preset=load_preset(name))
+
+
+def keep_unplanned(context: dg.AssetExecutionContext, stage: str, partition_key: str, output) -> bool:
+    """True when this run's plan (run tag ``wan_pipeline/render/<stage>``) leaves ``stage`` of
+    ``partition_key`` as it is: it sits inside the run's partition range only because another
+    stage renders it. The kept output's telemetry (its sidecar) is recorded again with
+    ``reused: true``. False (render it) when the run has no plan tag for the stage.
+    """
+    from resources.gpu import to_dagster_metadata
+    from wan_pipeline.fingerprint import PLAN_TAG_PREFIX, scenes_from_tag
+    from wan_pipeline.telemetry import read_sidecar
+
+    planned = scenes_from_tag(context.run.tags.get(PLAN_TAG_PREFIX + stage))
+    if planned is None or partition_key in planned:
+        return False
+    if not Path(output).is_file():
+        raise InputError(None, f"{stage}[{partition_key}] is not rendered but this run's plan keeps it: render it first (wan-pipeline render STORY --stale)")
+    record = dict(read_sidecar(output) or {"path": str(output)})
+    record["reused"] = True
+    context.log.info(f"{stage}[{partition_key}]: up to date, kept ({output})")
+    context.add_asset_metadata(to_dagster_metadata(record), partition_key=partition_key)
+    return True

@@ -12,17 +12,18 @@ with one engine load.
 """
 
 
-import hashlib
 import json
 
 import dagster as dg
 from dagster import AssetExecutionContext
 
-from assets.render_context import render_context
+from assets.recovery import STAGE_RETRY_POLICY
+from assets.render_context import keep_unplanned, render_context
 from resources import EngineCache, GPUResource
 from resources.gpu import to_dagster_metadata
 from wan_pipeline.engines.base import ClipRequest, FilmRequest, FilmScene, KeyframeRequest
 from wan_pipeline.errors import InputError, StageError
+from wan_pipeline.fingerprint import current_fingerprints, scene_fingerprint  # noqa: F401 (scene_fingerprint: re-export)
 from wan_pipeline.media.atomic import write_text_atomic
 from wan_pipeline.media.image_io import read_image, write_image
 from wan_pipeline.media.video_io import read_video, write_video
@@ -30,16 +31,6 @@ from wan_pipeline.story import Story
 from wan_pipeline.telemetry import read_sidecar
 
 SCENE_STAGES = ("keyframe", "clip", "interpolated", "upscaled")
-
-
-def scene_fingerprint(story: Story, scene_id: str) -> str:
-    """Hash of a scene's render-relevant fields and its image file's bytes (not the title)."""
-    scene = story.scene(scene_id)
-    payload = scene.model_dump(mode="json")
-    img = story.image_path(scene)
-    if img is not None and img.is_file():
-        payload["image_sha256"] = hashlib.sha256(img.read_bytes()).hexdigest()
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def handoff_mapping(story: Story) -> dg.StaticPartitionMapping:
@@ -62,7 +53,7 @@ def build_story_assets(story: Story) -> list:
     """All asset definitions of one story: ``<id>/scene_spec … <id>/film``."""
     prefix = story.id
     partitions = dg.StaticPartitionsDefinition(story.scene_ids)
-    common = dict(partitions_def=partitions, group_name=prefix, pool="gpu", backfill_policy=dg.BackfillPolicy.single_run())
+    common = dict(partitions_def=partitions, group_name=prefix, pool="gpu", backfill_policy=dg.BackfillPolicy.single_run(), retry_policy=STAGE_RETRY_POLICY)
 
     @dg.observable_source_asset(
         key=[prefix, "scene_spec"],
@@ -74,7 +65,7 @@ def build_story_assets(story: Story) -> list:
         from assets.render_context import current_story
 
         current = current_story(story)
-        return dg.DataVersionsByPartition({sid: dg.DataVersion(scene_fingerprint(current, sid)) for sid in current.scene_ids})
+        return dg.DataVersionsByPartition({sid: dg.DataVersion(fp) for sid, fp in current_fingerprints(current).items()})
 
     @dg.asset(
         key=[prefix, "keyframe"],
@@ -89,6 +80,8 @@ def build_story_assets(story: Story) -> list:
         device = gpu.resolve_device(rc.preset.device)
         try:
             for pk in context.partition_keys:
+                if keep_unplanned(context, "keyframe", pk, layout.output(rc.story.id, pk, "keyframe")):
+                    continue
                 scene = rc.story.scene(pk)
                 image_path = rc.story.image_path(scene)
                 seed = rc.story.seed(scene)
@@ -102,6 +95,7 @@ def build_story_assets(story: Story) -> list:
                     )
                     run.output = write_image(layout.output(rc.story.id, pk, "keyframe"), image)
                     run.meta.update(source="image" if image_path else "text-to-image", preset=rc.preset.name)
+                    run.meta.update(fingerprint=scene_fingerprint(rc.story, pk, rc.preset))
                 context.add_asset_metadata(to_dagster_metadata(run.record), partition_key=pk)
         finally:
             engines.release("keyframe")
@@ -119,6 +113,8 @@ def build_story_assets(story: Story) -> list:
         device = gpu.resolve_device(rc.preset.device)
         try:
             for pk in context.partition_keys:
+                if keep_unplanned(context, "clip", pk, layout.output(rc.story.id, pk, "clip")):
+                    continue
                 scene = rc.story.scene(pk)
                 first_path = layout.output(rc.story.id, pk, "keyframe")
                 if not first_path.is_file():
@@ -164,6 +160,8 @@ def build_story_assets(story: Story) -> list:
             device = gpu.resolve_device(rc.preset.device)
             try:
                 for pk in context.partition_keys:
+                    if keep_unplanned(context, stage, pk, layout.output(rc.story.id, pk, stage)):
+                        continue
                     src = layout.output(rc.story.id, pk, upstream)
                     if not src.is_file():
                         raise _missing(rc.story, upstream, pk)
@@ -193,6 +191,7 @@ def build_story_assets(story: Story) -> list:
         deps=[upscaled, clip],
         group_name=prefix,
         pool="gpu",
+        retry_policy=STAGE_RETRY_POLICY,
         kinds={"video"},
         description="The whole story as one delivery MP4 (H.264 4:2:0): every scene's upscaled clip in story order, seams joined.",
     )

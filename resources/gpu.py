@@ -134,6 +134,7 @@ class GPUResource(dg.ConfigurableResource):
                     torch.cuda.empty_cache()
         if run.output is None:
             raise RuntimeError(f"{where}: the stage body did not set run.output")
+        run.meta.update(getattr(engine, "memory_record", dict)())  # oom_retries, memory_strategy (OOM retries)
         m = monitor.result
         record = {k: None for k in CONTRACT_KEYS}
         record.update(_plain(run.engine_info))

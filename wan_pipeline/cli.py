@@ -124,6 +124,8 @@ def cmd_render(args) -> int:
     preset = load_preset(args.preset or story.preset)
     layout = StorageLayout.default()
     os.environ.setdefault("DAGSTER_HOME", str(layout.init()))
+    if getattr(args, "stale", False):
+        return _render_stale(args, story, preset)
     scenes = story.scene_ids
     if args.scenes:
         chosen = [s.strip() for s in args.scenes.split(",") if s.strip()]
@@ -169,9 +171,105 @@ def cmd_render(args) -> int:
                     if not result.success:
                         _err(f"render failed ({label}, run {result.run_id}):\n{_failure_message(result)}")
                         return EXIT_FAILED
+                if selected == set(scenes):  # the story sensor's baseline: these fingerprints are rendered
+                    from assets.status import observe_fingerprints
+
+                    observe_fingerprints(instance, story)
             finally:
                 progress.set_reporter(None)
     print(str(layout.film(story.id)))
+    return EXIT_OK
+
+
+def _instance():
+    import dagster as dg
+
+    from wan_pipeline.storage import StorageLayout
+
+    os.environ.setdefault("DAGSTER_HOME", str(StorageLayout.default().init()))
+    return dg.DagsterInstance.get()
+
+
+def _render_stale(args, story, preset) -> int:
+    """``render --stale``: ONE run of every stale or missing partition (and the film)."""
+    import dagster as dg
+
+    from assets.render_context import PRESET_TAG
+    from assets.status import observe_fingerprints, status_for
+    from assets.checks import build_story_checks
+    from assets.story_assets import build_story_assets
+    from resources import default_resources
+    from wan_pipeline import progress
+    from wan_pipeline.status import stale_plan
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        instance = _instance()
+        observe_fingerprints(instance, story)
+        plan = stale_plan(story, status_for(instance, story))
+        if plan.empty:
+            print(f"{story.id}: everything is fresh, nothing to render", file=sys.stderr)
+            print(str(_film_path(story.id)))
+            return EXIT_OK
+        print(f"rendering the stale or missing partitions of {story.id!r}: {plan.describe()}", file=sys.stderr)
+        selection = dg.AssetSelection.assets(*[[story.id, st] for st in plan.stages])
+        run_config = {"loggers": {"console": {"config": {"log_level": "INFO" if args.verbose else "WARNING"}}}}
+        with _ConsoleReporter(len(plan.all_scenes()) or 1) as reporter:
+            progress.set_reporter(reporter)
+            try:
+                result = dg.materialize(
+                    [*build_story_assets(story), *build_story_checks(story)], selection=selection, instance=instance,
+                    resources=default_resources(), tags={PRESET_TAG: preset.name, **plan.tags(story.scene_ids)},
+                    run_config=run_config, raise_on_error=False,
+                )
+            finally:
+                progress.set_reporter(None)
+        if not result.success:
+            _err(f"render failed (run {result.run_id}):\n{_failure_message(result)}")
+            return EXIT_FAILED
+    print(str(_film_path(story.id)))
+    return EXIT_OK
+
+
+def _film_path(story_id: str):
+    from wan_pipeline.storage import StorageLayout
+
+    return StorageLayout.default().film(story_id)
+
+
+# ---------------------------------------------------------------------------------------------
+# status, reload, recover
+
+
+def cmd_status(args) -> int:
+    from assets.status import status_for
+    from wan_pipeline.status import MATERIALIZED, format_status
+    from wan_pipeline.story import load_story
+
+    story = load_story(args.story)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        statuses = status_for(_instance(), story)
+    print(format_status(story, statuses))
+    return EXIT_OK if all(p.state == MATERIALIZED and not p.failed_checks for p in statuses) else EXIT_FAILED
+
+
+def cmd_reload(args) -> int:
+    from wan_pipeline.webserver import reload_code_locations
+
+    names = reload_code_locations(url=args.url)
+    print(f"reloaded code location(s): {', '.join(names) or 'none'}")
+    return EXIT_OK
+
+
+def cmd_recover(args) -> int:
+    from assets.recovery import recover_killed_runs
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        recovered = recover_killed_runs(_instance(), log=print)
+    if not recovered:
+        print("no killed runs: nothing to recover")
     return EXIT_OK
 
 
@@ -252,6 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("story", help="story file (YAML or JSON), anywhere on disk")
     p.add_argument("--preset", help="preset name (workflows/<name>.yaml) or file; default: the story's own")
     p.add_argument("--scenes", help="comma-separated scene ids to (re)render; default: all")
+    p.add_argument("--stale", action="store_true", help="render only what is stale or missing (one run), see `status`")
     p.add_argument("-v", "--verbose", action="store_true", help="show Dagster's INFO log")
     p.set_defaults(func=cmd_render)
 
@@ -285,6 +384,17 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--height", type=int, help="output height in pixels (width keeps the aspect, even)")
     p.add_argument("--preset", default="preview", help="preset whose `upscaled` engine is used (default: preview)")
     p.set_defaults(func=cmd_upscale)
+
+    p = sub.add_parser("status", help="per scene and stage: materialized / stale (why) / missing / failed check; exit 1 unless all fresh")
+    p.add_argument("story", help="story file (YAML or JSON)")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("reload", help="reload the code location of the running Dagster webserver (after scenes were added, removed or reordered)")
+    p.add_argument("--url", help="webserver URL (default $WAN_PIPELINE_WEBSERVER or http://127.0.0.1:3000)")
+    p.set_defaults(func=cmd_reload)
+
+    p = sub.add_parser("recover", help="mark runs whose process was killed as failed and free their gpu pool slots")
+    p.set_defaults(func=cmd_recover)
     return parser
 
 

@@ -1,0 +1,100 @@
+"""Retries and recovery of killed runs.
+
+* ``STAGE_RETRY_POLICY``: every stage asset retries a failed step twice, after 10 s then 20 s
+  (exponential backoff, jittered). Out-of-memory errors are handled before that, inside the step,
+  by rebuilding the engine with a stronger memory strategy (``resources.engine_cache``).
+* A run whose process died (SIGKILL, the kernel's OOM killer) stays ``STARTED`` and keeps its
+  ``gpu`` pool slot: the default run launcher has no health check (../shared/DESIGN.md).
+  :func:`recover_killed_runs` finds such runs (no process left of those that logged its events)
+  and marks them failed and frees their slots; the ``recover_killed_runs`` sensor does it every
+  30 s while ``dagster dev`` runs, ``wan-pipeline recover`` on demand. The device file lock needs
+  nothing: the OS drops ``flock`` when its process dies.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import dagster as dg
+import psutil
+from dagster import DagsterEventType, DagsterRunStatus
+
+STAGE_RETRY_POLICY = dg.RetryPolicy(max_retries=2, delay=10, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
+
+_PID_EVENTS = {DagsterEventType.RUN_START, DagsterEventType.STEP_START, DagsterEventType.ENGINE_EVENT}
+
+
+@dataclass
+class RecoveredRun:
+    run_id: str
+    job_name: str
+    status_before: str
+    pids: list[int]
+
+
+def _process_alive(pid: int, not_after: float | None) -> bool:
+    """Whether ``pid`` is a live process created no later than ``not_after`` (epoch seconds; a
+    later one is a different process that reused the id)."""
+    try:
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return False
+        return not_after is None or proc.create_time() <= not_after + 1.0
+    except psutil.Error:
+        return False
+
+
+def run_pids(instance: dg.DagsterInstance, run_id: str) -> tuple[list[int], float | None]:
+    """Process ids that logged events of the run (run start, steps, engine events) and the
+    timestamp of its first such event."""
+    pids, first = [], None
+    for entry in instance.all_logs(run_id, of_type=_PID_EVENTS):
+        ev = entry.dagster_event
+        if ev is None or ev.pid is None:
+            continue
+        first = entry.timestamp if first is None else min(first, entry.timestamp)
+        if ev.pid not in pids:
+            pids.append(ev.pid)
+    return pids, first
+
+
+def find_killed_runs(instance: dg.DagsterInstance) -> list[RecoveredRun]:
+    """Runs STARTED or CANCELING whose every known process is gone. Runs that logged no process
+    id yet are left alone."""
+    found = []
+    runs = instance.get_runs(filters=dg.RunsFilter(statuses=[DagsterRunStatus.STARTED, DagsterRunStatus.CANCELING]))
+    for run in runs:
+        pids, first = run_pids(instance, run.run_id)
+        if pids and not any(_process_alive(pid, first) for pid in pids):
+            found.append(RecoveredRun(run.run_id, run.job_name, run.status.value, pids))
+    return found
+
+
+def recover_killed_runs(instance: dg.DagsterInstance, log=None) -> list[RecoveredRun]:
+    """Mark killed runs failed (CANCELING ones canceled) and free their concurrency slots.
+
+    Returns the runs recovered. ``log``: a callable for one line per run.
+    """
+    recovered = find_killed_runs(instance)
+    for r in recovered:
+        run = instance.get_run_by_id(r.run_id)
+        message = f"run {r.run_id} ({r.job_name}) was {r.status_before} but its process {', '.join(map(str, r.pids))} is gone (killed?): marked failed and its pool slots freed"
+        if run.status == DagsterRunStatus.CANCELING:
+            instance.report_run_canceled(run, message=message)
+        else:
+            instance.report_run_failed(run, message=message)
+        instance.event_log_storage.free_concurrency_slots_for_run(r.run_id)
+        if log is not None:
+            log(message)
+    return recovered
+
+
+@dg.sensor(
+    name="recover_killed_runs",
+    minimum_interval_seconds=30,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Every 30 s: runs left STARTED by a killed process are marked failed and their gpu pool slots freed.",
+)
+def recover_killed_runs_sensor(context: dg.SensorEvaluationContext):
+    recovered = recover_killed_runs(context.instance, log=context.log.warning)
+    return dg.SkipReason(f"recovered {len(recovered)} killed run(s)" if recovered else "no killed runs")

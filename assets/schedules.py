@@ -1,0 +1,56 @@
+"""The nightly schedule: render whatever is stale or missing, one run per story.
+
+A day of edits (the sensor off, or runs that failed) renders overnight. The cron is
+``$WAN_PIPELINE_NIGHTLY_CRON`` (default ``0 2 * * *``, 02:00 in ``$WAN_PIPELINE_TIMEZONE``, default
+UTC). STOPPED by default: turn it on in the UI (Automation → nightly_render).
+"""
+
+from __future__ import annotations
+
+import os
+
+import dagster as dg
+
+from assets.sensors import STORY_TAG
+from assets.status import observe_fingerprints, status_for
+from assets.render_context import current_story
+from wan_pipeline.errors import InputError
+from wan_pipeline.status import stale_plan
+from wan_pipeline.story import Story
+
+
+def stale_run_request(instance: dg.DagsterInstance, story: Story, reason: str) -> dg.RunRequest | None:
+    """ONE run rendering every stale or missing partition of ``story`` (None when all fresh)."""
+    plan = stale_plan(story, status_for(instance, story))
+    if plan.empty:
+        return None
+    return dg.RunRequest(
+        asset_selection=[dg.AssetKey([story.id, st]) for st in plan.stages],
+        tags={**plan.tags(story.scene_ids), STORY_TAG: story.id, "wan_pipeline/reason": reason},
+    )
+
+
+def build_nightly_schedule(loaded: list[Story]) -> dg.ScheduleDefinition:
+    @dg.schedule(
+        name="nightly_render",
+        cron_schedule=os.environ.get("WAN_PIPELINE_NIGHTLY_CRON", "0 2 * * *"),
+        execution_timezone=os.environ.get("WAN_PIPELINE_TIMEZONE", "UTC"),
+        default_status=dg.DefaultScheduleStatus.STOPPED,
+        target=dg.AssetSelection.groups(*[s.id for s in loaded]) if loaded else None,
+        description="Renders every stale or missing partition of every story (one run per story).",
+    )
+    def nightly_render(context: dg.ScheduleEvaluationContext):
+        requests = []
+        for loaded_story in loaded:
+            try:
+                story = current_story(loaded_story)
+                observe_fingerprints(context.instance, story)
+            except InputError as exc:
+                context.log.error(f"story not rendered: {exc}")
+                continue
+            request = stale_run_request(context.instance, story, "nightly")
+            if request is not None:
+                requests.append(request)
+        return requests or dg.SkipReason("every story is fresh")
+
+    return nightly_render

@@ -1,0 +1,126 @@
+"""The story sensor: a story file edited in ``stories/`` re-renders exactly what the edit affects.
+
+Every tick (default 15 s) it reads the story files whose bytes changed since the last tick:
+
+* a file that does not validate: the validation message goes to the sensor's log; nothing renders;
+* a story whose scene list or transitions differ from the loaded code location (scenes added,
+  removed, reordered; a new story): its partitions cannot change without a reload, so the sensor
+  logs ``RELOAD NEEDED …`` once, tries the webserver's ``reloadRepositoryLocation`` mutation
+  (``wan-pipeline reload`` does the same by hand) and, once reloaded, renders the new scenes;
+* otherwise: each scene's fingerprint against the last observed one (``scene_spec`` data
+  version; for a never-observed scene the one its keyframe was rendered from; a scene never
+  rendered counts as changed). Changed scenes are observed with their new fingerprints, and ONE
+  run is requested for what they affect (:func:`wan_pipeline.fingerprint.affected_by_edit`), with
+  tags ``wan_pipeline/story`` and ``wan_pipeline/changed_scenes``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import dagster as dg
+
+from assets.status import InstanceRecords, observations, observed_fingerprints
+from wan_pipeline.errors import InputError, WanPipelineError
+from wan_pipeline.fingerprint import affected_by_edit, changed_scenes, current_fingerprints, structure
+from wan_pipeline.story import Story, load_story, story_files
+
+CHANGED_TAG = "wan_pipeline/changed_scenes"
+STORY_TAG = "wan_pipeline/story"
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
+def baseline_fingerprints(instance: dg.DagsterInstance, story: Story) -> dict[str, str | None]:
+    """Per scene, the fingerprint last seen: the observed ``scene_spec`` data version, else the
+    one its keyframe was rendered from, else ``"rendered"`` (rendered before fingerprints were
+    recorded: not re-rendered) or None (never rendered: render it)."""
+    observed = observed_fingerprints(instance, story)
+    records = InstanceRecords(instance, story.id)
+    out = {}
+    for sid in story.scene_ids:
+        if observed[sid] is not None:
+            out[sid] = observed[sid]
+            continue
+        rendered = records.rendered("keyframe", sid)
+        out[sid] = None if rendered is None else (rendered.fingerprint or "rendered")
+    return out
+
+
+def _loaded_digest(loaded: list[Story]) -> str:
+    return hashlib.sha256(json.dumps([[s.id, structure(s)] for s in loaded]).encode()).hexdigest()[:12]
+
+
+def run_request_for(story: Story, changed: list[str]) -> dg.RunRequest | None:
+    """ONE run rendering what editing ``changed`` affects, or None when nothing."""
+    plan = affected_by_edit(story, changed)
+    if plan.empty:
+        return None
+    tags = {**plan.tags(story.scene_ids), STORY_TAG: story.id, CHANGED_TAG: ",".join(changed)}
+    return dg.RunRequest(
+        run_key=f"{story.id}:{hashlib.sha256(json.dumps(sorted(tags.items())).encode()).hexdigest()[:12]}",
+        asset_selection=[dg.AssetKey([story.id, st]) for st in plan.stages],
+        tags=tags,
+    )
+
+
+def _request_reload(context, message: str) -> None:
+    from wan_pipeline.webserver import reload_code_locations
+
+    context.log.warning(f"RELOAD NEEDED: {message}. Reloading the code location (or run `wan-pipeline reload`, or Deployment → Reload in the UI).")
+    try:
+        names = reload_code_locations(timeout_s=30)
+        context.log.info(f"reloaded code location(s) {', '.join(names)}; the new scenes render at the next tick")
+    except WanPipelineError as exc:
+        context.log.warning(f"automatic reload not possible: {exc}")
+
+
+def build_story_sensor(loaded: list[Story], folder, minimum_interval_seconds: int = 15) -> dg.SensorDefinition:
+    """The ``story_changes`` sensor over ``folder`` for the stories the code location ``loaded``."""
+    loaded_by_id = {s.id: s for s in loaded}
+    targets = dg.AssetSelection.groups(*loaded_by_id) if loaded_by_id else None
+
+    @dg.sensor(
+        name="story_changes",
+        minimum_interval_seconds=minimum_interval_seconds,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        target=targets,
+        description=f"Watches {folder}: re-renders exactly the partitions a story edit affects, in one run per story.",
+    )
+    def story_changes(context: dg.SensorEvaluationContext):
+        cursor = json.loads(context.cursor) if context.cursor else {}
+        new_cursor, requests, events = {}, [], []
+        for path in story_files(Path(folder)):
+            # a file is looked at again when its bytes or the loaded partitions change (a reload)
+            key = str(path)
+            seen = _sha(path) + "|" + _loaded_digest(loaded)
+            new_cursor[key] = seen
+            if cursor.get(key) == seen:
+                continue
+            try:
+                story = load_story(path)
+                fingerprints = current_fingerprints(story)
+            except InputError as exc:
+                context.log.error(f"story not rendered: {exc}")
+                continue
+            current = loaded_by_id.get(story.id)
+            if current is None or structure(current) != structure(story):
+                was = "not loaded" if current is None else ", ".join(f"{i}:{t}" for i, t in structure(current))
+                now = ", ".join(f"{i}:{t}" for i, t in structure(story))
+                _request_reload(context, f"{path}: the scenes of story {story.id!r} are now {now} (code location: {was})")
+                continue
+            changed = changed_scenes(baseline_fingerprints(context.instance, story), fingerprints)
+            if not changed:
+                continue
+            events.extend(observations(story, {s: fingerprints[s] for s in changed}))
+            request = run_request_for(story, changed)
+            context.log.info(f"{story.id}: scenes {', '.join(changed)} changed → {affected_by_edit(story, changed).describe()}")
+            if request is not None:
+                requests.append(request)
+        return dg.SensorResult(run_requests=requests, asset_events=events, cursor=json.dumps(new_cursor, sort_keys=True))
+
+    return story_changes

@@ -1,0 +1,115 @@
+"""Per scene and stage: materialized, stale (with the reason), missing, or a failed check.
+
+Computed from the story file as it is now (its fingerprints) and from what the Dagster instance
+recorded, read through the small :class:`RenderRecords` interface (``assets/status.py`` implements
+it on a ``DagsterInstance``; no Dagster import here). The rules follow the render graph
+(:mod:`wan_pipeline.fingerprint`):
+
+* ``keyframe[i]`` is stale when scene i's fingerprint differs from the one it was rendered from;
+* any partition is stale when a partition it reads is missing or stale, or was rendered after it;
+* what was never rendered is missing. Kept (``reused``) outputs count as renders of their time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from wan_pipeline.fingerprint import SCENE_STAGES, plan_for, RenderPlan, upstream_partitions
+from wan_pipeline.story import Story
+
+MATERIALIZED, STALE, MISSING = "materialized", "stale", "missing"
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """The last real render of one partition: its event storage id (orders renders in time) and,
+    for keyframes, the scene fingerprint it was rendered from (None when not recorded)."""
+
+    storage_id: int
+    fingerprint: str | None = None
+
+
+class RenderRecords(Protocol):
+    def rendered(self, stage: str, scene: str | None) -> Rendered | None:
+        """The last render of ``stage[scene]`` (film: scene None), or None."""
+
+    def failed_checks(self, stage: str, scene: str | None) -> list[str]:
+        """Names of the asset checks whose latest evaluation failed for ``stage[scene]``."""
+
+
+@dataclass
+class PartitionStatus:
+    stage: str
+    scene: str | None
+    state: str
+    reasons: list[str] = field(default_factory=list)
+    failed_checks: list[str] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        text = self.state
+        if self.reasons:
+            more = f" (+{len(self.reasons) - 2} more)" if len(self.reasons) > 2 else ""
+            text += f" ({'; '.join(self.reasons[:2])}{more})"
+        if self.failed_checks:
+            text += f" · failed check: {', '.join(self.failed_checks)}"
+        return text
+
+
+def _name(stage: str, scene: str | None) -> str:
+    return f"{stage}[{scene}]" if scene else stage
+
+
+def story_status(story: Story, fingerprints: dict[str, str], records: RenderRecords) -> list[PartitionStatus]:
+    """Status of every partition (scene stages in story order, then the film).
+
+    fingerprints: ``{scene_id: fingerprint}`` of the story as it is now
+    (:func:`wan_pipeline.fingerprint.current_fingerprints`).
+    """
+    nodes = [(st, s) for s in story.scene_ids for st in SCENE_STAGES]
+    nodes.sort(key=lambda n: SCENE_STAGES.index(n[0]))  # graph order: all keyframes first
+    nodes.append(("film", None))
+    out: dict[tuple, PartitionStatus] = {}
+    for stage, scene in nodes:
+        mine = records.rendered(stage, scene)
+        failed = records.failed_checks(stage, scene)
+        if mine is None:
+            out[(stage, scene)] = PartitionStatus(stage, scene, MISSING, failed_checks=failed)
+            continue
+        reasons = []
+        if stage == "keyframe" and mine.fingerprint is not None and mine.fingerprint != fingerprints.get(scene):
+            reasons.append(f"scene {scene} edited since it was rendered")
+        for up in upstream_partitions(story, stage, scene):
+            up_status = out[up]
+            if up_status.state == MISSING:
+                reasons.append(f"{_name(*up)} missing")
+            elif up_status.state == STALE:
+                reasons.append(f"{_name(*up)} stale")
+            else:
+                theirs = records.rendered(*up)
+                if theirs is not None and theirs.storage_id > mine.storage_id:
+                    reasons.append(f"{_name(*up)} re-rendered after it")
+        out[(stage, scene)] = PartitionStatus(stage, scene, STALE if reasons else MATERIALIZED, reasons, failed)
+    return list(out.values())
+
+
+def stale_plan(story: Story, statuses: list[PartitionStatus]) -> RenderPlan:
+    """A plan rendering every stale or missing partition (and so the film when any)."""
+    return plan_for(story, [(p.stage, p.scene) for p in statuses if p.state in (STALE, MISSING)])
+
+
+def format_status(story: Story, statuses: list[PartitionStatus]) -> str:
+    """A table: one row per scene, one column per stage, then the film's line."""
+    by = {(p.stage, p.scene): p for p in statuses}
+    width = max(len(s) for s in story.scene_ids + ["scene"])
+    lines = [f"story {story.id} ({story.source_path})"]
+    for sid in story.scene_ids:
+        lines.append(f"  {sid:<{width}}")
+        for st in SCENE_STAGES:
+            lines.append(f"    {st:<13} {by[(st, sid)].label}")
+    lines.append(f"  film{'':<{max(width - 4, 0)}}  {by[('film', None)].label}")
+    counts = {k: sum(p.state == k for p in statuses) for k in (MATERIALIZED, STALE, MISSING)}
+    failed = sum(bool(p.failed_checks) for p in statuses)
+    lines.append(f"{counts[MATERIALIZED]} fresh, {counts[STALE]} stale, {counts[MISSING]} missing, {failed} with failed checks")
+    return "\n".join(lines)
