@@ -214,11 +214,15 @@ def test_vace_film_keeps_frame_count_and_only_changes_the_seams(storage):
                           "max_sequence_length": 32},
                          preset())
     film = engine.join(FilmRequest(scenes, interp, up, seed=1))
-    plain = np.concatenate([scenes[0].upscaled.frames, scenes[1].upscaled.frames[1:], scenes[2].upscaled.frames])
+    # the plain concatenation (no crossfade): same frame count, i.e. the same duration
+    from wan_pipeline.engines.concat_film import ConcatFilm
+
+    plain = ConcatFilm({"crossfade_frames": 0}, preset()).join(FilmRequest(scenes)).frames
+    assert len(plain) == 33 + 31 + 33  # handoff drops s1's first frame, the cut s1's last
     assert film.frames.shape == plain.shape and film.fps == 32
     assert film.meta["seams"] == 2 and film.meta["seam_frames"] == 4 and film.meta["variant"] == "Wan2.1-VACE-miniature"
     changed = np.flatnonzero(np.abs(film.frames.astype(int) - plain).reshape(len(plain), -1).max(1) > 0)
-    boundaries = (33, 33 + 32)  # upscaled index where scene 1 and scene 2 begin in the plain film
+    boundaries = (33, 33 + 31)  # upscaled index where scene 1 and scene 2 begin in the plain film
     assert len(changed) > 0
     assert all(min(abs(j - b) for b in boundaries) <= 8 for j in changed), changed
     # the seam keeps the neighbours' colours (no shift to VACE's own palette)

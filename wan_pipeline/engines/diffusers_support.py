@@ -96,11 +96,24 @@ def load_pipeline(pipeline_cls, model: str, device: str, params: ModelParams, fi
     if str(ckpt.index.class_name or "").startswith("Wan"):
         info = identify(ckpt)
     dtype = torch_dtype(params.dtype, device)
+    quiet_hub_progress()
     pipe = pipeline_cls.from_pretrained(str(ckpt.source), dtype=dtype, use_safetensors=True)
     pipe.set_progress_bar_config(disable=True)
     pipe.wan_model_info = info
     strategy = apply_memory_strategy(pipe, device, params, str(ckpt.source), plan_size)
     return pipe, strategy
+
+
+def quiet_hub_progress() -> None:
+    """Turn off the per-file loading/saving bars of diffusers, transformers and huggingface_hub
+    (they interleave with the stage progress on stderr; the stage log says what was loaded)."""
+    import diffusers
+    import huggingface_hub
+    import transformers
+
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.disable_progress_bar()
+    huggingface_hub.utils.disable_progress_bars()
 
 
 def planned_strategy(source: str, device: str, params: ModelParams, plan_size) -> tuple[str, bool, bool]:

@@ -13,9 +13,10 @@ Per seam, at the clips' native size and frame rate (``FilmScene.native``):
    covering the same time span (native frame ``j`` ↔ upscaled frame ``j * k`` for an
    interpolation factor ``k``).
 
-Everywhere else the upscaled scenes are concatenated; at a ``handoff`` seam the right scene's
-first frame repeats the left scene's last one and is dropped. The film has exactly as many frames
-as the plain concatenation.
+Everywhere else the upscaled scenes are concatenated as :mod:`wan_pipeline.engines.concat_film`
+does: consecutive scenes share the seam instant, so at a ``handoff`` the right scene's first frame
+(a repeat of the left's last) is dropped and at a ``cut`` the left scene's last frame is. The film
+has exactly as many frames as the plain concatenation: the sum of the scenes' durations.
 """
 
 from __future__ import annotations
@@ -174,7 +175,7 @@ class WanVaceFilm:
                                  "interpolation factors")
             start_l = (left.native.num_frames - a - 1) * k + 1
             end_r = (b + off) * k
-            needed = (keep[i][1] - start_l) + end_r - off
+            needed = (keep[i][1] - start_l) + end_r - 1  # the seam instant is shared by both scenes
             if start_l < 1 or needed < 1:
                 request.log(f"seam {left.scene_id}->{right.scene_id}: upscaled frames do not map, concatenated")
                 continue
@@ -190,6 +191,8 @@ class WanVaceFilm:
             start, end = keep[i]
             if i > 0 and seam_frames[i - 1] is None and scenes[i - 1].transition == "handoff":
                 start = max(start, 1)  # plain handoff: the first frame repeats the previous last frame
+            if i < len(seam_frames) and seam_frames[i] is None and sc.transition == "cut":
+                end = min(end, sc.upscaled.num_frames - 1)  # plain cut: both scenes end/start at the seam instant
             if start > end:
                 raise StageError(f"film: scene {sc.scene_id!r} is too short for the seams on both sides")
             pieces.append(sc.upscaled.frames[start:end])

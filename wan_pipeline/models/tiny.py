@@ -154,6 +154,9 @@ def make_tiny_models(directory: str | os.PathLike, names: tuple[str, ...] | None
     import shutil
     import tempfile
 
+    from wan_pipeline.engines.diffusers_support import quiet_hub_progress
+
+    quiet_hub_progress()
     root = Path(directory)
     root.mkdir(parents=True, exist_ok=True)
     out: dict[str, Path] = {}
