@@ -16,10 +16,37 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import dagster as dg
+import contextlib
+import functools
+
 import psutil
 from dagster import DagsterEventType, DagsterRunStatus
 
 STAGE_RETRY_POLICY = dg.RetryPolicy(max_retries=2, delay=10, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
+
+
+@contextlib.contextmanager
+def fail_fast_on_bad_input():
+    """Bad input (:class:`~wan_pipeline.errors.InputError`: a broken image, a missing upstream
+    output, a wrong preset field) fails the step at once, without the retry policy's attempts:
+    retrying cannot fix it, the message says what will."""
+    from wan_pipeline.errors import InputError
+
+    try:
+        yield
+    except InputError as exc:
+        raise dg.Failure(description=str(exc), allow_retries=False) from exc
+
+
+def fail_fast(fn):
+    """Decorator form of :func:`fail_fast_on_bad_input` for asset functions (signature kept)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with fail_fast_on_bad_input():
+            return fn(*args, **kwargs)
+
+    return wrapper
 
 _PID_EVENTS = {DagsterEventType.RUN_START, DagsterEventType.STEP_START, DagsterEventType.ENGINE_EVENT}
 

@@ -17,7 +17,7 @@ import json
 import dagster as dg
 from dagster import AssetExecutionContext
 
-from assets.recovery import STAGE_RETRY_POLICY
+from assets.recovery import STAGE_RETRY_POLICY, fail_fast
 from assets.render_context import keep_unplanned, render_context
 from resources import EngineCache, GPUResource
 from resources.gpu import to_dagster_metadata
@@ -74,6 +74,7 @@ def build_story_assets(story: Story) -> list:
         description="The scene's first frame (PNG): the scene's own image fitted to the preset size, or text-to-image from its prompt.",
         **common,
     )
+    @fail_fast
     def keyframe(context: AssetExecutionContext, gpu: GPUResource, engines: EngineCache) -> None:
         rc = render_context(context, story)
         layout, engine = gpu.layout(), engines.get("keyframe", rc.preset)
@@ -107,6 +108,7 @@ def build_story_assets(story: Story) -> list:
         description="The scene's clip at the model's native size and fps (MP4, lossless). With a handoff its last frame is conditioned on the next scene's keyframe (FLF2V).",
         **common,
     )
+    @fail_fast
     def clip(context: AssetExecutionContext, gpu: GPUResource, engines: EngineCache) -> None:
         rc = render_context(context, story)
         layout, engine = gpu.layout(), engines.get("clip", rc.preset)
@@ -154,6 +156,7 @@ def build_story_assets(story: Story) -> list:
 
     def _post_stage(stage: str, upstream: str, method: str, description: str, kinds: set):
         @dg.asset(key=[prefix, stage], deps=[dg.AssetKey([prefix, upstream])], kinds=kinds, description=description, **common)
+        @fail_fast
         def _asset(context: AssetExecutionContext, gpu: GPUResource, engines: EngineCache) -> None:
             rc = render_context(context, story)
             layout, engine = gpu.layout(), engines.get(stage, rc.preset)
@@ -195,6 +198,7 @@ def build_story_assets(story: Story) -> list:
         kinds={"video"},
         description="The whole story as one delivery MP4 (H.264 4:2:0): every scene's upscaled clip in story order, seams joined.",
     )
+    @fail_fast
     def film(context: AssetExecutionContext, gpu: GPUResource, engines: EngineCache) -> dg.MaterializeResult:
         rc = render_context(context, story)
         layout, engine = gpu.layout(), engines.get("film", rc.preset)

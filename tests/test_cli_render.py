@@ -50,6 +50,12 @@ def test_render_failure_is_readable_and_keeps_good_outputs(workspace, capsys):
     assert "render failed" in err and "rocket.jpg" in err and "cannot be read as an image" in err
     assert "Traceback" not in err
     assert good.read_bytes() == before
+    # bad input fails at once: the retry policy (for transient errors) is not used
+    with dg.DagsterInstance.from_config(str(workspace["storage"])) as instance:
+        failed = [r for r in instance.get_runs() if r.status == dg.DagsterRunStatus.FAILURE]
+        assert len(failed) == 1
+        retries = instance.all_logs(failed[0].run_id, of_type=dg.DagsterEventType.STEP_UP_FOR_RETRY)
+        assert retries == []
 
 
 def test_render_bad_input_exits_2(tmp_path, capsys):
