@@ -134,7 +134,10 @@ class GPUResource(dg.ConfigurableResource):
                     torch.cuda.empty_cache()
         if run.output is None:
             raise RuntimeError(f"{where}: the stage body did not set run.output")
-        run.meta.update(getattr(engine, "memory_record", dict)())  # oom_retries, memory_strategy (OOM retries)
+        memory = dict(getattr(engine, "memory_record", dict)())  # oom_retries, memory_strategy (OOM retries)
+        if run.meta.get("memory_strategy"):
+            memory.pop("memory_strategy", None)  # what the engine applied beats the preset's request ("auto")
+        run.meta.update(memory)
         m = monitor.result
         record = {k: None for k in CONTRACT_KEYS}
         record.update(_plain(run.engine_info))
