@@ -23,6 +23,7 @@ from resources import EngineCache, GPUResource
 from resources.gpu import to_dagster_metadata
 from wan_pipeline.engines.base import ClipRequest, FilmRequest, FilmScene, KeyframeRequest
 from wan_pipeline.errors import InputError, StageError
+from wan_pipeline.preflight import check_preset
 from wan_pipeline.fingerprint import current_fingerprints, scene_fingerprint  # noqa: F401 (scene_fingerprint: re-export)
 from wan_pipeline.media.atomic import write_text_atomic
 from wan_pipeline.media.image_io import read_image, write_image
@@ -111,6 +112,7 @@ def build_story_assets(story: Story) -> list:
     @fail_fast
     def clip(context: AssetExecutionContext, gpu: GPUResource, engines: EngineCache) -> None:
         rc = render_context(context, story)
+        check_preset(rc.preset, ("clip", "interpolated", "upscaled", "film"))  # before the expensive step
         layout, engine = gpu.layout(), engines.get("clip", rc.preset)
         device = gpu.resolve_device(rc.preset.device)
         try:

@@ -120,8 +120,11 @@ def cmd_render(args) -> int:
     from wan_pipeline.storage import StorageLayout
     from wan_pipeline.story import load_story
 
+    from wan_pipeline.preflight import check_preset
+
     story = load_story(args.story)
     preset = load_preset(args.preset or story.preset)
+    check_preset(preset)  # every stage ready before the first expensive step
     layout = StorageLayout.default()
     os.environ.setdefault("DAGSTER_HOME", str(layout.init()))
     if getattr(args, "stale", False):
