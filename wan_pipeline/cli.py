@@ -54,6 +54,7 @@ class _ConsoleReporter:
             console=self.console, disable=not self.console.is_terminal, transient=False,
         )
         self.tasks: dict[str, int] = {}
+        self.finished: dict[str, int] = {}
 
     def __enter__(self):
         self.progress.__enter__()
@@ -71,10 +72,15 @@ class _ConsoleReporter:
         self._task(stage)
 
     def stage_step(self, stage, scene, done, total):
-        return None
+        # within a stage (denoising steps, frames): move the bar by the fraction of this scene
+        task = self._task(stage)
+        finished = self.finished.get(stage, 0)
+        if total:
+            self.progress.update(task, completed=finished + min(done, total) / total, description=f"{stage} {scene or ''}".strip()[:13])
 
     def stage_finished(self, stage, scene, record):
-        self.progress.advance(self._task(stage))
+        self.finished[stage] = self.finished.get(stage, 0) + 1
+        self.progress.update(self._task(stage), completed=self.finished[stage], description=stage)
         where = f"{stage}[{scene}]" if scene else stage
         fps = f" @ {record['fps']:g} fps" if record.get("fps") else ""
         self.console.print(
