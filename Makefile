@@ -29,5 +29,9 @@ test: install
 ui: install
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
+## Refresh docs/screenshots/*.png with the browser test (needs /usr/bin/chromium)
+screenshots: install
+	WAN_PIPELINE_SCREENSHOTS=1 $(BIN)/python -m pytest tests/e2e -q -m e2e
+
 clean-outputs:
 	rm -rf storage/outputs

@@ -19,6 +19,7 @@ from dagster import AssetExecutionContext
 
 from assets.recovery import STAGE_RETRY_POLICY, fail_fast
 from assets.render_context import keep_unplanned, render_context
+from assets.stage_labels import made_by, stage_kinds
 from resources import EngineCache, GPUResource
 from resources.gpu import to_dagster_metadata
 from wan_pipeline.engines.base import ClipRequest, FilmRequest, FilmScene, KeyframeRequest
@@ -71,8 +72,8 @@ def build_story_assets(story: Story) -> list:
     @dg.asset(
         key=[prefix, "keyframe"],
         deps=[scene_spec],
-        kinds={"image"},
-        description="The scene's first frame (PNG): the scene's own image fitted to the preset size, or text-to-image from its prompt.",
+        kinds=stage_kinds(story, "keyframe"),
+        description="The scene's first frame (PNG): the scene's own image fitted to the preset size, or text-to-image from its prompt." + made_by(story, "keyframe"),
         **common,
     )
     @fail_fast
@@ -105,8 +106,8 @@ def build_story_assets(story: Story) -> list:
     @dg.asset(
         key=[prefix, "clip"],
         deps=[dg.AssetDep(keyframe, partition_mapping=handoff_mapping(story))],
-        kinds={"video"},
-        description="The scene's clip at the model's native size and fps (MP4, lossless). With a handoff its last frame is conditioned on the next scene's keyframe (FLF2V).",
+        kinds=stage_kinds(story, "clip"),
+        description="The scene's clip at the model's native size and fps (MP4, lossless). With a handoff its last frame is conditioned on the next scene's keyframe (FLF2V)." + made_by(story, "clip"),
         **common,
     )
     @fail_fast
@@ -157,7 +158,7 @@ def build_story_assets(story: Story) -> list:
             engines.release("clip")
 
     def _post_stage(stage: str, upstream: str, method: str, description: str, kinds: set):
-        @dg.asset(key=[prefix, stage], deps=[dg.AssetKey([prefix, upstream])], kinds=kinds, description=description, **common)
+        @dg.asset(key=[prefix, stage], deps=[dg.AssetKey([prefix, upstream])], kinds=stage_kinds(story, stage), description=description + made_by(story, stage), **common)
         @fail_fast
         def _asset(context: AssetExecutionContext, gpu: GPUResource, engines: EngineCache) -> None:
             rc = render_context(context, story)
@@ -197,8 +198,8 @@ def build_story_assets(story: Story) -> list:
         group_name=prefix,
         pool="gpu",
         retry_policy=STAGE_RETRY_POLICY,
-        kinds={"video"},
-        description="The whole story as one delivery MP4 (H.264 4:2:0): every scene's upscaled clip in story order, seams joined.",
+        kinds=stage_kinds(story, "film"),
+        description="The whole story as one delivery MP4 (H.264 4:2:0): every scene's upscaled clip in story order, seams joined." + made_by(story, "film"),
     )
     @fail_fast
     def film(context: AssetExecutionContext, gpu: GPUResource, engines: EngineCache) -> dg.MaterializeResult:
@@ -231,7 +232,9 @@ def build_story_assets(story: Story) -> list:
         meta["run_summary"] = dg.MetadataValue.path(str(summary))
         return dg.MaterializeResult(metadata=meta)
 
-    return [scene_spec, keyframe, clip, interpolated, upscaled, film]
+    from assets.render_report import build_render_report
+
+    return [scene_spec, keyframe, clip, interpolated, upscaled, film, build_render_report(story, film)]
 
 
 def _resolved_loras(story: Story, scene) -> list:

@@ -25,6 +25,7 @@ from wan_pipeline.media.image_io import read_image
 from wan_pipeline.media.video_io import probe_video
 from wan_pipeline.storage import StorageLayout, storage_root
 from wan_pipeline.telemetry import CONTRACT_KEYS, StageMonitor, write_sidecar
+from wan_pipeline.previews import write_preview
 
 
 @dataclass
@@ -68,12 +69,20 @@ def _plain(value):
 
 def to_dagster_metadata(record: dict) -> dict:
     """Telemetry record → Dagster metadata values (null stays null, ``path`` is a path value,
-    lists and dicts become JSON)."""
+    lists and dicts become JSON), plus ``preview`` (the output's thumbnail or contact sheet as a
+    Markdown image, when the record has a ``preview_path``) and ``telemetry`` (the record as a
+    key/value/unit table) for people reading the UI."""
+    from resources.presentation import preview_markdown, telemetry_table
+
     out = {}
+    preview = preview_markdown(record)
+    if preview is not None:
+        out["preview"] = preview
+    out["telemetry"] = telemetry_table(record)
     for key, value in record.items():
         if value is None:
             out[key] = dg.MetadataValue.null()
-        elif key == "path":
+        elif key in ("path", "preview_path"):
             out[key] = dg.MetadataValue.path(str(value))
         elif isinstance(value, (dict, list)):
             out[key] = dg.MetadataValue.json(value)
@@ -157,6 +166,10 @@ class GPUResource(dg.ConfigurableResource):
             path=str(Path(run.output).resolve()),
         )
         record.update(measure_output(Path(run.output)))
+        try:
+            record["preview_path"] = str(write_preview(run.output)[0])
+        except Exception as exc:  # a preview never fails a good render
+            log.warning(f"{where}: no preview ({exc})")
         write_sidecar(run.output, record)
         run.record = record
         log.info(f"{where}: {record['frames']} frame(s) {record['width']}x{record['height']} in {m.duration_s:.2f}s → {record['path']}")

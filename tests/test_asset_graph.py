@@ -29,7 +29,9 @@ def test_keys_partitions_and_handoff_edges(tmp_path):
     defs = build_definitions(stories=[story])
     g = defs.resolve_asset_graph()
     keys = {k.to_user_string() for k in g.get_all_asset_keys()}
-    assert keys == {f"graph/{n}" for n in ("scene_spec", "keyframe", "clip", "interpolated", "upscaled", "film")}
+    assert keys == {f"graph/{n}" for n in ("scene_spec", "keyframe", "clip", "interpolated", "upscaled", "film", "render_report")}
+    report = g.get(dg.AssetKey(["graph", "render_report"]))
+    assert {k.to_user_string() for k in report.parent_keys} == {"graph/film"} and report.partitions_def is None
     for name in ("keyframe", "clip", "interpolated", "upscaled"):
         node = g.get(dg.AssetKey(["graph", name]))
         assert node.partitions_def.get_partition_keys() == ["a", "b", "c", "d"]  # story order

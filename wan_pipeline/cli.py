@@ -54,6 +54,7 @@ class _ConsoleReporter:
             console=self.console, disable=not self.console.is_terminal, transient=False,
         )
         self.tasks: dict[str, int] = {}
+        self.finished: dict[str, int] = {}
 
     def __enter__(self):
         self.progress.__enter__()
@@ -71,10 +72,15 @@ class _ConsoleReporter:
         self._task(stage)
 
     def stage_step(self, stage, scene, done, total):
-        return None
+        # within a stage (denoising steps, frames): move the bar by the fraction of this scene
+        task = self._task(stage)
+        finished = self.finished.get(stage, 0)
+        if total:
+            self.progress.update(task, completed=finished + min(done, total) / total, description=f"{stage} {scene or ''}".strip()[:13])
 
     def stage_finished(self, stage, scene, record):
-        self.progress.advance(self._task(stage))
+        self.finished[stage] = self.finished.get(stage, 0) + 1
+        self.progress.update(self._task(stage), completed=self.finished[stage], description=stage)
         where = f"{stage}[{scene}]" if scene else stage
         fps = f" @ {record['fps']:g} fps" if record.get("fps") else ""
         self.console.print(
@@ -153,7 +159,7 @@ def cmd_render(args) -> int:
         plan.append((f"keyframe {start}..{end} (handoff targets)", keyframe_only, _range_tags(start, end)))
     for start, end in _contiguous_ranges(scenes, selected):
         plan.append((f"scenes {start}..{end}", per_scene, _range_tags(start, end)))
-    plan.append(("film", dg.AssetSelection.assets([story.id, "film"]), {}))
+    plan.append(("film", dg.AssetSelection.assets([story.id, "film"], [story.id, "render_report"]), {}))
 
     print(f"rendering {story.id!r} ({len(selected)} of {len(scenes)} scenes) with preset {preset.name!r} into {layout.story_dir(story.id)}", file=sys.stderr)
     with warnings.catch_warnings():
@@ -338,6 +344,38 @@ def cmd_upscale(args) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
+# report
+
+
+def cmd_report(args) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from wan_pipeline.report import REPORT_COLUMNS, chart_path, report_rows, table_cells, write_report_chart
+    from wan_pipeline.storage import StorageLayout
+    from wan_pipeline.story import load_story
+
+    story = load_story(args.story)
+    layout = StorageLayout.default()
+    rows = report_rows(layout, story)
+    if not rows:
+        raise WanPipelineError(f"nothing rendered yet for {story.id!r} in {layout.story_dir(story.id)}: run `wan-pipeline render {args.story}` first")
+    table = Table(title=f"{story.title or story.id}: render telemetry ({layout.story_dir(story.id)})", title_justify="left")
+    numeric = {"duration_s", "gpu_wait_s", "peak_vram_mb", "peak_rss_mb", "frames", "fps"}
+    for key, header, _ in REPORT_COLUMNS:
+        table.add_column(header, justify="right" if key in numeric else "left", no_wrap=True)
+    for cells in table_cells(rows):
+        table.add_row(*cells)
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=200)  # piped: never squash the columns
+    console.print(table)
+    if args.chart:
+        print(str(write_report_chart(rows, chart_path(layout, story.id), title=f"{story.title or story.id}: render telemetry")))
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------------------------------
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -398,6 +436,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("recover", help="mark runs whose process was killed as failed and free their gpu pool slots")
     p.set_defaults(func=cmd_recover)
+
+    p = sub.add_parser("report", help="print the render telemetry of a story: one row per scene and stage, and the film")
+    p.add_argument("story", help="story file (YAML or JSON)")
+    p.add_argument("--chart", action="store_true", help="also (re)write outputs/<story>/render-report.png and print its path")
+    p.set_defaults(func=cmd_report)
+
     return parser
 
 

@@ -1,0 +1,129 @@
+"""The render report of a story: one telemetry row per scene and stage (plus the film), as
+``run-summary.json``, a PNG chart of duration and peak memory per stage, and a table.
+
+Rows are read from the JSON sidecars that every stage writes next to its output, so a report is
+correct whichever way the stages ran (``wan-pipeline render``, the Dagster UI, a backfill).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from wan_pipeline.media.atomic import atomic_path, write_text_atomic
+from wan_pipeline.storage import StorageLayout
+from wan_pipeline.story import Story
+from wan_pipeline.telemetry import read_sidecar
+
+SCENE_STAGES = ("keyframe", "clip", "interpolated", "upscaled")
+STAGE_COLOURS = {"keyframe": "#4c72b0", "clip": "#dd8452", "interpolated": "#55a868", "upscaled": "#c44e52", "film": "#8172b3"}
+
+# (key, header, format) of the report table, shared by the terminal and the Dagster UI.
+REPORT_COLUMNS = (
+    ("scene", "scene", "{}"),
+    ("stage", "stage", "{}"),
+    ("engine", "engine", "{}"),
+    ("device", "device", "{}"),
+    ("duration_s", "time (s)", "{:.2f}"),
+    ("gpu_wait_s", "wait (s)", "{:.2f}"),
+    ("peak_vram_mb", "VRAM (MiB)", "{:.0f}"),
+    ("peak_rss_mb", "RSS (MiB)", "{:.0f}"),
+    ("frames", "frames", "{}"),
+    ("fps", "fps", "{:g}"),
+    ("size", "size", "{}"),
+)
+
+
+def chart_path(layout: StorageLayout, story_id: str) -> Path:
+    """``outputs/<story>/render-report.png``."""
+    return layout.story_dir(story_id) / "render-report.png"
+
+
+def report_rows(layout: StorageLayout, story: Story) -> list[dict]:
+    """Telemetry rows in story order: every rendered scene stage, then the film when rendered.
+    Each row is the stage's sidecar record with ``stage`` and ``scene`` (None for the film)."""
+    rows = []
+    for s in story.scenes:
+        for stage in SCENE_STAGES:
+            rec = read_sidecar(layout.output(story.id, s.id, stage))
+            if rec is not None:
+                rows.append({**rec, "stage": stage, "scene": s.id})
+    film = read_sidecar(layout.film(story.id))
+    if film is not None:
+        rows.append({**film, "stage": "film", "scene": None})
+    return rows
+
+
+def write_run_summary(layout: StorageLayout, story: Story, rows: list[dict] | None = None) -> Path:
+    """Write ``outputs/<story>/run-summary.json`` (the rows of :func:`report_rows`) atomically."""
+    rows = report_rows(layout, story) if rows is None else rows
+    return write_text_atomic(layout.run_summary(story.id), json.dumps(rows, indent=2, default=str) + "\n")
+
+
+def cell(row: dict, key: str, fmt: str) -> str:
+    """One table cell: ``size`` is ``W×H``, the film's scene is ``(film)``, null is ``–``."""
+    if key == "size":
+        return f"{row['width']}×{row['height']}" if row.get("width") and row.get("height") else "–"
+    value = row.get(key)
+    if key == "scene" and value is None:
+        return "(film)"
+    if value is None:
+        return "–"
+    try:
+        return fmt.format(value)
+    except (ValueError, TypeError):
+        return str(value)
+
+
+def table_cells(rows: list[dict]) -> list[list[str]]:
+    """The report table as text cells, one list per row, columns as :data:`REPORT_COLUMNS`."""
+    return [[cell(r, key, fmt) for key, _, fmt in REPORT_COLUMNS] for r in rows]
+
+
+def memory_series(rows: list[dict]) -> tuple[str, list[float]]:
+    """Which memory to chart and its values (MiB) per row: peak VRAM when any row measured it,
+    else peak RSS (a CPU render has no VRAM). Missing values are 0."""
+    if any(r.get("peak_vram_mb") is not None for r in rows):
+        return "peak VRAM (MiB)", [float(r.get("peak_vram_mb") or 0) for r in rows]
+    return "peak RSS (MiB) — no VRAM measured", [float(r.get("peak_rss_mb") or 0) for r in rows]
+
+
+def write_report_chart(rows: list[dict], target: str | Path, title: str = "") -> Path:
+    """Draw duration (s) and peak memory (MiB) per stage, grouped by scene (the film last), as a
+    PNG at ``target`` (atomically, matplotlib Agg, 100 dpi, 1000×420 px). Raises ValueError when
+    there are no rows."""
+    if not rows:
+        raise ValueError("no telemetry rows to chart: render the story first")
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+
+    groups: list[str] = []
+    for r in rows:
+        g = r["scene"] or "film"
+        if g not in groups:
+            groups.append(g)
+    stages = [s for s in (*SCENE_STAGES, "film") if any(r["stage"] == s for r in rows)]
+    mem_label, mem = memory_series(rows)
+    width = 0.8 / len(stages)
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2), dpi=100)
+    for ax, (label, values) in zip(axes, (("duration (s)", [float(r.get("duration_s") or 0) for r in rows]), (mem_label, mem))):
+        for i, r in enumerate(rows):
+            x = groups.index(r["scene"] or "film")
+            offset = 0.0 if r["stage"] == "film" else (SCENE_STAGES.index(r["stage"]) - (len([s for s in stages if s != "film"]) - 1) / 2) * width
+            ax.bar(x + offset, values[i], width=width if r["stage"] != "film" else 0.5, color=STAGE_COLOURS[r["stage"]])
+        ax.set_xticks(range(len(groups)), groups, rotation=20, ha="right", fontsize=8)
+        ax.set_ylabel(label)
+        ax.grid(axis="y", alpha=0.3)
+    fig.legend(handles=[Patch(color=STAGE_COLOURS[s], label=s) for s in stages], loc="upper center", ncol=len(stages), frameon=False, fontsize=8)
+    if title:
+        fig.suptitle(title, y=0.995, fontsize=10, x=0.01, ha="left")
+    fig.tight_layout(rect=(0, 0, 1, 0.92))
+    target = Path(target)
+    with atomic_path(target) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return target
