@@ -12,7 +12,6 @@ with one engine load.
 """
 
 
-import json
 
 import dagster as dg
 from dagster import AssetExecutionContext
@@ -25,14 +24,12 @@ from resources.gpu import to_dagster_metadata
 from wan_pipeline.engines.base import ClipRequest, FilmRequest, FilmScene, KeyframeRequest
 from wan_pipeline.errors import InputError, StageError
 from wan_pipeline.preflight import check_preset
+from wan_pipeline.report import write_run_summary
 from wan_pipeline.fingerprint import current_fingerprints, scene_fingerprint  # noqa: F401 (scene_fingerprint: re-export)
-from wan_pipeline.media.atomic import write_text_atomic
 from wan_pipeline.media.image_io import read_image, write_image
 from wan_pipeline.media.video_io import read_video, write_video
 from wan_pipeline.story import Story
-from wan_pipeline.telemetry import read_sidecar
 
-SCENE_STAGES = ("keyframe", "clip", "interpolated", "upscaled")
 
 
 def handoff_mapping(story: Story) -> dg.StaticPartitionMapping:
@@ -157,7 +154,7 @@ def build_story_assets(story: Story) -> list:
         finally:
             engines.release("clip")
 
-    def _post_stage(stage: str, upstream: str, method: str, description: str, kinds: set):
+    def _post_stage(stage: str, upstream: str, method: str, description: str):
         @dg.asset(key=[prefix, stage], deps=[dg.AssetKey([prefix, upstream])], kinds=stage_kinds(story, stage), description=description + made_by(story, stage), **common)
         @fail_fast
         def _asset(context: AssetExecutionContext, gpu: GPUResource, engines: EngineCache) -> None:
@@ -185,11 +182,11 @@ def build_story_assets(story: Story) -> list:
 
     interpolated = _post_stage(
         "interpolated", "clip", "interpolate",
-        "The clip at a higher frame rate (frame interpolation: optical flow or RIFE), lossless MP4.", {"video"},
+        "The clip at a higher frame rate (frame interpolation: optical flow or RIFE), lossless MP4.",
     )
     upscaled = _post_stage(
         "upscaled", "interpolated", "upscale",
-        "The interpolated clip at a higher resolution (Lanczos or Real-ESRGAN), lossless MP4.", {"video"},
+        "The interpolated clip at a higher resolution (Lanczos or Real-ESRGAN), lossless MP4.",
     )
 
     @dg.asset(
@@ -227,7 +224,7 @@ def build_story_assets(story: Story) -> list:
                 )
         finally:
             engines.release()
-        summary = write_run_summary(layout, rc.story, run.record)
+        summary = write_run_summary(layout, rc.story)  # the scenes' sidecars and the film's, just written
         meta = to_dagster_metadata(run.record)
         meta["run_summary"] = dg.MetadataValue.path(str(summary))
         return dg.MaterializeResult(metadata=meta)
@@ -246,16 +243,3 @@ def _resolved_loras(story: Story, scene) -> list:
         path = (story.base_dir / lora.path).resolve()
         out.append(LoraSpec(path=str(path), strength=lora.strength))
     return out
-
-
-def write_run_summary(layout, story: Story, film_record: dict):
-    """``outputs/<story>/run-summary.json``: one row per scene and stage (from the sidecars) and
-    one for the film, each with ``stage``, ``scene`` and the contract keys."""
-    rows = []
-    for s in story.scenes:
-        for stage in SCENE_STAGES:
-            rec = read_sidecar(layout.output(story.id, s.id, stage))
-            if rec is not None:
-                rows.append({**rec, "stage": stage, "scene": s.id})
-    rows.append({**film_record, "stage": "film", "scene": None})
-    return write_text_atomic(layout.run_summary(story.id), json.dumps(rows, indent=2, default=str) + "\n")

@@ -6,7 +6,7 @@ import pytest
 from assets.definitions import build_definitions
 from assets.sensors import build_story_sensor
 from assets.status import status_for
-from tests.automation_helpers import SCENES, edit_scene, make_env, render_all, write_story
+from tests.automation_helpers import edit_scene, make_env, render_all, write_story
 from wan_pipeline.fingerprint import current_fingerprints
 from wan_pipeline.status import MATERIALIZED
 from wan_pipeline.story import load_story

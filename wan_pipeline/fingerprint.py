@@ -24,8 +24,8 @@ from pathlib import Path
 
 from wan_pipeline.preset import Preset
 from wan_pipeline.story import Story
+from wan_pipeline.preset import SCENE_STAGES
 
-SCENE_STAGES = ("keyframe", "clip", "interpolated", "upscaled")
 """The per-scene stages in graph order; ``film`` follows them all."""
 
 PLAN_TAG_PREFIX = "wan_pipeline/render/"

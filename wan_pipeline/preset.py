@@ -19,6 +19,7 @@ from wan_pipeline.config_files import load_document, validation_problems
 from wan_pipeline.errors import InputError
 
 STAGES = ("keyframe", "clip", "interpolated", "upscaled", "film")
+SCENE_STAGES = STAGES[:-1]  # the per-scene (partitioned) stages, in graph order
 
 
 class StageConfig(BaseModel):

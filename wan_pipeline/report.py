@@ -14,8 +14,8 @@ from wan_pipeline.media.atomic import atomic_path, write_text_atomic
 from wan_pipeline.storage import StorageLayout
 from wan_pipeline.story import Story
 from wan_pipeline.telemetry import read_sidecar
+from wan_pipeline.preset import SCENE_STAGES
 
-SCENE_STAGES = ("keyframe", "clip", "interpolated", "upscaled")
 STAGE_COLOURS = {"keyframe": "#4c72b0", "clip": "#dd8452", "interpolated": "#55a868", "upscaled": "#c44e52", "film": "#8172b3"}
 
 # (key, header, format) of the report table, shared by the terminal and the Dagster UI.
