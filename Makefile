@@ -7,7 +7,7 @@ STORY   ?= stories/launch_day.yaml
 PRESET  ?= preview
 export DAGSTER_HOME ?= $(CURDIR)/storage
 
-.PHONY: install demo test ui e2e-deps screenshots clean-outputs
+.PHONY: install demo test ui screenshots clean-outputs
 
 $(BIN)/wan-pipeline: pyproject.toml
 	$(PY) -m venv $(VENV)
