@@ -13,17 +13,15 @@ import math
 import numpy as np
 from pydantic import Field
 
-from wan_pipeline.engines.base import KeyframeRequest, parse_params
+from wan_pipeline.engines.base import KeyframeRequest
 from wan_pipeline.engines.diffusers_support import (
+    DiffusersEngine,
     ModelParams,
-    load_pipeline,
     pipeline_class_name,
-    release_pipeline,
     resolve_model_source,
     step_progress,
     to_uint8_frames,
 )
-from wan_pipeline.engines.wan_clip import check_steps
 from wan_pipeline.media.image_io import fit_image
 
 
@@ -36,23 +34,17 @@ class T2IParams(ModelParams):
     size_multiple: int = Field(16, ge=1, le=128)
 
 
-class DiffusersT2IKeyframe:
+class DiffusersT2IKeyframe(DiffusersEngine):
     """Keyframe from text (diffusers) or from the scene's image. Loads the model on the first
     text-to-image scene and keeps it until :meth:`close`."""
 
     name = "diffusers_t2i"
+    stage = "keyframe"
+    params_model = T2IParams
 
     def __init__(self, params: dict, preset) -> None:
-        self.params: T2IParams = parse_params(T2IParams, params, preset, "keyframe")
-        self.file = getattr(preset, "source_path", None)
-        check_steps(self.params.steps, "stages.keyframe.steps", self.file)
-        from wan_pipeline.devices import pick_device
-
-        self.device = pick_device(getattr(preset, "device", "auto"))
-        self._plan_size = (preset.width, preset.height, 1)
-        self._pipe = None
+        super().__init__(params, preset)
         self._wan = False
-        self._strategy: str | None = None
 
     @property
     def pipe(self):
@@ -64,13 +56,8 @@ class DiffusersT2IKeyframe:
                 from diffusers import WanPipeline as cls
             else:
                 from diffusers import AutoPipelineForText2Image as cls
-            self._pipe, self._strategy = load_pipeline(cls, source, self.device, self.params, self.file,
-                                                       plan_size=self._plan_size)
+            self._pipe = self._load(cls, source)
         return self._pipe
-
-    def close(self) -> None:
-        pipe, self._pipe = self._pipe, None
-        release_pipeline(pipe)
 
     def describe(self) -> dict:
         p = self.params

@@ -218,3 +218,55 @@ def size_multiple(pipe) -> int:
     """Pixels per transformer token side: VAE spatial factor x patch size (16 for Wan2.1, 32 for TI2V-5B)."""
     transformer = pipe.transformer if getattr(pipe, "transformer", None) is not None else pipe.transformer_2
     return int(pipe.vae_scale_factor_spatial * transformer.config.patch_size[1])
+
+
+STEPS_RANGE = (1, 100)  # denoising steps accepted by the model engines (Wan model cards use 20..50)
+
+
+def check_steps(steps: int, where: str, file: str | None) -> None:
+    """Raise :class:`InputError` naming ``where`` unless ``steps`` is within :data:`STEPS_RANGE`."""
+    lo, hi = STEPS_RANGE
+    if not lo <= steps <= hi:
+        raise InputError(file, f"{where}: {steps} steps is outside the supported range {lo}..{hi}")
+
+
+class DiffusersEngine:
+    """What the diffusers-backed engines share: validated preset parameters (``params_model``,
+    stage ``stage``), the device, and a pipeline loaded on first use (``_load``) and released by
+    :meth:`close`. Subclasses give :meth:`plan_frames`, the frames of one generation, for the
+    memory planner."""
+
+    stage = ""
+    params_model = ModelParams
+
+    def __init__(self, params: dict, preset) -> None:
+        from wan_pipeline.devices import pick_device
+        from wan_pipeline.engines.base import parse_params
+
+        self.params = parse_params(self.params_model, params, preset, self.stage)
+        self.preset = preset
+        self.file = getattr(preset, "source_path", None)
+        check_steps(self.params.steps, f"stages.{self.stage}.steps", self.file)
+        self.device = pick_device(getattr(preset, "device", "auto"))
+        self._pipe = None
+        self._strategy: str | None = None
+
+    def plan_frames(self) -> int:
+        return 1
+
+    def _load(self, pipeline_cls, source: str | None = None):
+        """Load ``pipeline_cls`` (see :func:`load_pipeline`), with the preset's ``flow_shift`` on its
+        UniPC scheduler when given."""
+        pipe, self._strategy = load_pipeline(pipeline_cls, source or self.params.model, self.device, self.params, self.file,
+                                             plan_size=(self.preset.width, self.preset.height, self.plan_frames()))
+        flow_shift = getattr(self.params, "flow_shift", None)
+        if flow_shift is not None:
+            from diffusers import UniPCMultistepScheduler
+
+            pipe.scheduler = UniPCMultistepScheduler.from_config(pipe.scheduler.config, flow_shift=flow_shift)
+        return pipe
+
+    def close(self) -> None:
+        """Release the pipeline (host memory and CUDA cache)."""
+        pipe, self._pipe = self._pipe, None
+        release_pipeline(pipe)

@@ -28,16 +28,14 @@ import cv2
 import numpy as np
 from pydantic import Field
 
-from wan_pipeline.engines.base import FilmRequest, parse_params
+from wan_pipeline.engines.base import FilmRequest
 from wan_pipeline.engines.diffusers_support import (
+    DiffusersEngine,
     ModelParams,
     checkpoint_variant,
-    load_pipeline,
-    release_pipeline,
     step_progress,
     to_uint8_frames,
 )
-from wan_pipeline.engines.wan_clip import check_steps
 from wan_pipeline.errors import StageError
 from wan_pipeline.media.clip import Clip
 
@@ -96,38 +94,23 @@ def match_colour(frames: np.ndarray, left: np.ndarray, right: np.ndarray) -> np.
     return out
 
 
-class WanVaceFilm:
+class WanVaceFilm(DiffusersEngine):
     """The film stage with VACE seams (see module doc). Loads the pipeline on first use."""
 
     name = "wan_vace"
+    stage = "film"
+    params_model = VaceFilmParams
 
-    def __init__(self, params: dict, preset) -> None:
-        self.params: VaceFilmParams = parse_params(VaceFilmParams, params, preset, "film")
-        self.file = getattr(preset, "source_path", None)
-        check_steps(self.params.steps, "stages.film.steps", self.file)
-        from wan_pipeline.devices import pick_device
-
-        self.device = pick_device(getattr(preset, "device", "auto"))
-        self._plan_size = (preset.width, preset.height, self.params.seam_frames + 2 * self.params.context_frames)
-        self._pipe = None
-        self._strategy: str | None = None
+    def plan_frames(self) -> int:
+        return self.params.seam_frames + 2 * self.params.context_frames
 
     @property
     def pipe(self):
         if self._pipe is None:
-            from diffusers import UniPCMultistepScheduler, WanVACEPipeline
+            from diffusers import WanVACEPipeline
 
-            pipe, self._strategy = load_pipeline(WanVACEPipeline, self.params.model, self.device, self.params, self.file,
-                                                 plan_size=self._plan_size)
-            if self.params.flow_shift is not None:
-                pipe.scheduler = UniPCMultistepScheduler.from_config(pipe.scheduler.config,
-                                                                     flow_shift=self.params.flow_shift)
-            self._pipe = pipe
+            self._pipe = self._load(WanVACEPipeline)
         return self._pipe
-
-    def close(self) -> None:
-        pipe, self._pipe = self._pipe, None
-        release_pipeline(pipe)
 
     def describe(self) -> dict:
         p = self.params

@@ -22,11 +22,12 @@ from pathlib import Path
 import numpy as np
 from pydantic import Field
 
-from wan_pipeline.engines.base import ClipRequest, parse_params
+from wan_pipeline.engines.base import ClipRequest
 from wan_pipeline.engines.diffusers_support import (
+    DiffusersEngine,
+    check_steps,
     ModelParams,
     checkpoint_variant,
-    load_pipeline,
     release_pipeline,
     size_multiple,
     step_progress,
@@ -38,7 +39,6 @@ from wan_pipeline.errors import InputError
 from wan_pipeline.media.clip import Clip
 from wan_pipeline.media.image_io import fit_image
 
-STEPS_RANGE = (1, 100)
 GUIDANCE_WARNING = 6.0
 """Guidance at or above this gives black or over-saturated Wan frames in practice (users' reports;
 the model cards use 3.5–5)."""
@@ -79,13 +79,7 @@ def segment_lengths(total: int, max_frames: int) -> list[int]:
     return [4 * (base + (1 if i < extra else 0)) + 1 for i in range(count)]
 
 
-def check_steps(steps: int, where: str, file: str | None) -> None:
-    lo, hi = STEPS_RANGE
-    if not lo <= steps <= hi:
-        raise InputError(file, f"{where}: {steps} steps is outside the supported range {lo}..{hi}")
-
-
-class WanI2VClip:
+class WanI2VClip(DiffusersEngine):
     """Wan image-to-video clip engine (see module doc). Loads its pipeline on the first render and
     keeps it until :meth:`close`.
 
@@ -94,21 +88,18 @@ class WanI2VClip:
     """
 
     name = "wan_i2v"
+    stage = "clip"
+    params_model = WanClipParams
 
     def __init__(self, params: dict, preset) -> None:
-        self.params: WanClipParams = parse_params(WanClipParams, params, preset, "clip")
-        self.preset = preset
-        self.file = getattr(preset, "source_path", None)
-        check_steps(self.params.steps, "stages.clip.steps", self.file)
+        super().__init__(params, preset)
         if (self.params.max_frames - 1) % 4:
             raise InputError(self.file, f"stages.clip.max_frames: {self.params.max_frames} is not 4k+1 (e.g. 81)")
         for field in ("width", "height"):
             self._check_side(field, getattr(preset, field), 16, self.file)
-        from wan_pipeline.devices import pick_device
 
-        self.device = pick_device(getattr(preset, "device", "auto"))
-        self._pipe = None
-        self._strategy: str | None = None
+    def plan_frames(self) -> int:
+        return self.params.max_frames
 
     # -- loading ---------------------------------------------------------------------------
     def _check_side(self, field: str, value: int, multiple: int, file: str | None) -> None:
@@ -121,26 +112,16 @@ class WanI2VClip:
     def pipe(self):
         """The loaded ``WanImageToVideoPipeline`` (loaded on first use)."""
         if self._pipe is None:
-            from diffusers import UniPCMultistepScheduler, WanImageToVideoPipeline
+            from diffusers import WanImageToVideoPipeline
 
-            pipe, self._strategy = load_pipeline(WanImageToVideoPipeline, self.params.model, self.device,
-                                                 self.params, self.file,
-                                                 plan_size=(self.preset.width, self.preset.height, self.params.max_frames))
+            pipe = self._load(WanImageToVideoPipeline)
             transformer = pipe.transformer if pipe.transformer is not None else pipe.transformer_2
             if not pipe.config.get("expand_timesteps") and transformer.config.in_channels != 2 * pipe.vae.config.z_dim + 4:
                 release_pipeline(pipe)
                 raise InputError(self.file, f"stages.clip.model: {self.params.model} is a text-to-video checkpoint "
                                             "(no image conditioning); use a Wan I2V, FLF2V, TI2V or I2V-A14B model")
-            if self.params.flow_shift is not None:
-                pipe.scheduler = UniPCMultistepScheduler.from_config(pipe.scheduler.config,
-                                                                     flow_shift=self.params.flow_shift)
             self._pipe = pipe
         return self._pipe
-
-    def close(self) -> None:
-        """Release the pipeline (host memory and CUDA cache)."""
-        pipe, self._pipe = self._pipe, None
-        release_pipeline(pipe)
 
     # -- telemetry -------------------------------------------------------------------------
     def describe(self) -> dict:
