@@ -27,7 +27,7 @@ from wan_pipeline.preflight import check_preset
 from wan_pipeline.report import write_run_summary
 from wan_pipeline.fingerprint import current_fingerprints, scene_fingerprint  # noqa: F401 (scene_fingerprint: re-export)
 from wan_pipeline.media.image_io import read_image, write_image
-from wan_pipeline.media.video_io import read_video, write_video
+from wan_pipeline.media.video_io import probe_video, read_video, write_video
 from wan_pipeline.story import Story
 
 
@@ -174,6 +174,9 @@ def build_story_assets(story: Story) -> list:
                         run.output = write_video(layout.output(rc.story.id, pk, stage), out, lossless=True).path
                         run.meta.update(out.meta)
                         run.meta.update(input_frames=source.num_frames, input_fps=float(source.fps), preset=rc.preset.name)
+                        if source.audio:  # the input had an audio stream: say whether it came through
+                            kept = probe_video(run.output).has_audio
+                            run.meta["audio"] = "kept" if kept else f"dropped: the {engine.name} engine returned no audio"
                     context.add_asset_metadata(to_dagster_metadata(run.record), partition_key=pk)
             finally:
                 engines.release(stage)

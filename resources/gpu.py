@@ -40,10 +40,20 @@ class StageRun:
     output: Path | None = None
     meta: dict = field(default_factory=dict)
     record: dict = field(default_factory=dict)
+    log: object = None
+    _logged_tenth: int = -1
 
     def step(self, done: int, total: int) -> None:
-        """Progress callback for engines: ``done`` of ``total`` steps."""
+        """Progress callback for engines: ``done`` of ``total`` steps (denoising steps, frames …).
+
+        Goes to the progress reporter (CLI bars) on every call and to the Dagster log (``log``) at
+        each tenth of the way, so a long model stage shows progress in the run's log."""
         progress.reporter().stage_step(self.stage, self.scene, done, total)
+        tenth = (10 * done) // max(total, 1)
+        if self.log is not None and total > 1 and tenth > self._logged_tenth:
+            self._logged_tenth = tenth
+            where = f"{self.stage}[{self.scene}]" if self.scene else self.stage
+            self.log.info(f"{where}: step {done}/{total}")
 
 
 def measure_output(path: Path) -> dict:
@@ -52,7 +62,8 @@ def measure_output(path: Path) -> dict:
         img = read_image(path)
         return {"frames": 1, "fps": None, "width": int(img.shape[1]), "height": int(img.shape[0])}
     info = probe_video(path)
-    return {"frames": info.frames, "fps": float(info.fps), "fps_exact": str(info.fps), "width": info.width, "height": info.height, "video_duration_s": round(info.duration_s, 4)}
+    return {"frames": info.frames, "fps": float(info.fps), "fps_exact": str(info.fps), "width": info.width, "height": info.height,
+            "video_duration_s": round(info.duration_s, 4), "has_audio": info.has_audio}
 
 
 def _plain(value):
@@ -123,7 +134,7 @@ class GPUResource(dg.ConfigurableResource):
         output's JSON sidecar). If the body raises, nothing is recorded and the error propagates.
         """
         layout = self.layout()
-        run = StageRun(stage=stage, scene=scene, device=device, seed=seed, engine_info=dict(engine.describe()))
+        run = StageRun(stage=stage, scene=scene, device=device, seed=seed, engine_info=dict(engine.describe()), log=log)
         where = f"{stage}[{scene}]" if scene else stage
 
         def waiting(path):
