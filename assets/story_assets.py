@@ -76,7 +76,7 @@ def build_story_assets(story: Story) -> list:
     @fail_fast
     def keyframe(context: AssetExecutionContext, gpu: GPUResource, engines: EngineCache) -> None:
         rc = render_context(context, story)
-        layout, engine = gpu.layout(), engines.get("keyframe", rc.preset)
+        layout, engine = gpu.layout(), lambda: engines.get("keyframe", rc.preset)
         device = gpu.resolve_device(rc.preset.device)
         try:
             for pk in context.partition_keys:
@@ -86,7 +86,7 @@ def build_story_assets(story: Story) -> list:
                 image_path = rc.story.image_path(scene)
                 seed = rc.story.seed(scene)
                 with gpu.stage(context.log, stage="keyframe", engine=engine, device=device, scene=pk, seed=seed) as run:
-                    image = engine.render(
+                    image = run.engine.render(
                         KeyframeRequest(
                             scene_id=pk, prompt=rc.story.keyframe_prompt(scene), negative_prompt=scene.negative_prompt,
                             seed=seed, width=rc.preset.width, height=rc.preset.height,
@@ -111,7 +111,7 @@ def build_story_assets(story: Story) -> list:
     def clip(context: AssetExecutionContext, gpu: GPUResource, engines: EngineCache) -> None:
         rc = render_context(context, story)
         check_preset(rc.preset, ("clip", "interpolated", "upscaled", "film"))  # before the expensive step
-        layout, engine = gpu.layout(), engines.get("clip", rc.preset)
+        layout, engine = gpu.layout(), lambda: engines.get("clip", rc.preset)
         device = gpu.resolve_device(rc.preset.device)
         try:
             for pk in context.partition_keys:
@@ -137,7 +137,7 @@ def build_story_assets(story: Story) -> list:
                         )
                 seed = rc.story.seed(scene)
                 with gpu.stage(context.log, stage="clip", engine=engine, device=device, scene=pk, seed=seed) as run:
-                    out = engine.render(
+                    out = run.engine.render(
                         ClipRequest(
                             scene_id=pk, prompt=scene.prompt, negative_prompt=scene.negative_prompt, seed=seed,
                             width=rc.preset.width, height=rc.preset.height, fps=rc.preset.base_fps, duration_s=scene.duration_s,
@@ -159,7 +159,7 @@ def build_story_assets(story: Story) -> list:
         @fail_fast
         def _asset(context: AssetExecutionContext, gpu: GPUResource, engines: EngineCache) -> None:
             rc = render_context(context, story)
-            layout, engine = gpu.layout(), engines.get(stage, rc.preset)
+            layout, engine = gpu.layout(), lambda: engines.get(stage, rc.preset)
             device = gpu.resolve_device(rc.preset.device)
             try:
                 for pk in context.partition_keys:
@@ -170,13 +170,13 @@ def build_story_assets(story: Story) -> list:
                         raise _missing(rc.story, upstream, pk)
                     source = read_video(src)
                     with gpu.stage(context.log, stage=stage, engine=engine, device=device, scene=pk, seed=rc.story.seed(rc.story.scene(pk))) as run:
-                        out = getattr(engine, method)(source)
+                        out = getattr(run.engine, method)(source)
                         run.output = write_video(layout.output(rc.story.id, pk, stage), out, lossless=True).path
                         run.meta.update(out.meta)
                         run.meta.update(input_frames=source.num_frames, input_fps=float(source.fps), preset=rc.preset.name)
                         if source.audio:  # the input had an audio stream: say whether it came through
                             kept = probe_video(run.output).has_audio
-                            run.meta["audio"] = "kept" if kept else f"dropped: the {engine.name} engine returned no audio"
+                            run.meta["audio"] = "kept" if kept else f"dropped: the {run.engine.name} engine returned no audio"
                     context.add_asset_metadata(to_dagster_metadata(run.record), partition_key=pk)
             finally:
                 engines.release(stage)
@@ -204,7 +204,7 @@ def build_story_assets(story: Story) -> list:
     @fail_fast
     def film(context: AssetExecutionContext, gpu: GPUResource, engines: EngineCache) -> dg.MaterializeResult:
         rc = render_context(context, story)
-        layout, engine = gpu.layout(), engines.get("film", rc.preset)
+        layout, engine = gpu.layout(), lambda: engines.get("film", rc.preset)
         device = gpu.resolve_device(rc.preset.device)
         scenes = []
         for s in rc.story.scenes:
@@ -215,10 +215,10 @@ def build_story_assets(story: Story) -> list:
             scenes.append(FilmScene(scene_id=s.id, upscaled=read_video(paths["upscaled"]), native=read_video(paths["clip"]), transition=s.transition, prompt=s.prompt))
         try:
             with gpu.stage(context.log, stage="film", engine=engine, device=device, scene=None, seed=None) as run:
-                out = engine.join(
+                out = run.engine.join(
                     FilmRequest(scenes=scenes, interpolator=engines.get("interpolated", rc.preset), upscaler=engines.get("upscaled", rc.preset), progress=run.step, log=context.log.info)
                 )
-                crf = int(engine.describe().get("crf", 18))
+                crf = int(run.engine.describe().get("crf", 18))
                 run.output = write_video(layout.film(rc.story.id), out, lossless=False, crf=crf).path
                 run.meta.update(out.meta)
                 run.meta.update(

@@ -41,6 +41,7 @@ class StageRun:
     meta: dict = field(default_factory=dict)
     record: dict = field(default_factory=dict)
     log: object = None
+    engine: object = None
     _logged_tenth: int = -1
 
     def step(self, done: int, total: int) -> None:
@@ -128,13 +129,14 @@ class GPUResource(dg.ConfigurableResource):
     def stage(self, log, *, stage: str, engine, device: str, scene: str | None = None, seed: int | None = None) -> Iterator[StageRun]:
         """Run one stage for one scene (or the film) inside the device lock and the monitor.
 
-        log: a logger with ``info``/``warning`` (``context.log``); engine: the stage engine (its
-        ``describe()`` goes into the record). The body writes its output and sets ``run.output``
+        log: a logger with ``info``/``warning`` (``context.log``); engine: the stage engine, or a
+        zero-argument factory called inside the device lock (so loading weights onto the device is
+        guarded and measured too); ``run.engine`` is the engine, its ``describe()`` goes into the record. The body writes its output and sets ``run.output``
         and ``run.meta``; on exit ``run.record`` holds the telemetry record (also written as the
         output's JSON sidecar). If the body raises, nothing is recorded and the error propagates.
         """
         layout = self.layout()
-        run = StageRun(stage=stage, scene=scene, device=device, seed=seed, engine_info=dict(engine.describe()), log=log)
+        run = StageRun(stage=stage, scene=scene, device=device, seed=seed, engine_info={}, log=log)
         where = f"{stage}[{scene}]" if scene else stage
 
         def waiting(path):
@@ -145,7 +147,11 @@ class GPUResource(dg.ConfigurableResource):
             monitor = StageMonitor(device)
             try:
                 with monitor:
+                    if not hasattr(engine, "describe"):
+                        engine = engine()  # a factory: weights load under the lock, measured with the stage
+                    run.engine = engine
                     yield run
+                    run.engine_info = dict(engine.describe())  # after the body: tile sizes, strategies chosen
             finally:
                 gc.collect()
                 if device.startswith("cuda"):

@@ -56,3 +56,28 @@ def test_failed_stage_writes_no_record(tmp_path, engine):
     with gpu.stage(ListLog(), stage="keyframe", engine=engine, device="cpu", scene="b") as run:
         run.output = write_image(tmp_path / "b.png", engine.render(KeyframeRequest("b", "p", "", 1, 32, 32)))
     assert run.record["gpu_wait_s"] < 1
+
+
+def test_engine_factory_is_built_inside_the_lock(tmp_path, engine):
+    """Loading weights onto the device happens under the device lock: a factory is called only
+    once the lock is held (here: while another process-free holder releases it)."""
+    from wan_pipeline.device_lock import lock_path
+
+    gpu, built = GPUResource(storage_root=str(tmp_path)), []
+
+    def factory():
+        from filelock import FileLock
+
+        probe = FileLock(str(lock_path(tmp_path / "locks", "cpu")), is_singleton=False, thread_local=False)
+        try:
+            probe.acquire(timeout=0)  # must fail: the stage holds the lock while building
+            probe.release()
+            built.append("unlocked")
+        except Exception:
+            built.append("locked")
+        return engine
+
+    with gpu.stage(ListLog(), stage="keyframe", engine=factory, device="cpu", scene="a") as run:
+        assert run.engine is engine
+        run.output = write_image(tmp_path / "a.png", engine.render(KeyframeRequest("a", "p", "", 1, 32, 32)))
+    assert built == ["locked"] and run.record["engine"] == "image_or_procedural"
