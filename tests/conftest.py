@@ -44,6 +44,15 @@ def write_story(folder: Path, scenes: list[dict] | None = None, story_id: str = 
     return path
 
 
+@pytest.fixture(scope="module")
+def storage(tmp_path_factory):
+    """A storage root for a whole test module (``WAN_PIPELINE_STORAGE``)."""
+    root = tmp_path_factory.mktemp("storage")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("WAN_PIPELINE_STORAGE", str(root))
+        yield root
+
+
 @pytest.fixture
 def workspace(tmp_path, monkeypatch):
     """A temporary project: ``stories/`` with a 3-scene story, ``workflows/`` with the small

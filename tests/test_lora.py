@@ -18,13 +18,6 @@ from wan_pipeline.errors import InputError
 from wan_pipeline.models.tiny import make_tiny_lora
 
 
-@pytest.fixture(scope="module")
-def storage(tmp_path_factory):
-    root = tmp_path_factory.mktemp("storage")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("WAN_PIPELINE_STORAGE", str(root))
-        yield root
-
 
 @pytest.fixture(scope="module")
 def lora_file(storage):

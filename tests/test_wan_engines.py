@@ -2,7 +2,6 @@
 
 import os
 from fractions import Fraction
-from pathlib import Path
 from types import SimpleNamespace
 
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -11,6 +10,8 @@ import cv2
 import numpy as np
 import pytest
 
+from tests.conftest import IMAGES as PHOTOS
+
 from wan_pipeline.engines.base import ClipRequest, FilmRequest, FilmScene, KeyframeRequest
 from wan_pipeline.engines.vace_film import match_colour, plan_seam
 from wan_pipeline.engines.wan_clip import WanI2VClip, segment_lengths, wan_frame_count
@@ -18,16 +19,8 @@ from wan_pipeline.errors import InputError
 from wan_pipeline.media.clip import Clip
 from wan_pipeline.media.image_io import read_image
 
-IMAGES = sorted(Path(__file__).resolve().parents[1].joinpath("stories", "images").glob("*.png")) or \
-    sorted(Path("/work/shared/reference/images").glob("*.png"))
+IMAGES = sorted(PHOTOS.glob("*.png"))
 
-
-@pytest.fixture(scope="module")
-def storage(tmp_path_factory):
-    root = tmp_path_factory.mktemp("storage")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("WAN_PIPELINE_STORAGE", str(root))
-        yield root
 
 
 @pytest.fixture(scope="module")
