@@ -54,7 +54,7 @@ class OOMRetryingEngine:
     """An engine whose stage calls survive out-of-memory errors.
 
     On ``torch.OutOfMemoryError`` in ``render``/``interpolate``/``upscale``/``join`` the engine is
-    closed and rebuilt by ``rebuild(strategy)`` with :func:`wan_pipeline.oom.stronger_strategy`,
+    closed and rebuilt by ``rebuild(strategy)`` with :func:`wan_pipeline.models.memory.stronger_strategy`,
     and the call repeated, until the ladder ends (then the error propagates). Engines whose preset
     section has no ``memory_strategy`` are not rebuilt. :meth:`memory_record` gives
     ``oom_retries`` (of the last call) and ``memory_strategy`` for the telemetry.
@@ -87,7 +87,9 @@ class OOMRetryingEngine:
             return attr
 
         def call(*args, **kwargs):
-            from wan_pipeline.oom import free_device_memory, is_oom, stronger_strategy
+            from wan_pipeline.devices import free_device_memory
+            from wan_pipeline.models.memory import stronger_strategy
+            from wan_pipeline.oom import is_oom
 
             self.oom_retries = 0
             while True:

@@ -9,7 +9,6 @@ and a JSON sidecar next to the output.
 from __future__ import annotations
 
 import contextlib
-import gc
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -20,7 +19,7 @@ from pydantic import Field
 
 from wan_pipeline import progress
 from wan_pipeline.device_lock import hold_device
-from wan_pipeline.devices import pick_device
+from wan_pipeline.devices import free_device_memory, pick_device
 from wan_pipeline.media.image_io import read_image
 from wan_pipeline.media.video_io import probe_video
 from wan_pipeline.storage import StorageLayout, storage_root
@@ -153,11 +152,7 @@ class GPUResource(dg.ConfigurableResource):
                     yield run
                     run.engine_info = dict(engine.describe())  # after the body: tile sizes, strategies chosen
             finally:
-                gc.collect()
-                if device.startswith("cuda"):
-                    import torch
-
-                    torch.cuda.empty_cache()
+                free_device_memory()
         if run.output is None:
             raise RuntimeError(f"{where}: the stage body did not set run.output")
         memory = dict(getattr(engine, "memory_record", dict)())  # oom_retries, memory_strategy (OOM retries)

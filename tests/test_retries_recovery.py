@@ -16,7 +16,7 @@ import torch
 from resources.engine_cache import EngineCache
 from wan_pipeline.device_lock import hold_device
 from wan_pipeline.engines import registry
-from wan_pipeline.oom import FALLBACK_LADDER, stronger_strategy
+from wan_pipeline.models.memory import STRATEGIES, stronger_strategy
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
@@ -58,7 +58,7 @@ def test_oom_rebuilds_with_the_next_stronger_strategy(monkeypatch):
     assert FlakyClipEngine.calls == ["full_gpu", "model_cpu_offload"]
     assert engine.memory_record() == {"oom_retries": 1, "memory_strategy": "model_cpu_offload"}
     cache.release()
-    assert stronger_strategy(FALLBACK_LADDER[-1]) is None
+    assert stronger_strategy(STRATEGIES[-1]) is None
 
 
 def test_other_errors_are_not_retried_in_the_engine_but_by_the_retry_policy():

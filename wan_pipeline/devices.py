@@ -53,3 +53,16 @@ def torch_dtype(name: str, device: str):
                 "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}[name]
     except KeyError:
         raise InputError(None, f"dtype: {name!r} unknown; use auto, float32, float16 or bfloat16") from None
+
+
+def free_device_memory() -> None:
+    """Collect garbage and empty the CUDA allocator cache (no CUDA: garbage collection only)."""
+    import gc
+
+    gc.collect()
+    try:
+        import torch
+    except ImportError:
+        return
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

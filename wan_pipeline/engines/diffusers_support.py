@@ -8,7 +8,6 @@ folder, or a folder relative to the storage root) and the memory fields of
 
 from __future__ import annotations
 
-import gc
 import json
 from pathlib import Path
 from typing import Literal
@@ -16,6 +15,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from wan_pipeline.devices import free_device_memory
 from wan_pipeline.errors import InputError
 from wan_pipeline.storage import storage_root
 
@@ -171,14 +171,7 @@ def release_pipeline(pipe) -> None:
     except Exception:  # noqa: BLE001 - a pipeline without hooks has nothing to remove
         pass
     del pipe
-    gc.collect()
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-    except ImportError:
-        pass
+    free_device_memory()
 
 
 def to_uint8_frames(video) -> np.ndarray:

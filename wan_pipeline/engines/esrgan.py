@@ -30,6 +30,7 @@ from wan_pipeline.devices import pick_device
 from wan_pipeline.engines.base import parse_params
 from wan_pipeline.errors import InputError
 from wan_pipeline.media.clip import Clip
+from wan_pipeline.storage import model_path
 
 #: Fraction of free memory the default tile may use: of ``torch.cuda.mem_get_info()`` free bytes
 #: on CUDA (the rest is left to the allocator's fragmentation and other processes), of
@@ -40,13 +41,6 @@ CPU_MEMORY_FRACTION = 0.25
 #: pixels each: upsample, conv in/out, activation) plus eight at input resolution (dense blocks).
 HR_MAPS, LR_MAPS = 4, 8
 TILE_MIN, TILE_MAX, TILE_ROUND = 64, 2048, 16
-
-
-def resolve_model_path(model: str) -> Path:
-    """A preset's model path (see :func:`wan_pipeline.storage.model_path`)."""
-    from wan_pipeline.storage import model_path
-
-    return model_path(model)
 
 
 class RealEsrganParams(BaseModel):
@@ -133,7 +127,7 @@ class RealEsrganUpscaler:
         if p.height is not None and p.scale is not None:
             raise InputError(getattr(preset, "source_path", None), "stages.upscaled: give `height` or `scale`, not both")
         self.device = pick_device(getattr(preset, "device", "auto"))
-        self.model_path = resolve_model_path(p.model)
+        self.model_path = model_path(p.model)
         self.desc = load_sr_model(self.model_path, self.device)
         self.scale = int(self.desc.scale)
         self.dtype = self._pick_dtype(p.dtype, preset)

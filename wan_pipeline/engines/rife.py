@@ -40,6 +40,7 @@ from wan_pipeline.engines.interpolation import interpolate_clip
 from wan_pipeline.engines.scene_cuts import CutThresholds
 from wan_pipeline.errors import InputError
 from wan_pipeline.media.clip import Clip, as_fps
+from wan_pipeline.storage import model_path
 
 RIFE_VERSION = "4.6"
 OFFICIAL_WIDTHS = (192, 128, 96, 64)
@@ -272,13 +273,6 @@ class RifeRunner:
 # engine
 
 
-def resolve_model_path(model: str) -> Path:
-    """A preset's model path (see :func:`wan_pipeline.storage.model_path`)."""
-    from wan_pipeline.storage import model_path
-
-    return model_path(model)
-
-
 class RifeParams(BaseModel):
     """Preset parameters of the ``rife`` engine (``stages.interpolated``)."""
 
@@ -328,7 +322,7 @@ class RifeInterpolator:
         from wan_pipeline.devices import pick_device
 
         self.params = parse_params(RifeParams, params, preset, "interpolated")
-        self.model_path = resolve_model_path(self.params.model)
+        self.model_path = model_path(self.params.model)
         self.device = pick_device(getattr(preset, "device", "auto"))
         self.thresholds = None if self.params.scene_cut_threshold is None else CutThresholds(
             correlation_below=self.params.scene_cut_threshold, difference_above=self.params.scene_cut_difference)
