@@ -8,13 +8,6 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-# SSIM constants of Wang, Bovik, Sheikh & Simoncelli, "Image quality assessment: from error
-# visibility to structural similarity", IEEE TIP 2004: K1 = 0.01, K2 = 0.03, L = 255, an 11×11
-# Gaussian window with σ = 1.5.
-_C1 = (0.01 * 255) ** 2
-_C2 = (0.03 * 255) ** 2
-
-
 def _gray(frame: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_RGB2GRAY).astype(np.float64)
 
@@ -22,22 +15,16 @@ def _gray(frame: np.ndarray) -> np.ndarray:
 def ssim(a: np.ndarray, b: np.ndarray) -> float:
     """Mean SSIM of two frames uint8 (H, W, 3) on their luma; 1.0 for identical frames.
 
-    Raises ValueError when the sizes differ.
+    scikit-image's ``structural_similarity`` with the settings of Wang, Bovik, Sheikh & Simoncelli,
+    "Image quality assessment: from error visibility to structural similarity", IEEE TIP 2004:
+    Gaussian window σ = 1.5, K1 = 0.01, K2 = 0.03, L = 255. Raises ValueError when sizes differ.
     """
+    from skimage.metrics import structural_similarity
+
     if a.shape != b.shape:
         raise ValueError(f"frames differ in size: {a.shape} vs {b.shape}")
-    x, y = _gray(a), _gray(b)
-
-    def blur(z):
-        return cv2.GaussianBlur(z, (11, 11), 1.5, borderType=cv2.BORDER_REFLECT)
-
-    mx, my = blur(x), blur(y)
-    sxx = blur(x * x) - mx * mx
-    syy = blur(y * y) - my * my
-    sxy = blur(x * y) - mx * my
-    num = (2 * mx * my + _C1) * (2 * sxy + _C2)
-    den = (mx * mx + my * my + _C1) * (sxx + syy + _C2)
-    return float(np.mean(num / den))
+    return float(structural_similarity(_gray(a), _gray(b), gaussian_weights=True, sigma=1.5,
+                                       use_sample_covariance=False, data_range=255))
 
 
 def mean_abs_diff(a: np.ndarray, b: np.ndarray) -> float:
