@@ -21,9 +21,11 @@ install: $(BIN)/wan-pipeline
 demo: install
 	$(BIN)/wan-pipeline render $(STORY) --preset $(PRESET)
 
-## Run the test suite (CPU, no network, no GPU)
+## Lint and format check (ruff), then the test suite (CPU, no network, no GPU); skip reasons shown
 test: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/python -m pytest -q -rs
 
 ## Open the Dagster UI on http://127.0.0.1:3000 (instance in storage/)
 ui: install

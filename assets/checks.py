@@ -79,14 +79,22 @@ def check_seams(story: Story, preset: Preset, layout: StorageLayout) -> Outcome:
             continue
         a, b = read_video(a_path).frames[-1], read_video(b_path).frames[0]
         if a.shape != b.shape:
-            rows.append({"scene": s.id, "next": nxt.id, "ssim": None, "mad": None, "ok": False, "problem": f"sizes differ {a.shape} vs {b.shape}"})
+            rows.append(
+                {"scene": s.id, "next": nxt.id, "ssim": None, "mad": None, "ok": False, "problem": f"sizes differ {a.shape} vs {b.shape}"}
+            )
             continue
         score, mad = ssim(a, b), mean_abs_diff(a, b)
         ok = score >= t["seam_ssim_min"] and mad <= t["seam_mad_max"]
-        rows.append({
-            "scene": s.id, "next": nxt.id, "ssim": round(score, 4), "mad": round(mad, 2), "ok": ok,
-            "problem": f"seam jump to {nxt.id}: SSIM {score:.3f} (min {t['seam_ssim_min']}), MAD {mad:.1f} (max {t['seam_mad_max']})",
-        })
+        rows.append(
+            {
+                "scene": s.id,
+                "next": nxt.id,
+                "ssim": round(score, 4),
+                "mad": round(mad, 2),
+                "ok": ok,
+                "problem": f"seam jump to {nxt.id}: SSIM {score:.3f} (min {t['seam_ssim_min']}), MAD {mad:.1f} (max {t['seam_mad_max']})",
+            }
+        )
     return _finish(rows)
 
 
@@ -108,10 +116,17 @@ def check_black_frozen(story: Story, preset: Preset, layout: StorageLayout) -> O
             problems.append(f"{black} of {len(luma)} frames black (mean luma < {t['black_luma_max']})")
         if s.camera != "static" and len(diffs) and frozen > t["frozen_fraction_max"] * len(diffs):
             problems.append(f"{frozen} of {len(diffs)} frame pairs frozen (difference < {t['frozen_diff_max']})")
-        rows.append({
-            "scene": s.id, "frames": len(luma), "black_frames": black, "frozen_pairs": frozen,
-            "min_luma": round(float(luma.min()), 2), "ok": not problems, "problem": "; ".join(problems),
-        })
+        rows.append(
+            {
+                "scene": s.id,
+                "frames": len(luma),
+                "black_frames": black,
+                "frozen_pairs": frozen,
+                "min_luma": round(float(luma.min()), 2),
+                "ok": not problems,
+                "problem": "; ".join(problems),
+            }
+        )
     return _finish(rows)
 
 
@@ -129,11 +144,18 @@ def check_interpolated(story: Story, preset: Preset, layout: StorageLayout) -> O
         factor = int(round(float(factor)))
         fps_ok = b.fps == a.fps * factor
         frames_ok = b.frames in (factor * (a.frames - 1) + 1, factor * a.frames)
-        rows.append({
-            "scene": s.id, "clip_frames": a.frames, "clip_fps": float(a.fps), "factor": factor, "frames": b.frames, "fps": float(b.fps),
-            "ok": fps_ok and frames_ok,
-            "problem": f"{b.frames} frames at {float(b.fps):g} fps from {a.frames} at {float(a.fps):g} with factor {factor}",
-        })
+        rows.append(
+            {
+                "scene": s.id,
+                "clip_frames": a.frames,
+                "clip_fps": float(a.fps),
+                "factor": factor,
+                "frames": b.frames,
+                "fps": float(b.fps),
+                "ok": fps_ok and frames_ok,
+                "problem": f"{b.frames} frames at {float(b.fps):g} fps from {a.frames} at {float(a.fps):g} with factor {factor}",
+            }
+        )
     return _finish(rows)
 
 
@@ -149,10 +171,16 @@ def check_upscaled(story: Story, preset: Preset, layout: StorageLayout) -> Outco
         ew, eh = a.width * float(factor), a.height * float(factor)
         ok = abs(b.width - ew) <= 2 and abs(b.height - eh) <= 2 and b.frames == a.frames
         sizes.add((b.width, b.height))
-        rows.append({
-            "scene": s.id, "width": b.width, "height": b.height, "expected": f"{ew:.0f}x{eh:.0f}", "ok": ok,
-            "problem": f"{b.width}x{b.height} ({b.frames} frames), expected {ew:.0f}x{eh:.0f} ({a.frames} frames)",
-        })
+        rows.append(
+            {
+                "scene": s.id,
+                "width": b.width,
+                "height": b.height,
+                "expected": f"{ew:.0f}x{eh:.0f}",
+                "ok": ok,
+                "problem": f"{b.width}x{b.height} ({b.frames} frames), expected {ew:.0f}x{eh:.0f} ({a.frames} frames)",
+            }
+        )
     if len(sizes) > 1:
         for r in rows:
             r["ok"], r["problem"] = False, f"scenes differ in size: {sorted(sizes)}"
@@ -168,8 +196,14 @@ def check_film_duration(story: Story, preset: Preset, layout: StorageLayout) -> 
     expected = sum(s.duration_s for s in story.scenes)
     tolerance = len(story.scenes) / float(info.fps)
     ok = abs(info.duration_s - expected) <= tolerance
-    row = {"scene": "film", "duration_s": round(info.duration_s, 4), "expected_s": round(expected, 4), "tolerance_s": round(tolerance, 4), "ok": ok,
-           "problem": f"{info.duration_s:.3f} s, expected {expected:.3f} s ± {tolerance:.3f}"}
+    row = {
+        "scene": "film",
+        "duration_s": round(info.duration_s, 4),
+        "expected_s": round(expected, 4),
+        "tolerance_s": round(tolerance, 4),
+        "ok": ok,
+        "problem": f"{info.duration_s:.3f} s, expected {expected:.3f} s ± {tolerance:.3f}",
+    }
     return _finish([row])
 
 

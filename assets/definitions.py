@@ -78,7 +78,10 @@ def build_definitions(folder: Path | None = None, stories: list[Story] | None = 
         checks.extend(build_story_checks(story))
         jobs.extend([story_job(story), film_job(story)])
     return dg.Definitions(
-        assets=assets, asset_checks=checks, jobs=jobs, resources=default_resources(),
+        assets=assets,
+        asset_checks=checks,
+        jobs=jobs,
+        resources=default_resources(),
         sensors=[build_story_sensor(stories, folder or stories_dir()), recover_killed_runs_sensor],
         schedules=[build_nightly_schedule(stories)] if stories else [],
     )

@@ -13,12 +13,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 from dataclasses import dataclass
 
 import dagster as dg
-import contextlib
-import functools
-
 import psutil
 from dagster import DagsterEventType, DagsterRunStatus
 
@@ -47,6 +46,7 @@ def fail_fast(fn):
             return fn(*args, **kwargs)
 
     return wrapper
+
 
 _PID_EVENTS = {DagsterEventType.RUN_START, DagsterEventType.STEP_START, DagsterEventType.ENGINE_EVENT}
 

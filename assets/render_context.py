@@ -61,7 +61,10 @@ def keep_unplanned(context: dg.AssetExecutionContext, stage: str, partition_key:
     if planned is None or partition_key in planned:
         return False
     if not Path(output).is_file():
-        raise InputError(None, f"{stage}[{partition_key}] is not rendered but this run's plan keeps it: render it first (wan-pipeline render STORY --stale)")
+        raise InputError(
+            None,
+            f"{stage}[{partition_key}] is not rendered but this run's plan keeps it: render it first (wan-pipeline render STORY --stale)",
+        )
     record = dict(read_sidecar(output) or {"path": str(output)})
     record["reused"] = True
     context.log.info(f"{stage}[{partition_key}]: up to date, kept ({output})")

@@ -5,7 +5,6 @@ Downstream of ``film``; reads the stages' telemetry sidecars, writes ``run-summa
 shows the chart and the table on its materialization. CPU only, not in the ``gpu`` pool.
 """
 
-
 import dagster as dg
 
 from resources import GPUResource

@@ -11,9 +11,9 @@ import os
 
 import dagster as dg
 
+from assets.render_context import current_story
 from assets.sensors import STORY_TAG
 from assets.status import observe_fingerprints, status_for
-from assets.render_context import current_story
 from wan_pipeline.errors import InputError
 from wan_pipeline.status import stale_plan
 from wan_pipeline.story import Story

@@ -71,7 +71,9 @@ def run_request_for(story: Story, changed: list[str]) -> dg.RunRequest | None:
 def _request_reload(context, message: str) -> None:
     from wan_pipeline.webserver import reload_code_locations
 
-    context.log.warning(f"RELOAD NEEDED: {message}. Reloading the code location (or run `wan-pipeline reload`, or Deployment → Reload in the UI).")
+    context.log.warning(
+        f"RELOAD NEEDED: {message}. Reloading the code location (or run `wan-pipeline reload`, or Deployment → Reload in the UI)."
+    )
     try:
         names = reload_code_locations(timeout_s=30)
         context.log.info(f"reloaded code location(s) {', '.join(names)}; the new scenes render at the next tick")

@@ -80,7 +80,10 @@ def observed_fingerprints(instance: dg.DagsterInstance, story: Story) -> dict[st
 def observations(story: Story, fingerprints: dict[str, str]) -> list[dg.AssetObservation]:
     """``scene_spec`` observations carrying each fingerprint as the partition's data version."""
     key = dg.AssetKey([story.id, "scene_spec"])
-    return [dg.AssetObservation(asset_key=key, partition=sid, tags={DATA_VERSION_TAG: fp}, metadata={"fingerprint": fp}) for sid, fp in fingerprints.items()]
+    return [
+        dg.AssetObservation(asset_key=key, partition=sid, tags={DATA_VERSION_TAG: fp}, metadata={"fingerprint": fp})
+        for sid, fp in fingerprints.items()
+    ]
 
 
 def observe_fingerprints(instance: dg.DagsterInstance, story: Story, fingerprints: dict[str, str] | None = None) -> None:

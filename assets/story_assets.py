@@ -11,8 +11,6 @@ deterministic output paths (no IO manager); a single-run backfill renders many s
 with one engine load.
 """
 
-
-
 import dagster as dg
 from dagster import AssetExecutionContext
 
@@ -23,13 +21,12 @@ from resources import EngineCache, GPUResource
 from resources.gpu import to_dagster_metadata
 from wan_pipeline.engines.base import ClipRequest, FilmRequest, FilmScene, KeyframeRequest
 from wan_pipeline.errors import InputError, StageError
-from wan_pipeline.preflight import check_preset
-from wan_pipeline.report import write_run_summary
 from wan_pipeline.fingerprint import current_fingerprints, scene_fingerprint  # noqa: F401 (scene_fingerprint: re-export)
 from wan_pipeline.media.image_io import read_image, write_image
 from wan_pipeline.media.video_io import probe_video, read_video, write_video
+from wan_pipeline.preflight import check_preset
+from wan_pipeline.report import write_run_summary
 from wan_pipeline.story import Story
-
 
 
 def handoff_mapping(story: Story) -> dg.StaticPartitionMapping:
@@ -52,7 +49,13 @@ def build_story_assets(story: Story) -> list:
     """All asset definitions of one story: ``<id>/scene_spec … <id>/film``."""
     prefix = story.id
     partitions = dg.StaticPartitionsDefinition(story.scene_ids)
-    common = dict(partitions_def=partitions, group_name=prefix, pool="gpu", backfill_policy=dg.BackfillPolicy.single_run(), retry_policy=STAGE_RETRY_POLICY)
+    common = dict(
+        partitions_def=partitions,
+        group_name=prefix,
+        pool="gpu",
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        retry_policy=STAGE_RETRY_POLICY,
+    )
 
     @dg.observable_source_asset(
         key=[prefix, "scene_spec"],
@@ -70,7 +73,8 @@ def build_story_assets(story: Story) -> list:
         key=[prefix, "keyframe"],
         deps=[scene_spec],
         kinds=stage_kinds(story, "keyframe"),
-        description="The scene's first frame (PNG): the scene's own image fitted to the preset size, or text-to-image from its prompt." + made_by(story, "keyframe"),
+        description="The scene's first frame (PNG): the scene's own image fitted to the preset size, or text-to-image from its prompt."
+        + made_by(story, "keyframe"),
         **common,
     )
     @fail_fast
@@ -88,9 +92,15 @@ def build_story_assets(story: Story) -> list:
                 with gpu.stage(context.log, stage="keyframe", engine=engine, device=device, scene=pk, seed=seed) as run:
                     image = run.engine.render(
                         KeyframeRequest(
-                            scene_id=pk, prompt=rc.story.keyframe_prompt(scene), negative_prompt=scene.negative_prompt,
-                            seed=seed, width=rc.preset.width, height=rc.preset.height,
-                            image=read_image(image_path) if image_path else None, progress=run.step, log=context.log.info,
+                            scene_id=pk,
+                            prompt=rc.story.keyframe_prompt(scene),
+                            negative_prompt=scene.negative_prompt,
+                            seed=seed,
+                            width=rc.preset.width,
+                            height=rc.preset.height,
+                            image=read_image(image_path) if image_path else None,
+                            progress=run.step,
+                            log=context.log.info,
                         )
                     )
                     run.output = write_image(layout.output(rc.story.id, pk, "keyframe"), image)
@@ -104,7 +114,8 @@ def build_story_assets(story: Story) -> list:
         key=[prefix, "clip"],
         deps=[dg.AssetDep(keyframe, partition_mapping=handoff_mapping(story))],
         kinds=stage_kinds(story, "clip"),
-        description="The scene's clip at the model's native size and fps (MP4, lossless). With a handoff its last frame is conditioned on the next scene's keyframe (FLF2V)." + made_by(story, "clip"),
+        description="The scene's clip at the model's native size and fps (MP4, lossless). With a handoff its last frame is conditioned on the next scene's keyframe (FLF2V)."
+        + made_by(story, "clip"),
         **common,
     )
     @fail_fast
@@ -139,10 +150,22 @@ def build_story_assets(story: Story) -> list:
                 with gpu.stage(context.log, stage="clip", engine=engine, device=device, scene=pk, seed=seed) as run:
                     out = run.engine.render(
                         ClipRequest(
-                            scene_id=pk, prompt=scene.prompt, negative_prompt=scene.negative_prompt, seed=seed,
-                            width=rc.preset.width, height=rc.preset.height, fps=rc.preset.base_fps, duration_s=scene.duration_s,
-                            first=first, last=last, camera=scene.camera, guidance_scale=scene.guidance_scale, steps=scene.steps,
-                            loras=tuple(_resolved_loras(rc.story, scene)), progress=run.step, log=context.log.info,
+                            scene_id=pk,
+                            prompt=scene.prompt,
+                            negative_prompt=scene.negative_prompt,
+                            seed=seed,
+                            width=rc.preset.width,
+                            height=rc.preset.height,
+                            fps=rc.preset.base_fps,
+                            duration_s=scene.duration_s,
+                            first=first,
+                            last=last,
+                            camera=scene.camera,
+                            guidance_scale=scene.guidance_scale,
+                            steps=scene.steps,
+                            loras=tuple(_resolved_loras(rc.story, scene)),
+                            progress=run.step,
+                            log=context.log.info,
                         )
                     )
                     run.output = write_video(layout.output(rc.story.id, pk, "clip"), out, lossless=True).path
@@ -155,7 +178,13 @@ def build_story_assets(story: Story) -> list:
             engines.release("clip")
 
     def _post_stage(stage: str, upstream: str, method: str, description: str):
-        @dg.asset(key=[prefix, stage], deps=[dg.AssetKey([prefix, upstream])], kinds=stage_kinds(story, stage), description=description + made_by(story, stage), **common)
+        @dg.asset(
+            key=[prefix, stage],
+            deps=[dg.AssetKey([prefix, upstream])],
+            kinds=stage_kinds(story, stage),
+            description=description + made_by(story, stage),
+            **common,
+        )
         @fail_fast
         def _asset(context: AssetExecutionContext, gpu: GPUResource, engines: EngineCache) -> None:
             rc = render_context(context, story)
@@ -169,7 +198,9 @@ def build_story_assets(story: Story) -> list:
                     if not src.is_file():
                         raise _missing(rc.story, upstream, pk)
                     source = read_video(src)
-                    with gpu.stage(context.log, stage=stage, engine=engine, device=device, scene=pk, seed=rc.story.seed(rc.story.scene(pk))) as run:
+                    with gpu.stage(
+                        context.log, stage=stage, engine=engine, device=device, scene=pk, seed=rc.story.seed(rc.story.scene(pk))
+                    ) as run:
                         out = getattr(run.engine, method)(source)
                         run.output = write_video(layout.output(rc.story.id, pk, stage), out, lossless=True).path
                         run.meta.update(out.meta)
@@ -184,11 +215,15 @@ def build_story_assets(story: Story) -> list:
         return _asset
 
     interpolated = _post_stage(
-        "interpolated", "clip", "interpolate",
+        "interpolated",
+        "clip",
+        "interpolate",
         "The clip at a higher frame rate (frame interpolation: optical flow or RIFE), lossless MP4.",
     )
     upscaled = _post_stage(
-        "upscaled", "interpolated", "upscale",
+        "upscaled",
+        "interpolated",
+        "upscale",
         "The interpolated clip at a higher resolution (Lanczos or Real-ESRGAN), lossless MP4.",
     )
 
@@ -199,7 +234,8 @@ def build_story_assets(story: Story) -> list:
         pool="gpu",
         retry_policy=STAGE_RETRY_POLICY,
         kinds=stage_kinds(story, "film"),
-        description="The whole story as one delivery MP4 (H.264 4:2:0): every scene's upscaled clip in story order, seams joined." + made_by(story, "film"),
+        description="The whole story as one delivery MP4 (H.264 4:2:0): every scene's upscaled clip in story order, seams joined."
+        + made_by(story, "film"),
     )
     @fail_fast
     def film(context: AssetExecutionContext, gpu: GPUResource, engines: EngineCache) -> dg.MaterializeResult:
@@ -212,17 +248,32 @@ def build_story_assets(story: Story) -> list:
             for st, p in paths.items():
                 if not p.is_file():
                     raise _missing(rc.story, st, s.id)
-            scenes.append(FilmScene(scene_id=s.id, upscaled=read_video(paths["upscaled"]), native=read_video(paths["clip"]), transition=s.transition, prompt=s.prompt))
+            scenes.append(
+                FilmScene(
+                    scene_id=s.id,
+                    upscaled=read_video(paths["upscaled"]),
+                    native=read_video(paths["clip"]),
+                    transition=s.transition,
+                    prompt=s.prompt,
+                )
+            )
         try:
             with gpu.stage(context.log, stage="film", engine=engine, device=device, scene=None, seed=None) as run:
                 out = run.engine.join(
-                    FilmRequest(scenes=scenes, interpolator=engines.get("interpolated", rc.preset), upscaler=engines.get("upscaled", rc.preset), progress=run.step, log=context.log.info)
+                    FilmRequest(
+                        scenes=scenes,
+                        interpolator=engines.get("interpolated", rc.preset),
+                        upscaler=engines.get("upscaled", rc.preset),
+                        progress=run.step,
+                        log=context.log.info,
+                    )
                 )
                 crf = int(run.engine.describe().get("crf", 18))
                 run.output = write_video(layout.film(rc.story.id), out, lossless=False, crf=crf).path
                 run.meta.update(out.meta)
                 run.meta.update(
-                    scenes=len(scenes), preset=rc.preset.name,
+                    scenes=len(scenes),
+                    preset=rc.preset.name,
                     expected_duration_s=round(sum(s.duration_s for s in rc.story.scenes), 4),
                 )
         finally:

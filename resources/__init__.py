@@ -4,7 +4,6 @@ from resources.engine_cache import EngineCache
 from resources.gpu import GPUResource, StageRun
 
 
-
 def default_resources() -> dict:
     """The resources every story's assets need, with their defaults (storage root from the
     environment, device chosen by the preset)."""

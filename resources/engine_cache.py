@@ -32,7 +32,8 @@ class EngineCache(dg.ConfigurableResource):
             config = preset.stage(stage)
             strategy = config.params.get("memory_strategy")
             _CACHE[key] = OOMRetryingEngine(
-                build_engine(stage, config, preset), strategy,
+                build_engine(stage, config, preset),
+                strategy,
                 lambda s: build_engine(stage, config.model_copy(update={"memory_strategy": s}), preset),
             )
         return _CACHE[key]

@@ -9,10 +9,10 @@ and a JSON sidecar next to the output.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterator
 
 import dagster as dg
 from pydantic import Field
@@ -22,9 +22,9 @@ from wan_pipeline.device_lock import hold_device
 from wan_pipeline.devices import free_device_memory, pick_device
 from wan_pipeline.media.image_io import read_image
 from wan_pipeline.media.video_io import probe_video
+from wan_pipeline.previews import write_preview
 from wan_pipeline.storage import StorageLayout, storage_root
 from wan_pipeline.telemetry import CONTRACT_KEYS, StageMonitor, write_sidecar
-from wan_pipeline.previews import write_preview
 
 
 @dataclass
@@ -62,8 +62,15 @@ def measure_output(path: Path) -> dict:
         img = read_image(path)
         return {"frames": 1, "fps": None, "width": int(img.shape[1]), "height": int(img.shape[0])}
     info = probe_video(path)
-    return {"frames": info.frames, "fps": float(info.fps), "fps_exact": str(info.fps), "width": info.width, "height": info.height,
-            "video_duration_s": round(info.duration_s, 4), "has_audio": info.has_audio}
+    return {
+        "frames": info.frames,
+        "fps": float(info.fps),
+        "fps_exact": str(info.fps),
+        "width": info.width,
+        "height": info.height,
+        "video_duration_s": round(info.duration_s, 4),
+        "has_audio": info.has_audio,
+    }
 
 
 def _plain(value):

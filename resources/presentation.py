@@ -16,10 +16,19 @@ from wan_pipeline.previews import markdown_image
 from wan_pipeline.telemetry import CONTRACT_KEYS
 
 UNITS = {
-    "duration_s": "s", "gpu_wait_s": "s", "video_duration_s": "s", "expected_duration_s": "s",
-    "peak_vram_mb": "MiB", "device_vram_used_mb": "MiB", "peak_rss_mb": "MiB",
-    "fps": "fps", "input_fps": "fps", "width": "px", "height": "px",
-    "frames": "frames", "input_frames": "frames",
+    "duration_s": "s",
+    "gpu_wait_s": "s",
+    "video_duration_s": "s",
+    "expected_duration_s": "s",
+    "peak_vram_mb": "MiB",
+    "device_vram_used_mb": "MiB",
+    "peak_rss_mb": "MiB",
+    "fps": "fps",
+    "input_fps": "fps",
+    "width": "px",
+    "height": "px",
+    "frames": "frames",
+    "input_frames": "frames",
 }
 HIDDEN = {"path", "preview_path"}  # shown as path values already
 

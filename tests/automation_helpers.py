@@ -10,9 +10,33 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 
 SCENES = [
-    {"id": "s1", "prompt": "a rocket at dawn", "duration_s": 0.5, "seed": 1, "keyframe": {"image": "images/rocket.jpg"}, "camera": "zoom_in", "transition": "handoff"},
-    {"id": "s2", "prompt": "an astronaut portrait", "duration_s": 0.5, "seed": 2, "keyframe": {"image": "images/astronaut.png"}, "camera": "pan_right", "transition": "handoff"},
-    {"id": "s3", "prompt": "a cat on a windowsill", "duration_s": 0.5, "seed": 3, "keyframe": {"image": "images/chelsea.png"}, "camera": "zoom_out", "transition": "cut"},
+    {
+        "id": "s1",
+        "prompt": "a rocket at dawn",
+        "duration_s": 0.5,
+        "seed": 1,
+        "keyframe": {"image": "images/rocket.jpg"},
+        "camera": "zoom_in",
+        "transition": "handoff",
+    },
+    {
+        "id": "s2",
+        "prompt": "an astronaut portrait",
+        "duration_s": 0.5,
+        "seed": 2,
+        "keyframe": {"image": "images/astronaut.png"},
+        "camera": "pan_right",
+        "transition": "handoff",
+    },
+    {
+        "id": "s3",
+        "prompt": "a cat on a windowsill",
+        "duration_s": 0.5,
+        "seed": 3,
+        "keyframe": {"image": "images/chelsea.png"},
+        "camera": "zoom_out",
+        "transition": "cut",
+    },
 ]
 
 
@@ -63,7 +87,8 @@ def render_all(instance, story_path: Path):
     result = dg.materialize(
         [*build_story_assets(story), *build_story_checks(story)],
         selection=dg.AssetSelection.groups(story.id) - dg.AssetSelection.assets([story.id, "scene_spec"]),
-        instance=instance, resources=default_resources(),
+        instance=instance,
+        resources=default_resources(),
         tags={"dagster/asset_partition_range_start": story.scene_ids[0], "dagster/asset_partition_range_end": story.scene_ids[-1]},
     )
     assert result.success

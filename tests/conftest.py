@@ -27,7 +27,9 @@ def write_preset(folder: Path, name: str = "small", **overrides) -> Path:
     return path
 
 
-def write_story(folder: Path, scenes: list[dict] | None = None, story_id: str = "tiny_tale", preset: str = "small", name: str | None = None) -> Path:
+def write_story(
+    folder: Path, scenes: list[dict] | None = None, story_id: str = "tiny_tale", preset: str = "small", name: str | None = None
+) -> Path:
     """A story file in ``folder`` with its images copied from the repo's public-domain photos."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "images").mkdir(exist_ok=True)
@@ -35,8 +37,22 @@ def write_story(folder: Path, scenes: list[dict] | None = None, story_id: str = 
         shutil.copyfile(IMAGES / img, folder / "images" / img)
     if scenes is None:
         scenes = [
-            {"id": "one", "prompt": "a rocket", "duration_s": 1.0, "keyframe": {"image": "images/rocket.jpg"}, "camera": "zoom_in", "transition": "handoff"},
-            {"id": "two", "prompt": "an astronaut", "duration_s": 1.0, "keyframe": {"image": "images/astronaut.png"}, "camera": "pan_left", "transition": "cut"},
+            {
+                "id": "one",
+                "prompt": "a rocket",
+                "duration_s": 1.0,
+                "keyframe": {"image": "images/rocket.jpg"},
+                "camera": "zoom_in",
+                "transition": "handoff",
+            },
+            {
+                "id": "two",
+                "prompt": "an astronaut",
+                "duration_s": 1.0,
+                "keyframe": {"image": "images/astronaut.png"},
+                "camera": "pan_left",
+                "transition": "cut",
+            },
             {"id": "three", "prompt": "a cat", "duration_s": 1.0, "keyframe": {"image": "images/chelsea.png"}, "camera": "static"},
         ]
     path = folder / (name or f"{story_id}.yaml")

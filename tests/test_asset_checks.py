@@ -54,9 +54,13 @@ def test_black_clip_and_seam_jump_fail(good):
         from assets.story_assets import build_story_assets
         from resources import default_resources
 
-        res = dg.materialize([*build_story_assets(story), *build_story_checks(story)],
-                             selection=dg.AssetSelection.checks_for_assets(dg.AssetKey([story.id, "clip"])),
-                             instance=instance, resources=default_resources(), raise_on_error=False)
+        res = dg.materialize(
+            [*build_story_assets(story), *build_story_checks(story)],
+            selection=dg.AssetSelection.checks_for_assets(dg.AssetKey([story.id, "clip"])),
+            instance=instance,
+            resources=default_resources(),
+            raise_on_error=False,
+        )
         failed = {e.check_name for e in res.get_asset_check_evaluations() if not e.passed}
         assert failed == {"seam_continuity", "no_black_or_frozen_frames"}
         rows = {(p.stage, p.scene): p for p in status_for(instance, story)}

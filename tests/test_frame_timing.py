@@ -32,8 +32,16 @@ def test_factor_fps_is_exact():
 def test_factor_timesteps_cycle_through_k():
     sources = factor_sources(3, 4)
     assert [(s.index, s.t) for s in sources] == [
-        (0, 0), (0, Fraction(1, 4)), (0, Fraction(1, 2)), (0, Fraction(3, 4)),
-        (1, 0), (1, Fraction(1, 4)), (1, Fraction(1, 2)), (1, Fraction(3, 4)), (2, 0)]
+        (0, 0),
+        (0, Fraction(1, 4)),
+        (0, Fraction(1, 2)),
+        (0, Fraction(3, 4)),
+        (1, 0),
+        (1, Fraction(1, 4)),
+        (1, Fraction(1, 2)),
+        (1, Fraction(3, 4)),
+        (2, 0),
+    ]
 
 
 def test_target_fps_16_to_30_spans_the_input_exactly():

@@ -49,9 +49,15 @@ def test_lock_is_released_when_the_holder_is_killed(tmp_path):
     from wan_pipeline.device_lock import hold_device
 
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys,time\nfrom wan_pipeline.device_lock import hold_device\n"
-         "with hold_device(sys.argv[1], 'cpu'):\n    print('held', flush=True); time.sleep(60)", str(tmp_path)],
-        stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-c",
+            "import sys,time\nfrom wan_pipeline.device_lock import hold_device\n"
+            "with hold_device(sys.argv[1], 'cpu'):\n    print('held', flush=True); time.sleep(60)",
+            str(tmp_path),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     assert holder.stdout.readline().strip() == "held"
     holder.kill()

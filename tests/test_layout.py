@@ -11,7 +11,18 @@ from tests.conftest import REPO
 
 
 def test_top_level_layout():
-    for name in ("wan_pipeline", "assets", "resources", "workflows", "stories", "storage", "tests", "workspace.yaml", "pyproject.toml", "README.md"):
+    for name in (
+        "wan_pipeline",
+        "assets",
+        "resources",
+        "workflows",
+        "stories",
+        "storage",
+        "tests",
+        "workspace.yaml",
+        "pyproject.toml",
+        "README.md",
+    ):
         assert (REPO / name).exists(), name
     assert (REPO / "storage" / "dagster.yaml").is_file()
 

@@ -18,23 +18,34 @@ from wan_pipeline.errors import InputError
 from wan_pipeline.models.tiny import make_tiny_lora
 
 
-
 @pytest.fixture(scope="module")
 def lora_file(storage):
     return make_tiny_lora(storage / "loras" / "style.safetensors", model="wan21-i2v")
 
 
 def engine(model="wan21-i2v", **params):
-    return WanI2VClip({"model": f"models/tiny/{model}", "steps": 2, "min_size": 32, "max_sequence_length": 32,
-                       **params}, SimpleNamespace(source_path="workflows/t.yaml", width=32, height=32, fps=16,
-                                                  device="cpu"))
+    return WanI2VClip(
+        {"model": f"models/tiny/{model}", "steps": 2, "min_size": 32, "max_sequence_length": 32, **params},
+        SimpleNamespace(source_path="workflows/t.yaml", width=32, height=32, fps=16, device="cpu"),
+    )
 
 
 def request(loras=()):
     rng = np.random.default_rng(0)
     first = rng.integers(0, 255, (32, 32, 3)).astype(np.uint8)
-    return ClipRequest(scene_id="s1", prompt="a cat walks", negative_prompt="", seed=4, width=32, height=32,
-                       fps=Fraction(16), duration_s=0.3, first=first, last=None, loras=tuple(loras))
+    return ClipRequest(
+        scene_id="s1",
+        prompt="a cat walks",
+        negative_prompt="",
+        seed=4,
+        width=32,
+        height=32,
+        fps=Fraction(16),
+        duration_s=0.3,
+        first=first,
+        last=None,
+        loras=tuple(loras),
+    )
 
 
 def lora(path, strength=1.0):
@@ -99,8 +110,13 @@ def test_lora_for_another_model_is_rejected_naming_the_file(i2v, tmp_path):
         i2v.render(request([lora(vace_lora)]))
     assert "vace_blocks" in str(err.value)
     wide = tmp_path / "too_wide.safetensors"
-    save_file({"transformer.blocks.0.attn1.to_q.lora_A.weight": torch.zeros(4, 40),
-               "transformer.blocks.0.attn1.to_q.lora_B.weight": torch.zeros(24, 4)}, str(wide))
+    save_file(
+        {
+            "transformer.blocks.0.attn1.to_q.lora_A.weight": torch.zeros(4, 40),
+            "transformer.blocks.0.attn1.to_q.lora_B.weight": torch.zeros(24, 4),
+        },
+        str(wide),
+    )
     with pytest.raises(InputError, match=r"(?s)too_wide\.safetensors.*input width 40, the layer takes 24"):
         i2v.render(request([lora(wide)]))
     with pytest.raises(InputError, match=r"missing\.safetensors: LoRA file not found"):

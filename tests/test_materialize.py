@@ -34,7 +34,9 @@ def rendered(tmp_path_factory):
         per_scene = dg.AssetSelection.groups(story.id) - dg.AssetSelection.assets([story.id, "film"])
         tags = {"dagster/asset_partition_range_start": story.scene_ids[0], "dagster/asset_partition_range_end": story.scene_ids[-1]}
         r1 = dg.materialize(assets, selection=per_scene, instance=instance, resources=default_resources(), tags=tags)
-        r2 = dg.materialize(assets, selection=dg.AssetSelection.assets([story.id, "film"]), instance=instance, resources=default_resources())
+        r2 = dg.materialize(
+            assets, selection=dg.AssetSelection.assets([story.id, "film"]), instance=instance, resources=default_resources()
+        )
         events = {}
         for stage in STAGES + ("film",):
             key = dg.AssetKey([story.id, stage])
@@ -72,7 +74,12 @@ def test_measured_figures_match_the_files(rendered):
     for scene in story.scene_ids:
         meta = rendered["events"]["upscaled"][scene]
         info = probe_video(meta["path"].value)
-        assert (meta["frames"].value, meta["fps"].value, meta["width"].value, meta["height"].value) == (info.frames, float(info.fps), info.width, info.height)
+        assert (meta["frames"].value, meta["fps"].value, meta["width"].value, meta["height"].value) == (
+            info.frames,
+            float(info.fps),
+            info.width,
+            info.height,
+        )
         # 1 s at 8 fps → 9 frames; ×2 → 17 frames at 16 fps; ×2 size → 192x128
         assert (info.frames, info.fps, info.width, info.height) == (17, Fraction(16), 192, 128)
         sidecar = json.loads((storage / "outputs" / story.id / scene / "upscaled.json").read_text())

@@ -10,8 +10,15 @@ from pathlib import Path
 import pytest
 
 from wan_pipeline.errors import InputError
-from wan_pipeline.models import (STRATEGIES, doctor_report, plan_for_model, plan_memory, read_checkpoint,
-                                 render_doctor_text, stronger_strategy)
+from wan_pipeline.models import (
+    STRATEGIES,
+    doctor_report,
+    plan_for_model,
+    plan_memory,
+    read_checkpoint,
+    render_doctor_text,
+    stronger_strategy,
+)
 from wan_pipeline.models.catalog import catalog_checkpoint
 from wan_pipeline.models.memory import MIB, OVERHEAD_MIB, VRAM_MARGIN, count_parameters, latent_tokens
 from wan_pipeline.preset import Preset
@@ -27,33 +34,45 @@ needs_configs = pytest.mark.skipif(not CONFIGS.is_dir(), reason=f"published Wan 
 GIB = 1024
 
 
-def wan_transformer_params(d, f, layers, c_in, c_out, text_dim, freq_dim=256, image_dim=None, pos_embed_seq_len=None,
-                           added_kv=None, patch=(1, 2, 2)):
+def wan_transformer_params(
+    d, f, layers, c_in, c_out, text_dim, freq_dim=256, image_dim=None, pos_embed_seq_len=None, added_kv=None, patch=(1, 2, 2)
+):
     """WanTransformer3DModel parameters written out by hand, module by module (diffusers
     transformer_wan.py): d = heads × head_dim, f = ffn_dim."""
     pp = patch[0] * patch[1] * patch[2]
-    n = c_in * d * pp + d                            # patch_embedding Conv3d
-    n += freq_dim * d + d + d * d + d                 # time embedder: 2 linears
-    n += 6 * d * d + 6 * d                            # time_proj → 6 modulation vectors
-    n += text_dim * d + d + d * d + d                 # text embedder: 2 linears
-    if image_dim:                                     # image embedder: norm, 2 linears, norm
+    n = c_in * d * pp + d  # patch_embedding Conv3d
+    n += freq_dim * d + d + d * d + d  # time embedder: 2 linears
+    n += 6 * d * d + 6 * d  # time_proj → 6 modulation vectors
+    n += text_dim * d + d + d * d + d  # text embedder: 2 linears
+    if image_dim:  # image embedder: norm, 2 linears, norm
         n += 2 * image_dim + image_dim * image_dim + image_dim + image_dim * d + d + 2 * d
-        n += (pos_embed_seq_len or 0) * image_dim     # learned position embedding (FLF2V)
-    block = 2 * (4 * d * d + 4 * d + 2 * d)          # self + cross attention: q, k, v, out + q/k RMS norms
-    block += 2 * d                                    # affine norm before cross attention
-    block += d * f + f + f * d + d                    # feed-forward
-    block += 6 * d                                    # scale_shift_table
-    if added_kv:                                      # CLIP image keys/values in cross attention + norm
+        n += (pos_embed_seq_len or 0) * image_dim  # learned position embedding (FLF2V)
+    block = 2 * (4 * d * d + 4 * d + 2 * d)  # self + cross attention: q, k, v, out + q/k RMS norms
+    block += 2 * d  # affine norm before cross attention
+    block += d * f + f + f * d + d  # feed-forward
+    block += 6 * d  # scale_shift_table
+    if added_kv:  # CLIP image keys/values in cross attention + norm
         block += 2 * (added_kv * d + d) + d
     n += layers * block
-    n += d * c_out * pp + c_out * pp + 2 * d          # proj_out + output scale_shift_table
+    n += d * c_out * pp + c_out * pp + 2 * d  # proj_out + output scale_shift_table
     return n
 
 
 def test_small_transformer_count_matches_hand_formula():
-    cfg = {"_class_name": "WanTransformer3DModel", "num_attention_heads": 2, "attention_head_dim": 12, "ffn_dim": 32,
-           "num_layers": 2, "text_dim": 32, "in_channels": 36, "out_channels": 16, "image_dim": 4,
-           "added_kv_proj_dim": 24, "pos_embed_seq_len": 34, "rope_max_seq_len": 32}
+    cfg = {
+        "_class_name": "WanTransformer3DModel",
+        "num_attention_heads": 2,
+        "attention_head_dim": 12,
+        "ffn_dim": 32,
+        "num_layers": 2,
+        "text_dim": 32,
+        "in_channels": 36,
+        "out_channels": 16,
+        "image_dim": 4,
+        "added_kv_proj_dim": 24,
+        "pos_embed_seq_len": 34,
+        "rope_max_seq_len": 32,
+    }
     d = 24
     expected = wan_transformer_params(d, 32, 2, 36, 16, 32, image_dim=4, pos_embed_seq_len=34, added_kv=24)
     # d=24: patch 3480 + time 6768 + proj 3600 + text 1392 + image 332 + 2 blocks × 7904 + out 1648 = 33028
@@ -61,11 +80,14 @@ def test_small_transformer_count_matches_hand_formula():
 
 
 @needs_configs
-@pytest.mark.parametrize("folder, args", [
-    ("Wan2.1-T2V-1.3B-Diffusers", (1536, 8960, 30, 16, 16, 4096)),
-    ("Wan2.2-TI2V-5B-Diffusers", (3072, 14336, 30, 48, 48, 4096)),
-    ("Wan2.1-FLF2V-14B-720P-diffusers", (5120, 13824, 40, 36, 16, 4096, 256, 1280, 514, 5120)),
-])
+@pytest.mark.parametrize(
+    "folder, args",
+    [
+        ("Wan2.1-T2V-1.3B-Diffusers", (1536, 8960, 30, 16, 16, 4096)),
+        ("Wan2.2-TI2V-5B-Diffusers", (3072, 14336, 30, 48, 48, 4096)),
+        ("Wan2.1-FLF2V-14B-720P-diffusers", (5120, 13824, 40, 36, 16, 4096, 256, 1280, 514, 5120)),
+    ],
+)
 def test_published_counts_match_hand_formula(folder, args):
     plan = plan_memory(read_checkpoint(CONFIGS / folder), width=832, height=480, frames=81)
     assert plan.params["transformer"] == wan_transformer_params(*args)
@@ -74,13 +96,12 @@ def test_published_counts_match_hand_formula(folder, args):
 @needs_configs
 def test_ti2v_plan_figures_by_hand():
     ckpt = read_checkpoint(CONFIGS / "Wan2.2-TI2V-5B-Diffusers")
-    plan = plan_memory(ckpt, width=1280, height=704, frames=121, dtype="bfloat16",
-                       vram_total_mib=80 * GIB, vram_free_mib=80 * GIB)
+    plan = plan_memory(ckpt, width=1280, height=704, frames=121, dtype="bfloat16", vram_total_mib=80 * GIB, vram_free_mib=80 * GIB)
     # latent tokens: (121-1)/4+1 = 31 frames × 704/16/2 = 22 × 1280/16/2 = 40
     assert plan.latent_tokens == latent_tokens(ckpt, 1280, 704, 121) == 31 * 22 * 40
-    assert plan.weights_mib["transformer"] == round(4_999_787_712 * 2 / MIB, 1)   # bf16
-    assert plan.weights_mib["vae"] == round(704_688_668 * 4 / MIB, 1)             # VAE kept in float32
-    assert plan.params["text_encoder"] == 5_680_910_336                              # UMT5-XXL encoder default
+    assert plan.weights_mib["transformer"] == round(4_999_787_712 * 2 / MIB, 1)  # bf16
+    assert plan.weights_mib["vae"] == round(704_688_668 * 4 / MIB, 1)  # VAE kept in float32
+    assert plan.params["text_encoder"] == 5_680_910_336  # UMT5-XXL encoder default
     assert plan.param_sources["text_encoder"] == "default"
     assert plan.activation_mib["transformer"] == round(27280 * (6 * 3072 + 14336) * 2 / MIB, 1)
     full = sum(plan.weights_mib.values()) + max(plan.activation_mib[k] for k in ("transformer", "vae", "text_encoder"))
@@ -95,8 +116,14 @@ def _choice(ckpt, free_gib, **kw):
 def _check_weakest_fitting(plan):
     """The chosen (strategy, tiling) fits, and every weaker candidate does not."""
     budget = plan.vram_free_mib * VRAM_MARGIN
-    order = [("full_gpu", False), ("full_gpu", True), ("model_cpu_offload", False), ("model_cpu_offload", True),
-             ("group_offload", True), ("sequential_cpu_offload", True)]
+    order = [
+        ("full_gpu", False),
+        ("full_gpu", True),
+        ("model_cpu_offload", False),
+        ("model_cpu_offload", True),
+        ("group_offload", True),
+        ("sequential_cpu_offload", True),
+    ]
     chosen = order.index((plan.chosen_strategy, plan.vae_tiling))
     for strat, tiled in order[:chosen]:
         assert (plan.peak_vram_tiled_mib if tiled else plan.peak_vram_mib)[strat] > budget
@@ -104,12 +131,21 @@ def _check_weakest_fitting(plan):
 
 
 @needs_configs
-@pytest.mark.parametrize("folder, size, expected", [
-    ("Wan2.2-TI2V-5B-Diffusers", (1280, 704, 121),
-     {80: ("full_gpu", False), 24: ("model_cpu_offload", False), 8: ("group_offload", True)}),
-    ("Wan2.2-I2V-A14B-Diffusers", (1280, 720, 81),
-     {80: ("full_gpu", True), 24: ("group_offload", True), 8: ("sequential_cpu_offload", True)}),
-])
+@pytest.mark.parametrize(
+    "folder, size, expected",
+    [
+        (
+            "Wan2.2-TI2V-5B-Diffusers",
+            (1280, 704, 121),
+            {80: ("full_gpu", False), 24: ("model_cpu_offload", False), 8: ("group_offload", True)},
+        ),
+        (
+            "Wan2.2-I2V-A14B-Diffusers",
+            (1280, 720, 81),
+            {80: ("full_gpu", True), 24: ("group_offload", True), 8: ("sequential_cpu_offload", True)},
+        ),
+    ],
+)
 def test_strategy_for_8_24_80_gib(folder, size, expected):
     ckpt = read_checkpoint(CONFIGS / folder)
     w, h, f = size
@@ -155,17 +191,29 @@ def test_stronger_strategy_chain():
 
 
 def _preset(models: dict, device="auto") -> Preset:
-    stages = {"keyframe": {"engine": "image_or_procedural"}, "clip": {"engine": "camera_motion"},
-              "interpolated": {"engine": "optical_flow"}, "upscaled": {"engine": "lanczos"}, "film": {"engine": "concat"}}
+    stages = {
+        "keyframe": {"engine": "image_or_procedural"},
+        "clip": {"engine": "camera_motion"},
+        "interpolated": {"engine": "optical_flow"},
+        "upscaled": {"engine": "lanczos"},
+        "film": {"engine": "concat"},
+    }
     for stage, section in models.items():
         stages[stage] = section
     return Preset.model_validate({"name": "t", "width": 1280, "height": 704, "fps": 24, "device": device, "stages": stages})
 
 
-FAKE_MACHINE = {"cpu": {"model": "test cpu", "logical_cores": 8, "physical_cores": 4}, "ram": {"total_mib": 65536,
-                "available_mib": 60000}, "gpus": [{"index": 0, "name": "Test GPU 24G", "total_mib": 24 * GIB,
-                "free_mib": 24 * GIB, "used_mib": 0}], "nvidia_driver": "1.0", "torch": "x", "torch_cuda": "12",
-                "cuda_available": True, "diffusers": "x", "hf_cache": "/nowhere"}
+FAKE_MACHINE = {
+    "cpu": {"model": "test cpu", "logical_cores": 8, "physical_cores": 4},
+    "ram": {"total_mib": 65536, "available_mib": 60000},
+    "gpus": [{"index": 0, "name": "Test GPU 24G", "total_mib": 24 * GIB, "free_mib": 24 * GIB, "used_mib": 0}],
+    "nvidia_driver": "1.0",
+    "torch": "x",
+    "torch_cuda": "12",
+    "cuda_available": True,
+    "diffusers": "x",
+    "hf_cache": "/nowhere",
+}
 
 
 @needs_configs
@@ -173,12 +221,20 @@ def test_doctor_report_on_a_24_gib_machine(tmp_path, monkeypatch):
     import huggingface_hub.constants as hf_constants
 
     monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(tmp_path))
-    preset = _preset({
-        "clip": {"engine": "wan_i2v", "model": "Wan-AI/Wan2.2-TI2V-5B-Diffusers", "dtype": "bfloat16",
-                 "memory_strategy": "auto", "steps": 30, "some_future_key": 1},
-        "film": {"engine": "wan_vace", "model": str(CONFIGS / "Wan2.1-VACE-1.3B-diffusers"), "memory_strategy": "group_offload"},
-        "interpolated": {"engine": "rife", "model": str(tmp_path / "flownet.safetensors")},
-    })
+    preset = _preset(
+        {
+            "clip": {
+                "engine": "wan_i2v",
+                "model": "Wan-AI/Wan2.2-TI2V-5B-Diffusers",
+                "dtype": "bfloat16",
+                "memory_strategy": "auto",
+                "steps": 30,
+                "some_future_key": 1,
+            },
+            "film": {"engine": "wan_vace", "model": str(CONFIGS / "Wan2.1-VACE-1.3B-diffusers"), "memory_strategy": "group_offload"},
+            "interpolated": {"engine": "rife", "model": str(tmp_path / "flownet.safetensors")},
+        }
+    )
     report = doctor_report(preset, machine=FAKE_MACHINE)
     json.dumps(report)
     clip, interp, film = report["models"]
@@ -210,8 +266,9 @@ def test_doctor_without_gpu_and_unknown_model(tmp_path, monkeypatch):
 
 @needs_configs
 def test_plan_for_model_on_cpu_device():
-    info, plan = plan_for_model(str(CONFIGS / "Wan2.2-TI2V-5B-Diffusers"), width=1280, height=704, frames=121,
-                                dtype="float32", device="cpu")
+    info, plan = plan_for_model(
+        str(CONFIGS / "Wan2.2-TI2V-5B-Diffusers"), width=1280, height=704, frames=121, dtype="float32", device="cpu"
+    )
     assert info.variant == "Wan2.2-TI2V-5B" and plan.variant == info.variant
     assert plan.vram_free_mib is None and plan.chosen_strategy == "full_gpu"
     assert plan.weights_mib["transformer"] == round(4_999_787_712 * 4 / MIB, 1)

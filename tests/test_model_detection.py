@@ -22,8 +22,7 @@ def shared_dir() -> Path:
 
 
 CONFIGS = shared_dir() / "reference" / "wan-configs"
-needs_configs = pytest.mark.skipif(not CONFIGS.is_dir(), reason=f"published Wan configs not found at {CONFIGS} "
-                                                                 "(set WAN_PIPELINE_SHARED)")
+needs_configs = pytest.mark.skipif(not CONFIGS.is_dir(), reason=f"published Wan configs not found at {CONFIGS} (set WAN_PIPELINE_SHARED)")
 
 # The table of shared/reference/wan-configs/README.md ("Variants"): pipeline class, experts,
 # boundary_ratio, VAE z_dim, exact transformer parameter count (per expert), capabilities we derive.
@@ -31,23 +30,25 @@ VAE21, VAE22 = 126_892_531, 704_688_668
 EXPECTED = {
     "Wan2.1-T2V-1.3B-Diffusers": ("Wan2.1-T2V-1.3B", "WanPipeline", 1, None, 16, 1_418_996_800, VAE21, {"T2V", "T2I"}),
     "Wan2.1-T2V-14B-Diffusers": ("Wan2.1-T2V-14B", "WanPipeline", 1, None, 16, 14_288_491_584, VAE21, {"T2V", "T2I"}),
-    "Wan2.1-I2V-14B-480P-Diffusers": ("Wan2.1-I2V-14B-480P", "WanImageToVideoPipeline", 1, None, 16, 16_394_878_784,
-                                      VAE21, {"I2V"}),
-    "Wan2.1-I2V-14B-720P-Diffusers": ("Wan2.1-I2V-14B-720P", "WanImageToVideoPipeline", 1, None, 16, 16_394_878_784,
-                                      VAE21, {"I2V"}),
-    "Wan2.1-FLF2V-14B-720P-diffusers": ("Wan2.1-FLF2V-14B-720P", "WanImageToVideoPipeline", 1, None, 16,
-                                        16_395_536_704, VAE21, {"I2V", "FLF2V"}),
+    "Wan2.1-I2V-14B-480P-Diffusers": ("Wan2.1-I2V-14B-480P", "WanImageToVideoPipeline", 1, None, 16, 16_394_878_784, VAE21, {"I2V"}),
+    "Wan2.1-I2V-14B-720P-Diffusers": ("Wan2.1-I2V-14B-720P", "WanImageToVideoPipeline", 1, None, 16, 16_394_878_784, VAE21, {"I2V"}),
+    "Wan2.1-FLF2V-14B-720P-diffusers": (
+        "Wan2.1-FLF2V-14B-720P",
+        "WanImageToVideoPipeline",
+        1,
+        None,
+        16,
+        16_395_536_704,
+        VAE21,
+        {"I2V", "FLF2V"},
+    ),
     "Wan2.1-VACE-1.3B-diffusers": ("Wan2.1-VACE-1.3B", "WanVACEPipeline", 1, None, 16, 2_153_972_032, VAE21, {"VACE"}),
     "Wan2.1-VACE-14B-diffusers": ("Wan2.1-VACE-14B", "WanVACEPipeline", 1, None, 16, 17_337_592_896, VAE21, {"VACE"}),
     "Wan2.2-T2V-A14B-Diffusers": ("Wan2.2-T2V-A14B", "WanPipeline", 2, 0.875, 16, 14_288_491_584, VAE21, {"T2V", "T2I"}),
-    "Wan2.2-I2V-A14B-Diffusers": ("Wan2.2-I2V-A14B", "WanImageToVideoPipeline", 2, 0.9, 16, 14_288_901_184, VAE21,
-                                  {"I2V", "FLF2V"}),
-    "Wan2.2-TI2V-5B-Diffusers": ("Wan2.2-TI2V-5B", "WanPipeline", 1, None, 48, 4_999_787_712, VAE22,
-                                 {"T2V", "I2V", "TI2V", "T2I"}),
-    "Wan2.2-Animate-14B-Diffusers": ("Wan2.2-Animate-14B", "WanAnimatePipeline", 1, None, 16, 17_274_816_884, VAE21,
-                                     set()),
-    "Wan2.2-VACE-Fun-A14B-Diffusers": ("Wan2.2-VACE-Fun-A14B", "WanVACEPipeline", 2, 0.875, 16, 17_337_592_896, VAE21,
-                                       {"VACE"}),
+    "Wan2.2-I2V-A14B-Diffusers": ("Wan2.2-I2V-A14B", "WanImageToVideoPipeline", 2, 0.9, 16, 14_288_901_184, VAE21, {"I2V", "FLF2V"}),
+    "Wan2.2-TI2V-5B-Diffusers": ("Wan2.2-TI2V-5B", "WanPipeline", 1, None, 48, 4_999_787_712, VAE22, {"T2V", "I2V", "TI2V", "T2I"}),
+    "Wan2.2-Animate-14B-Diffusers": ("Wan2.2-Animate-14B", "WanAnimatePipeline", 1, None, 16, 17_274_816_884, VAE21, set()),
+    "Wan2.2-VACE-Fun-A14B-Diffusers": ("Wan2.2-VACE-Fun-A14B", "WanVACEPipeline", 2, 0.875, 16, 17_337_592_896, VAE21, {"VACE"}),
 }
 
 
@@ -118,14 +119,17 @@ TINY = {"num_attention_heads": 2, "attention_head_dim": 12, "ffn_dim": 32, "num_
 
 
 @needs_configs
-@pytest.mark.parametrize("folder, family, experts", [
-    ("Wan2.1-FLF2V-14B-720P-diffusers", "Wan2.1-FLF2V", 1),
-    ("Wan2.1-I2V-14B-480P-Diffusers", "Wan2.1-I2V", 1),
-    ("Wan2.2-TI2V-5B-Diffusers", "Wan2.2-TI2V", 1),
-    ("Wan2.2-I2V-A14B-Diffusers", "Wan2.2-I2V", 2),
-    ("Wan2.1-VACE-1.3B-diffusers", "Wan2.1-VACE", 1),
-    ("Wan2.1-T2V-1.3B-Diffusers", "Wan2.1-T2V", 1),
-])
+@pytest.mark.parametrize(
+    "folder, family, experts",
+    [
+        ("Wan2.1-FLF2V-14B-720P-diffusers", "Wan2.1-FLF2V", 1),
+        ("Wan2.1-I2V-14B-480P-Diffusers", "Wan2.1-I2V", 1),
+        ("Wan2.2-TI2V-5B-Diffusers", "Wan2.2-TI2V", 1),
+        ("Wan2.2-I2V-A14B-Diffusers", "Wan2.2-I2V", 2),
+        ("Wan2.1-VACE-1.3B-diffusers", "Wan2.1-VACE", 1),
+        ("Wan2.1-T2V-1.3B-Diffusers", "Wan2.1-T2V", 1),
+    ],
+)
 def test_miniature_of_each_architecture(tmp_path, folder, family, experts):
     dst = _copy(folder, tmp_path, "tiny")
     for name in ("transformer", "transformer_2"):
@@ -159,8 +163,9 @@ def test_saved_tiny_checkpoint_with_safetensors_is_loadable(tmp_path):
     (dst / "tokenizer").mkdir()
     (dst / "tokenizer" / "tokenizer_config.json").write_text("{}")
     (dst / "text_encoder").mkdir()
-    (dst / "text_encoder" / "config.json").write_text(json.dumps({"model_type": "umt5", "d_model": 8, "d_ff": 16,
-        "d_kv": 4, "num_heads": 2, "num_layers": 1, "vocab_size": 32}))
+    (dst / "text_encoder" / "config.json").write_text(
+        json.dumps({"model_type": "umt5", "d_model": 8, "d_ff": 16, "d_kv": 4, "num_heads": 2, "num_layers": 1, "vocab_size": 32})
+    )
     with pytest.raises(InputError) as err:
         check_loadable(read_checkpoint(dst))
     assert "'text_encoder'" in str(err.value) and "safetensors" in str(err.value)
@@ -172,6 +177,7 @@ def test_saved_tiny_checkpoint_with_safetensors_is_loadable(tmp_path):
 
 
 # ---- broken checkpoints: rejected before loading, naming the component and the fix ----
+
 
 @needs_configs
 def test_missing_vae_folder_rejected(tmp_path):
@@ -222,8 +228,9 @@ def test_i2v_channel_concat_is_accepted_but_wrong_in_channels_is_not(tmp_path):
 
 
 @needs_configs
-@pytest.mark.parametrize("name", ["transformer/diffusion_pytorch_model.bin", "vae/model.pt",
-                                  "transformer/diffusion_pytorch_model.bin.index.json"])
+@pytest.mark.parametrize(
+    "name", ["transformer/diffusion_pytorch_model.bin", "vae/model.pt", "transformer/diffusion_pytorch_model.bin.index.json"]
+)
 def test_pickle_weights_rejected(tmp_path, name):
     dst = _copy("Wan2.1-T2V-1.3B-Diffusers", tmp_path)
     (dst / name).write_bytes(b"\x80\x04not really")
@@ -249,6 +256,7 @@ def test_folder_without_model_index_rejected(tmp_path):
 
 
 # ---- Hugging Face cache lookup (offline) ----
+
 
 def _fake_cache(cache: Path, repo: str, source: Path) -> Path:
     commit = "0123456789abcdef0123456789abcdef01234567"
@@ -283,14 +291,16 @@ def test_missing_local_folder_rejected(tmp_path):
 
 # ---- catalogue and inspect report ----
 
+
 @needs_configs
 @pytest.mark.parametrize("repo", sorted(KNOWN))
 def test_catalogue_matches_published_configs(repo):
     published = read_checkpoint(CONFIGS / repo.split("/")[1])
     described = catalog_checkpoint(repo)
     assert identify(described).model_dump() == identify(published).model_dump()
-    assert {n: s.total for n, s in component_parameters(described).items()} == \
-        {n: s.total for n, s in component_parameters(published).items()}
+    assert {n: s.total for n, s in component_parameters(described).items()} == {
+        n: s.total for n, s in component_parameters(published).items()
+    }
 
 
 def test_inspect_uncached_published_repo(tmp_path, monkeypatch):

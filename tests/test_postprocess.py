@@ -33,7 +33,7 @@ def make_video(path: Path, *, frames: int = 6, fps: Fraction = Fraction(12), siz
             aus = out.add_stream("aac", rate=rate)
             aus.layout = "mono"
         for i in range(frames):
-            frame = np.ascontiguousarray(img[50 + 3 * i:50 + 3 * i + h, 100 + 5 * i:100 + 5 * i + w])
+            frame = np.ascontiguousarray(img[50 + 3 * i : 50 + 3 * i + h, 100 + 5 * i : 100 + 5 * i + w])
             for pkt in vs.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
                 out.mux(pkt)
         for pkt in vs.encode():
@@ -44,7 +44,7 @@ def make_video(path: Path, *, frames: int = 6, fps: Fraction = Fraction(12), siz
             samples = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
             chunk = 1024
             for start in range(0, n, chunk):
-                part = samples[None, start:start + chunk]
+                part = samples[None, start : start + chunk]
                 af = av.AudioFrame.from_ndarray(np.ascontiguousarray(part), format="fltp", layout="mono")
                 af.sample_rate = rate
                 af.pts = start

@@ -56,7 +56,9 @@ def test_missing_post_weights_and_pickles_are_caught(workspace, tmp_path):
 
 def test_render_refuses_before_any_run(workspace, capsys):
     _tiny_preset(workspace["workflows"], interpolated={"model": "models/rife/missing.pkl"})
-    story = write_story(workspace["stories"], [{"id": "a", "prompt": "x", "duration_s": 0.5}], story_id="pre", preset="tiny", name="pre.yaml")
+    story = write_story(
+        workspace["stories"], [{"id": "a", "prompt": "x", "duration_s": 0.5}], story_id="pre", preset="tiny", name="pre.yaml"
+    )
     assert main(["render", str(story)]) == 2
     err = capsys.readouterr().err
     assert "stages.interpolated" in err and "missing.pkl" in err

@@ -22,13 +22,28 @@ def preset():
 def _keyframe(preset, name, seed=1):
     engine = build_engine("keyframe", preset.stages.keyframe, preset)
     image = read_image(IMAGES / name) if name else None
-    return engine.render(KeyframeRequest(scene_id="s", prompt="p", negative_prompt="", seed=seed, width=preset.width, height=preset.height, image=image))
+    return engine.render(
+        KeyframeRequest(scene_id="s", prompt="p", negative_prompt="", seed=seed, width=preset.width, height=preset.height, image=image)
+    )
 
 
 def _clip(preset, first, last=None, camera="zoom_in", duration=1.5):
     engine = build_engine("clip", preset.stages.clip, preset)
-    return engine.render(ClipRequest(scene_id="s", prompt="p", negative_prompt="", seed=1, width=preset.width, height=preset.height,
-                                     fps=preset.base_fps, duration_s=duration, first=first, last=last, camera=camera))
+    return engine.render(
+        ClipRequest(
+            scene_id="s",
+            prompt="p",
+            negative_prompt="",
+            seed=1,
+            width=preset.width,
+            height=preset.height,
+            fps=preset.base_fps,
+            duration_s=duration,
+            first=first,
+            last=last,
+            camera=camera,
+        )
+    )
 
 
 def _mad(a, b) -> float:
@@ -97,7 +112,7 @@ def test_flow_interpolated_frame_is_not_duplicate_nor_blend(preset):
     clip = Clip(frames[[0, 2]], Fraction(16))
     out = build_engine("interpolated", preset.stages.interpolated, preset).interpolate(clip)
     mid, a, b, truth = out.frames[1], frames[0], frames[2], frames[1]
-    blend = ((a.astype(np.float64) + b) / 2)
+    blend = (a.astype(np.float64) + b) / 2
     crop = (slice(8, -8), slice(shift + 8, w - shift - 8))
     assert _mad(mid[crop], a[crop]) > 3 and _mad(mid[crop], b[crop]) > 3
     assert _mad(mid[crop], blend[crop]) > 1.5
@@ -114,7 +129,11 @@ def test_lanczos_upscale(preset):
 def test_film_concatenation_duration_and_seams(preset):
     a, b, c = (_keyframe(preset, n) for n in ("rocket.jpg", "astronaut.png", "chelsea.png"))
     clips = [_clip(preset, a, last=b, duration=1.0), _clip(preset, b, duration=1.0), _clip(preset, c, duration=1.0)]
-    scenes = [FilmScene("a", clips[0], clips[0], "handoff"), FilmScene("b", clips[1], clips[1], "cut"), FilmScene("c", clips[2], clips[2], "handoff")]
+    scenes = [
+        FilmScene("a", clips[0], clips[0], "handoff"),
+        FilmScene("b", clips[1], clips[1], "cut"),
+        FilmScene("c", clips[2], clips[2], "handoff"),
+    ]
     film = build_engine("film", preset.stages.film, preset).join(FilmRequest(scenes))
     n = clips[0].num_frames  # 17 = 1 s at 16 fps + 1
     assert film.num_frames == 3 * (n - 1) + 1  # one shared instant per seam: duration = sum of scenes

@@ -120,11 +120,18 @@ def rendered_commander(tmp_path_factory):
         assets = build_story_assets(story)
         with dg.instance_for_test() as instance:
             result = dg.materialize(
-                assets, selection=dg.AssetSelection.assets(["launch_day", "keyframe"], ["launch_day", "clip"]),
-                partition_key="commander", instance=instance, resources=default_resources(),
+                assets,
+                selection=dg.AssetSelection.assets(["launch_day", "keyframe"], ["launch_day", "clip"]),
+                partition_key="commander",
+                instance=instance,
+                resources=default_resources(),
             )
             assert result.success
-            mats = {m.asset_key.path[-1]: m for m in result.asset_materializations_for_node("launch_day__keyframe") + result.asset_materializations_for_node("launch_day__clip")}
+            mats = {
+                m.asset_key.path[-1]: m
+                for m in result.asset_materializations_for_node("launch_day__keyframe")
+                + result.asset_materializations_for_node("launch_day__clip")
+            }
         yield mats, Path(env["WAN_PIPELINE_STORAGE"])
     finally:
         for k, v in old.items():

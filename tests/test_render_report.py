@@ -35,9 +35,20 @@ def project(tmp_path, monkeypatch):
             out = layout.output(story.id, scene.id, stage)
             out.parent.mkdir(parents=True, exist_ok=True)
             rec = {key: None for key in CONTRACT_KEYS}
-            rec.update(stage=stage, engine=f"engine_{stage}", device="cpu", duration_s=round(0.1 * (i + 1) * (k + 1), 3), gpu_wait_s=0.0,
-                       peak_rss_mb=100.0 + 10 * i + k, frames=1 if stage == "keyframe" else 17, fps=None if stage == "keyframe" else 16.0,
-                       width=128, height=80, seed=i, path=str(out))
+            rec.update(
+                stage=stage,
+                engine=f"engine_{stage}",
+                device="cpu",
+                duration_s=round(0.1 * (i + 1) * (k + 1), 3),
+                gpu_wait_s=0.0,
+                peak_rss_mb=100.0 + 10 * i + k,
+                frames=1 if stage == "keyframe" else 17,
+                fps=None if stage == "keyframe" else 16.0,
+                width=128,
+                height=80,
+                seed=i,
+                path=str(out),
+            )
             write_sidecar(out, rec)
     film = {key: None for key in CONTRACT_KEYS}
     film.update(stage="film", engine="concat", device="cpu", duration_s=2.5, peak_rss_mb=300.0, frames=64, fps=32.0, width=256, height=160)
@@ -79,7 +90,9 @@ def test_render_report_asset_metadata(project):
     story, layout = project
     assets = build_story_assets(story)
     with dg.instance_for_test() as instance:
-        result = dg.materialize(assets, selection=dg.AssetSelection.assets([story.id, "render_report"]), instance=instance, resources=default_resources())
+        result = dg.materialize(
+            assets, selection=dg.AssetSelection.assets([story.id, "render_report"]), instance=instance, resources=default_resources()
+        )
     assert result.success
     (mat,) = result.asset_materializations_for_node("launch_day__render_report")
     meta = mat.metadata

@@ -45,11 +45,24 @@ def test_oom_rebuilds_with_the_next_stronger_strategy(monkeypatch):
     from wan_pipeline.preset import Preset
 
     monkeypatch.setitem(registry.ENGINES["clip"], "flaky", f"{__name__}:FlakyClipEngine")
-    preset = Preset.model_validate({
-        "name": "oomtest", "width": 16, "height": 16, "fps": 16,
-        "stages": {st: {"engine": e} for st, e in [("keyframe", "image_or_procedural"), ("interpolated", "optical_flow"), ("upscaled", "lanczos"), ("film", "concat")]}
-        | {"clip": {"engine": "flaky", "memory_strategy": "full_gpu"}},
-    })
+    preset = Preset.model_validate(
+        {
+            "name": "oomtest",
+            "width": 16,
+            "height": 16,
+            "fps": 16,
+            "stages": {
+                st: {"engine": e}
+                for st, e in [
+                    ("keyframe", "image_or_procedural"),
+                    ("interpolated", "optical_flow"),
+                    ("upscaled", "lanczos"),
+                    ("film", "concat"),
+                ]
+            }
+            | {"clip": {"engine": "flaky", "memory_strategy": "full_gpu"}},
+        }
+    )
     cache = EngineCache()
     engine = cache.get("clip", preset)
     FlakyClipEngine.calls.clear()
@@ -155,7 +168,9 @@ def test_stage_killed_mid_write_leaves_previous_output_intact(tmp_path):
     target = tmp_path / "clip.mp4"
     write_video(target, Clip(np.full((5, 48, 64, 3), 90, np.uint8), Fraction(16)))
     before = target.read_bytes()
-    proc = subprocess.Popen([PY, "-c", WRITER, str(target)], cwd=ROOT, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    proc = subprocess.Popen(
+        [PY, "-c", WRITER, str(target)], cwd=ROOT, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}
+    )
     assert proc.stdout.readline().strip() == "writing"
     partial = [p for p in tmp_path.iterdir() if p.name.startswith(".clip.")]
     assert partial and partial[0].suffix == ".mp4"

@@ -98,8 +98,10 @@ def test_corrupt_file_names_the_file(tmp_path):
     "edit, message",
     [
         (lambda s: s.pop("module.block1.convblock.3.beta"), "tensor 'block1.convblock.3.beta' is missing"),
-        (lambda s: s.__setitem__("module.block2.lastconv.0.weight", torch.zeros(16, 30, 4, 4)),
-         "tensor 'block2.lastconv.0.weight' has shape (16, 30, 4, 4), expected (16, 24, 4, 4)"),
+        (
+            lambda s: s.__setitem__("module.block2.lastconv.0.weight", torch.zeros(16, 30, 4, 4)),
+            "tensor 'block2.lastconv.0.weight' has shape (16, 30, 4, 4), expected (16, 24, 4, 4)",
+        ),
         (lambda s: s.__setitem__("module.encode.cnn0.weight", torch.zeros(16, 3, 3, 3)), "unexpected tensor 'encode.cnn0.weight'"),
     ],
 )
@@ -232,8 +234,12 @@ def test_no_frame_synthesised_across_a_hard_cut(weights, preset):
 
 
 def test_bad_params_name_the_field(weights, preset):
-    for params, field in [({"factor": 3}, "factor must be 2 or 4"), ({"factor": 2, "target_fps": 30}, "not both"),
-                          ({"scale": 0.3}, "scale must be one of"), ({"batch": 2}, "batch")]:
+    for params, field in [
+        ({"factor": 3}, "factor must be 2 or 4"),
+        ({"factor": 2, "target_fps": 30}, "not both"),
+        ({"scale": 0.3}, "scale must be one of"),
+        ({"batch": 2}, "batch"),
+    ]:
         with pytest.raises(InputError, match=field) as err:
             engine(weights, preset, **params)
         assert "stages.interpolated" in str(err.value)

@@ -57,7 +57,9 @@ def test_prompt_edit_requests_one_run_for_affected_partitions_then_fresh(rendere
     result, lines = tick(instance, path, cursor=first.cursor)
     assert len(result.run_requests) == 1
     req = result.run_requests[0]
-    assert {tuple(k.path) for k in req.asset_selection} == {("tiny_story", st) for st in ("keyframe", "clip", "interpolated", "upscaled", "film")}
+    assert {tuple(k.path) for k in req.asset_selection} == {
+        ("tiny_story", st) for st in ("keyframe", "clip", "interpolated", "upscaled", "film")
+    }
     assert req.tags["wan_pipeline/story"] == "tiny_story" and req.tags["wan_pipeline/changed_scenes"] == "s2"
     assert (req.tags["dagster/asset_partition_range_start"], req.tags["dagster/asset_partition_range_end"]) == ("s1", "s2")
     assert req.tags["wan_pipeline/render/keyframe"] == "s2"
@@ -67,8 +69,16 @@ def test_prompt_edit_requests_one_run_for_affected_partitions_then_fresh(rendere
 
     story = load_story(path)
     stale = {(p.stage, p.scene) for p in status_for(instance, story) if p.state != MATERIALIZED}
-    assert stale == {("keyframe", "s2"), ("clip", "s1"), ("clip", "s2"), ("interpolated", "s1"), ("interpolated", "s2"),
-                     ("upscaled", "s1"), ("upscaled", "s2"), ("film", None)}
+    assert stale == {
+        ("keyframe", "s2"),
+        ("clip", "s1"),
+        ("clip", "s2"),
+        ("interpolated", "s1"),
+        ("interpolated", "s2"),
+        ("upscaled", "s1"),
+        ("upscaled", "s2"),
+        ("film", None),
+    }
 
     # execute the requested run as the daemon would
     from assets.checks import build_story_checks
@@ -76,8 +86,13 @@ def test_prompt_edit_requests_one_run_for_affected_partitions_then_fresh(rendere
     from resources import default_resources
 
     before = {s: (path.parent.parent / "storage/outputs/tiny_story" / s / "keyframe.png").stat().st_mtime_ns for s in ("s1", "s3")}
-    run = dg.materialize([*build_story_assets(story), *build_story_checks(story)], selection=req.asset_selection,
-                         instance=instance, resources=default_resources(), tags=req.tags)
+    run = dg.materialize(
+        [*build_story_assets(story), *build_story_checks(story)],
+        selection=req.asset_selection,
+        instance=instance,
+        resources=default_resources(),
+        tags=req.tags,
+    )
     assert run.success
     after = {s: (path.parent.parent / "storage/outputs/tiny_story" / s / "keyframe.png").stat().st_mtime_ns for s in ("s1", "s3")}
     assert after == before  # keyframe[s1] (in the range) was kept, s3 untouched

@@ -15,9 +15,13 @@ REFERENCE = Path("/work/shared/reference/wan-configs")
 if not REFERENCE.is_dir():
     REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "wan-configs"
 # the published checkpoint each miniature copies
-LAYOUT = {"wan21-i2v": "Wan2.1-FLF2V-14B-720P-diffusers", "wan22-ti2v": "Wan2.2-TI2V-5B-Diffusers",
-          "wan22-i2v-a14b": "Wan2.2-I2V-A14B-Diffusers", "wan21-vace": "Wan2.1-VACE-1.3B-diffusers",
-          "t2i": "Wan2.1-T2V-1.3B-Diffusers"}
+LAYOUT = {
+    "wan21-i2v": "Wan2.1-FLF2V-14B-720P-diffusers",
+    "wan22-ti2v": "Wan2.2-TI2V-5B-Diffusers",
+    "wan22-i2v-a14b": "Wan2.2-I2V-A14B-Diffusers",
+    "wan21-vace": "Wan2.1-VACE-1.3B-diffusers",
+    "t2i": "Wan2.1-T2V-1.3B-Diffusers",
+}
 
 
 @pytest.fixture(scope="module")
@@ -69,8 +73,7 @@ def test_two_runs_write_identical_files(tiny, tmp_path):
     again = make_tiny_models(tmp_path, names=("wan21-i2v", "wan22-ti2v"))
 
     def digest(folder):
-        return {str(f.relative_to(folder)): hashlib.sha256(f.read_bytes()).hexdigest()
-                for f in sorted(folder.rglob("*")) if f.is_file()}
+        return {str(f.relative_to(folder)): hashlib.sha256(f.read_bytes()).hexdigest() for f in sorted(folder.rglob("*")) if f.is_file()}
 
     for name, folder in again.items():
         assert digest(folder) == digest(tiny[name])
@@ -93,8 +96,15 @@ def test_models_load_offline_through_from_pretrained(tiny):
     t2i.set_progress_bar_config(disable=True)
     ids = t2i.tokenizer("a cat walks in the city").input_ids
     assert ids[-1] == t2i.tokenizer.eos_token_id and t2i.tokenizer.unk_token_id not in ids
-    out = t2i(prompt="a red cat", height=32, width=32, num_frames=1, num_inference_steps=2,
-              generator=torch.Generator().manual_seed(0), output_type="np").frames
+    out = t2i(
+        prompt="a red cat",
+        height=32,
+        width=32,
+        num_frames=1,
+        num_inference_steps=2,
+        generator=torch.Generator().manual_seed(0),
+        output_type="np",
+    ).frames
     assert out.shape == (1, 1, 32, 32, 3) and np.isfinite(out).all()
 
 

@@ -37,7 +37,9 @@ def tiny_render(tmp_path_factory):
         tags = {"dagster/asset_partition_range_start": "one", "dagster/asset_partition_range_end": "three"}
         per_scene = dg.AssetSelection.groups(story.id) - dg.AssetSelection.assets([story.id, "film"])
         ok1 = dg.materialize(assets, selection=per_scene, instance=instance, resources=default_resources(), tags=tags).success
-        ok2 = dg.materialize(assets, selection=dg.AssetSelection.assets([story.id, "film"]), instance=instance, resources=default_resources()).success
+        ok2 = dg.materialize(
+            assets, selection=dg.AssetSelection.assets([story.id, "film"]), instance=instance, resources=default_resources()
+        ).success
         meta = {}
         for stage in ("keyframe", "clip", "interpolated", "upscaled", "film"):
             for r in instance.fetch_materializations(dg.AssetKey([story.id, stage]), limit=10).records:

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 from tests.conftest import IMAGES as PHOTOS
-
 from wan_pipeline.engines.base import ClipRequest, FilmRequest, FilmScene, KeyframeRequest
 from wan_pipeline.engines.vace_film import match_colour, plan_seam
 from wan_pipeline.engines.wan_clip import WanI2VClip, segment_lengths, wan_frame_count
@@ -20,7 +19,6 @@ from wan_pipeline.media.clip import Clip
 from wan_pipeline.media.image_io import read_image
 
 IMAGES = sorted(PHOTOS.glob("*.png"))
-
 
 
 @pytest.fixture(scope="module")
@@ -33,16 +31,26 @@ def preset(**kw):
 
 
 def clip_engine(model="wan21-i2v", **params):
-    return WanI2VClip({"model": f"models/tiny/{model}", "steps": 2, "min_size": 32, "max_frames": 17,
-                       "max_sequence_length": 32, **params},
-                      preset())
+    return WanI2VClip(
+        {"model": f"models/tiny/{model}", "steps": 2, "min_size": 32, "max_frames": 17, "max_sequence_length": 32, **params}, preset()
+    )
 
 
 def request(photos, duration=0.5, last=True, seed=3, **kw):
     first, nxt = photos
-    return ClipRequest(scene_id="s1", prompt="a cat walks in the city", negative_prompt="blurry", seed=seed,
-                       width=32, height=32, fps=Fraction(16), duration_s=duration, first=first,
-                       last=nxt if last else None, **kw)
+    return ClipRequest(
+        scene_id="s1",
+        prompt="a cat walks in the city",
+        negative_prompt="blurry",
+        seed=seed,
+        width=32,
+        height=32,
+        fps=Fraction(16),
+        duration_s=duration,
+        first=first,
+        last=nxt if last else None,
+        **kw,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -130,8 +138,7 @@ def test_guard_rails(i2v, photos, storage):
     with pytest.raises(InputError, match=r"stages\.clip\.steps: 0 steps .*1\.\.100"):
         clip_engine(steps=0)
     with pytest.raises(InputError, match=r"width: 2048 px .*256\.\.1280"):
-        WanI2VClip({"model": "models/tiny/wan21-i2v"}, SimpleNamespace(source_path="p.yaml", width=2048, height=704,
-                                                                      fps=16, device="cpu"))
+        WanI2VClip({"model": "models/tiny/wan21-i2v"}, SimpleNamespace(source_path="p.yaml", width=2048, height=704, fps=16, device="cpu"))
     with pytest.raises(InputError, match=r"height: 40 px .*multiples of 16"):
         i2v.render(ClipRequest(**{**request(photos).__dict__, "height": 40}))
 
@@ -173,8 +180,9 @@ class _Resize2x:
         return {"engine": self.name}
 
     def upscale(self, clip):
-        return Clip(np.stack([cv2.resize(f, (f.shape[1] * 2, f.shape[0] * 2), interpolation=cv2.INTER_LANCZOS4)
-                              for f in clip.frames]), fps=clip.fps)
+        return Clip(
+            np.stack([cv2.resize(f, (f.shape[1] * 2, f.shape[0] * 2), interpolation=cv2.INTER_LANCZOS4) for f in clip.frames]), fps=clip.fps
+        )
 
 
 def test_seam_planning_and_colour_matching():
@@ -203,9 +211,9 @@ def test_vace_film_keeps_frame_count_and_only_changes_the_seams(storage):
         base = np.clip(np.array(colour) + rng.integers(-20, 20, (17, 32, 32, 3)), 0, 255).astype(np.uint8)
         native = Clip(base, fps=16)
         scenes.append(FilmScene(f"s{i}", up.upscale(interp.interpolate(native)), native, transition, "a cat"))
-    engine = WanVaceFilm({"model": "models/tiny/wan21-vace", "steps": 2, "seam_frames": 4, "context_frames": 4,
-                          "max_sequence_length": 32},
-                         preset())
+    engine = WanVaceFilm(
+        {"model": "models/tiny/wan21-vace", "steps": 2, "seam_frames": 4, "context_frames": 4, "max_sequence_length": 32}, preset()
+    )
     film = engine.join(FilmRequest(scenes, interp, up, seed=1))
     # the plain concatenation (no crossfade): same frame count, i.e. the same duration
     from wan_pipeline.engines.concat_film import ConcatFilm
@@ -220,8 +228,8 @@ def test_vace_film_keeps_frame_count_and_only_changes_the_seams(storage):
     assert all(min(abs(j - b) for b in boundaries) <= 8 for j in changed), changed
     # the seam keeps the neighbours' colours (no shift to VACE's own palette)
     for plan, b in zip(film.meta["seam_plan"], boundaries):
-        seam = film.frames[b - plan["left_frames"] * 2: b + plan["right_frames"] * 2].reshape(-1, 3).mean(0)
-        ctx = np.concatenate([plain[b - 16: b - 8], plain[b + 8: b + 16]]).reshape(-1, 3).mean(0)
+        seam = film.frames[b - plan["left_frames"] * 2 : b + plan["right_frames"] * 2].reshape(-1, 3).mean(0)
+        ctx = np.concatenate([plain[b - 16 : b - 8], plain[b + 8 : b + 16]]).reshape(-1, 3).mean(0)
         assert np.abs(seam - ctx).max() < 25
     engine.close()
 
@@ -229,9 +237,10 @@ def test_vace_film_keeps_frame_count_and_only_changes_the_seams(storage):
 @pytest.mark.gpu
 @pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_bf16_with_model_cpu_offload(storage, photos):
-    engine = WanI2VClip({"model": "models/tiny/wan21-i2v", "steps": 2, "min_size": 32, "dtype": "bfloat16",
-                         "memory_strategy": "model_cpu_offload"},
-                        SimpleNamespace(source_path="t.yaml", width=64, height=64, fps=16, device="cuda"))
+    engine = WanI2VClip(
+        {"model": "models/tiny/wan21-i2v", "steps": 2, "min_size": 32, "dtype": "bfloat16", "memory_strategy": "model_cpu_offload"},
+        SimpleNamespace(source_path="t.yaml", width=64, height=64, fps=16, device="cuda"),
+    )
     clip = engine.render(request(photos))
     assert clip.meta["memory_strategy"] == "model_cpu_offload" and clip.frames.shape == (9, 32, 32, 3)
     again = engine.render(request(photos))

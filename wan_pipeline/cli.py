@@ -32,7 +32,9 @@ def cmd_validate(args) -> int:
 
     story = load_story(args.story)
     load_preset(args.preset or story.preset)
-    print(f"ok: {args.story}: story {story.id!r}, {len(story.scenes)} scenes ({', '.join(story.scene_ids)}), preset {args.preset or story.preset!r}")
+    print(
+        f"ok: {args.story}: story {story.id!r}, {len(story.scenes)} scenes ({', '.join(story.scene_ids)}), preset {args.preset or story.preset!r}"
+    )
     return EXIT_OK
 
 
@@ -50,8 +52,13 @@ class _ConsoleReporter:
         self.console = Console(stderr=True)
         self.scenes = scenes
         self.progress = Progress(
-            TextColumn("{task.description:<13}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-            console=self.console, disable=not self.console.is_terminal, transient=False,
+            TextColumn("{task.description:<13}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=self.console,
+            disable=not self.console.is_terminal,
+            transient=False,
         )
         self.tasks: dict[str, int] = {}
         self.finished: dict[str, int] = {}
@@ -85,7 +92,8 @@ class _ConsoleReporter:
         fps = f" @ {record['fps']:g} fps" if record.get("fps") else ""
         self.console.print(
             f"  ✓ {where:<28} {record['frames']:>4} frame(s) {record['width']}x{record['height']}{fps}  {record['duration_s']:.2f}s",
-            highlight=False, markup=False,
+            highlight=False,
+            markup=False,
         )
 
 
@@ -118,15 +126,14 @@ def _contiguous_ranges(ordered: list[str], chosen: set[str]) -> list[tuple[str, 
 def cmd_render(args) -> int:
     import dagster as dg
 
-    from resources import default_resources
     from assets.render_context import PRESET_TAG
     from assets.story_assets import build_story_assets
+    from resources import default_resources
     from wan_pipeline import progress
+    from wan_pipeline.preflight import check_preset
     from wan_pipeline.preset import load_preset
     from wan_pipeline.storage import StorageLayout
     from wan_pipeline.story import load_story
-
-    from wan_pipeline.preflight import check_preset
 
     story = load_story(args.story)
     preset = load_preset(args.preset or story.preset)
@@ -161,7 +168,10 @@ def cmd_render(args) -> int:
         plan.append((f"scenes {start}..{end}", per_scene, _range_tags(start, end)))
     plan.append(("film", dg.AssetSelection.assets([story.id, "film"], [story.id, "render_report"]), {}))
 
-    print(f"rendering {story.id!r} ({len(selected)} of {len(scenes)} scenes) with preset {preset.name!r} into {layout.story_dir(story.id)}", file=sys.stderr)
+    print(
+        f"rendering {story.id!r} ({len(selected)} of {len(scenes)} scenes) with preset {preset.name!r} into {layout.story_dir(story.id)}",
+        file=sys.stderr,
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         instance = dg.DagsterInstance.get()
@@ -172,10 +182,17 @@ def cmd_render(args) -> int:
                     if label == "film":
                         not_ready = [s for s in scenes if not layout.output(story.id, s, "upscaled").is_file()]
                         if not_ready:
-                            raise WanPipelineError(f"the film needs every scene; not rendered yet: {', '.join(not_ready)} (run without --scenes)")
+                            raise WanPipelineError(
+                                f"the film needs every scene; not rendered yet: {', '.join(not_ready)} (run without --scenes)"
+                            )
                     result = dg.materialize(
-                        assets, selection=selection, instance=instance, resources=resources,
-                        tags={**base_tags, **tags}, run_config=run_config, raise_on_error=False,
+                        assets,
+                        selection=selection,
+                        instance=instance,
+                        resources=resources,
+                        tags={**base_tags, **tags},
+                        run_config=run_config,
+                        raise_on_error=False,
                     )
                     if not result.success:
                         _err(f"render failed ({label}, run {result.run_id}):\n{_failure_message(result)}")
@@ -203,9 +220,9 @@ def _render_stale(args, story, preset) -> int:
     """``render --stale``: ONE run of every stale or missing partition (and the film)."""
     import dagster as dg
 
+    from assets.checks import build_story_checks
     from assets.render_context import PRESET_TAG
     from assets.status import observe_fingerprints, status_for
-    from assets.checks import build_story_checks
     from assets.story_assets import build_story_assets
     from resources import default_resources
     from wan_pipeline import progress
@@ -227,9 +244,13 @@ def _render_stale(args, story, preset) -> int:
             progress.set_reporter(reporter)
             try:
                 result = dg.materialize(
-                    [*build_story_assets(story), *build_story_checks(story)], selection=selection, instance=instance,
-                    resources=default_resources(), tags={PRESET_TAG: preset.name, **plan.tags(story.scene_ids)},
-                    run_config=run_config, raise_on_error=False,
+                    [*build_story_assets(story), *build_story_checks(story)],
+                    selection=selection,
+                    instance=instance,
+                    resources=default_resources(),
+                    tags={PRESET_TAG: preset.name, **plan.tags(story.scene_ids)},
+                    run_config=run_config,
+                    raise_on_error=False,
                 )
             finally:
                 progress.set_reporter(None)
@@ -329,7 +350,10 @@ def cmd_interpolate(args) -> int:
     from wan_pipeline.postprocess import interpolate_file
 
     info = interpolate_file(args.input, args.output, factor=args.factor, fps=args.fps, preset=args.preset)
-    print(f"{info.frames} frames at {info.fps} fps ({float(info.fps):.3f}), {info.width}x{info.height}, audio: {'kept' if info.has_audio else 'none'}", file=sys.stderr)
+    print(
+        f"{info.frames} frames at {info.fps} fps ({float(info.fps):.3f}), {info.width}x{info.height}, audio: {'kept' if info.has_audio else 'none'}",
+        file=sys.stderr,
+    )
     print(info.path)
     return EXIT_OK
 
@@ -338,7 +362,10 @@ def cmd_upscale(args) -> int:
     from wan_pipeline.postprocess import upscale_file
 
     info = upscale_file(args.input, args.output, scale=args.scale, height=args.height, preset=args.preset)
-    print(f"{info.frames} frames at {info.fps} fps, {info.width}x{info.height}, audio: {'kept' if info.has_audio else 'none'}", file=sys.stderr)
+    print(
+        f"{info.frames} frames at {info.fps} fps, {info.width}x{info.height}, audio: {'kept' if info.has_audio else 'none'}",
+        file=sys.stderr,
+    )
     print(info.path)
     return EXIT_OK
 
@@ -359,7 +386,9 @@ def cmd_report(args) -> int:
     layout = StorageLayout.default()
     rows = report_rows(layout, story)
     if not rows:
-        raise WanPipelineError(f"nothing rendered yet for {story.id!r} in {layout.story_dir(story.id)}: run `wan-pipeline render {args.story}` first")
+        raise WanPipelineError(
+            f"nothing rendered yet for {story.id!r} in {layout.story_dir(story.id)}: run `wan-pipeline render {args.story}` first"
+        )
     table = Table(title=f"{story.title or story.id}: render telemetry ({layout.story_dir(story.id)})", title_justify="left")
     numeric = {"duration_s", "gpu_wait_s", "peak_vram_mb", "peak_rss_mb", "frames", "fps"}
     for key, header, _ in REPORT_COLUMNS:
@@ -430,7 +459,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("story", help="story file (YAML or JSON)")
     p.set_defaults(func=cmd_status)
 
-    p = sub.add_parser("reload", help="reload the code location of the running Dagster webserver (after scenes were added, removed or reordered)")
+    p = sub.add_parser(
+        "reload", help="reload the code location of the running Dagster webserver (after scenes were added, removed or reordered)"
+    )
     p.add_argument("--url", help="webserver URL (default $WAN_PIPELINE_WEBSERVER or http://127.0.0.1:3000)")
     p.set_defaults(func=cmd_reload)
 

@@ -59,7 +59,7 @@ def _allowed_fields(model: type[BaseModel], loc: tuple) -> list[str] | None:
         if fld is None:
             return None
         ann = fld.annotation
-        for arg in (getattr(ann, "__args__", None) or (ann,)):
+        for arg in getattr(ann, "__args__", None) or (ann,):
             inner = getattr(arg, "__args__", None)
             candidates = (arg,) + tuple(inner or ())
             found = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)

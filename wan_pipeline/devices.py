@@ -27,7 +27,9 @@ def pick_device(spec: str | None) -> str:
         return "cpu"
     if spec == "cuda" or spec.startswith("cuda:"):
         if not cuda_available():
-            raise InputError(None, f"device: {spec!r} requested but no CUDA device is visible; set `device: auto` or `device: cpu` in the preset")
+            raise InputError(
+                None, f"device: {spec!r} requested but no CUDA device is visible; set `device: auto` or `device: cpu` in the preset"
+            )
         return "cuda:0" if spec == "cuda" else spec
     raise InputError(None, f"device: {spec!r} is not a device; use auto, cpu, cuda or cuda:N")
 
@@ -49,8 +51,14 @@ def torch_dtype(name: str, device: str):
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         return torch.float32
     try:
-        return {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
-                "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}[name]
+        return {
+            "float32": torch.float32,
+            "fp32": torch.float32,
+            "float16": torch.float16,
+            "fp16": torch.float16,
+            "bfloat16": torch.bfloat16,
+            "bf16": torch.bfloat16,
+        }[name]
     except KeyError:
         raise InputError(None, f"dtype: {name!r} unknown; use auto, float32, float16 or bfloat16") from None
 

@@ -22,9 +22,8 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-from wan_pipeline.preset import Preset
+from wan_pipeline.preset import SCENE_STAGES, Preset
 from wan_pipeline.story import Story
-from wan_pipeline.preset import SCENE_STAGES
 
 """The per-scene stages in graph order; ``film`` follows them all."""
 

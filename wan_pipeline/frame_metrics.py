@@ -8,6 +8,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+
 def _gray(frame: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_RGB2GRAY).astype(np.float64)
 
@@ -23,8 +24,7 @@ def ssim(a: np.ndarray, b: np.ndarray) -> float:
 
     if a.shape != b.shape:
         raise ValueError(f"frames differ in size: {a.shape} vs {b.shape}")
-    return float(structural_similarity(_gray(a), _gray(b), gaussian_weights=True, sigma=1.5,
-                                       use_sample_covariance=False, data_range=255))
+    return float(structural_similarity(_gray(a), _gray(b), gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=255))
 
 
 def mean_abs_diff(a: np.ndarray, b: np.ndarray) -> float:

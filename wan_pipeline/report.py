@@ -11,10 +11,10 @@ import json
 from pathlib import Path
 
 from wan_pipeline.media.atomic import atomic_path, write_text_atomic
+from wan_pipeline.preset import SCENE_STAGES
 from wan_pipeline.storage import StorageLayout
 from wan_pipeline.story import Story
 from wan_pipeline.telemetry import read_sidecar
-from wan_pipeline.preset import SCENE_STAGES
 
 STAGE_COLOURS = {"keyframe": "#4c72b0", "clip": "#dd8452", "interpolated": "#55a868", "upscaled": "#c44e52", "film": "#8172b3"}
 
@@ -113,12 +113,18 @@ def write_report_chart(rows: list[dict], target: str | Path, title: str = "") ->
     for ax, (label, values) in zip(axes, (("duration (s)", [float(r.get("duration_s") or 0) for r in rows]), (mem_label, mem))):
         for i, r in enumerate(rows):
             x = groups.index(r["scene"] or "film")
-            offset = 0.0 if r["stage"] == "film" else (SCENE_STAGES.index(r["stage"]) - (len([s for s in stages if s != "film"]) - 1) / 2) * width
+            offset = (
+                0.0
+                if r["stage"] == "film"
+                else (SCENE_STAGES.index(r["stage"]) - (len([s for s in stages if s != "film"]) - 1) / 2) * width
+            )
             ax.bar(x + offset, values[i], width=width if r["stage"] != "film" else 0.5, color=STAGE_COLOURS[r["stage"]])
         ax.set_xticks(range(len(groups)), groups, rotation=20, ha="right", fontsize=8)
         ax.set_ylabel(label)
         ax.grid(axis="y", alpha=0.3)
-    fig.legend(handles=[Patch(color=STAGE_COLOURS[s], label=s) for s in stages], loc="upper center", ncol=len(stages), frameon=False, fontsize=8)
+    fig.legend(
+        handles=[Patch(color=STAGE_COLOURS[s], label=s) for s in stages], loc="upper center", ncol=len(stages), frameon=False, fontsize=8
+    )
     if title:
         fig.suptitle(title, y=0.995, fontsize=10, x=0.01, ha="left")
     fig.tight_layout(rect=(0, 0, 1, 0.92))

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from wan_pipeline.fingerprint import SCENE_STAGES, plan_for, RenderPlan, upstream_partitions
+from wan_pipeline.fingerprint import SCENE_STAGES, RenderPlan, plan_for, upstream_partitions
 from wan_pipeline.story import Story
 
 MATERIALIZED, STALE, MISSING = "materialized", "stale", "missing"

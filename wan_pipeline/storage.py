@@ -51,7 +51,7 @@ class StorageLayout:
     root: Path
 
     @classmethod
-    def default(cls) -> "StorageLayout":
+    def default(cls) -> StorageLayout:
         return cls(storage_root())
 
     @property

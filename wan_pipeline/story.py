@@ -34,7 +34,7 @@ class KeyframeSpec(_Strict):
     prompt: str | None = None
 
     @model_validator(mode="after")
-    def _one_source(self) -> "KeyframeSpec":
+    def _one_source(self) -> KeyframeSpec:
         if (self.image is None) == (self.prompt is None):
             raise ValueError("give exactly one of 'image' (a path relative to the story file) or 'prompt'")
         if self.prompt is not None and not self.prompt.strip():

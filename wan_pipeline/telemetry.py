@@ -22,8 +22,21 @@ import psutil
 from wan_pipeline.media.atomic import write_text_atomic
 
 CONTRACT_KEYS = (
-    "stage", "engine", "model", "device", "duration_s", "gpu_wait_s", "peak_vram_mb",
-    "device_vram_used_mb", "peak_rss_mb", "frames", "fps", "width", "height", "seed", "path",
+    "stage",
+    "engine",
+    "model",
+    "device",
+    "duration_s",
+    "gpu_wait_s",
+    "peak_vram_mb",
+    "device_vram_used_mb",
+    "peak_rss_mb",
+    "frames",
+    "fps",
+    "width",
+    "height",
+    "seed",
+    "path",
 )
 MIB = 1024 * 1024
 
@@ -105,7 +118,7 @@ class StageMonitor:
             self.gpu_index = int(device.split(":")[1]) if ":" in device else 0
         self.result = StageMeasurement()
 
-    def __enter__(self) -> "StageMonitor":
+    def __enter__(self) -> StageMonitor:
         if self.gpu_index is not None:
             import torch
 

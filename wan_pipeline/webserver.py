@@ -36,7 +36,9 @@ def graphql(query: str, variables: dict | None = None, url: str | None = None, t
         with urllib.request.urlopen(req, timeout=timeout_s) as resp:
             payload = json.loads(resp.read().decode())
     except (urllib.error.URLError, OSError, ValueError) as exc:
-        raise WanPipelineError(f"no Dagster webserver answering at {url} ({exc}); start it with `make ui` or set WAN_PIPELINE_WEBSERVER") from None
+        raise WanPipelineError(
+            f"no Dagster webserver answering at {url} ({exc}); start it with `make ui` or set WAN_PIPELINE_WEBSERVER"
+        ) from None
     if payload.get("errors"):
         raise WanPipelineError(f"{url}: {payload['errors'][0].get('message')}")
     return payload["data"]

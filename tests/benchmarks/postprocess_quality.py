@@ -181,8 +181,11 @@ def upscaling_quality(images: list[tuple[str, np.ndarray]]) -> tuple[list[list[s
         notes.append(f"Real-ESRGAN skipped: {note}")
     elif esrgan.scale != 4:
         notes.append(f"Real-ESRGAN model has scale {esrgan.scale}: its output is resized to ×4 with Lanczos")
-        esrgan = build_engine("upscaled", StageConfig(engine="realesrgan", model=os.environ["WAN_PIPELINE_ESRGAN_WEIGHTS"], scale=4),
-                              _preset().model_copy(update={"device": "auto"}))
+        esrgan = build_engine(
+            "upscaled",
+            StageConfig(engine="realesrgan", model=os.environ["WAN_PIPELINE_ESRGAN_WEIGHTS"], scale=4),
+            _preset().model_copy(update={"device": "auto"}),
+        )
 
     def run_engine(engine, small):
         return engine.upscale(Clip(small[None], 16)).frames[0]
@@ -242,9 +245,17 @@ def speed(clip: np.ndarray) -> tuple[list[list[str]], list[str]]:
         whole = _timed(lambda: flow.interpolate(Clip(kept, Fraction(8))), repeat=3)
         per_pair = whole / pairs
         flows = flow_fields_time(flow, kept) / pairs
-        rows.append(["optical flow ×2 (preview)", "832×480 → 832×480", f"{pairs / whole:.1f} pairs/s ({(2 * pairs + 1) / whole:.1f} output frames/s)"])
-        notes.append(f"optical flow: two flow fields {flows * 1000:.0f} ms, whole interpolation {per_pair * 1000:.0f} ms per frame pair, "
-                     f"ratio {per_pair / flows:.2f} (issue 4 requires ≤ 2)")
+        rows.append(
+            [
+                "optical flow ×2 (preview)",
+                "832×480 → 832×480",
+                f"{pairs / whole:.1f} pairs/s ({(2 * pairs + 1) / whole:.1f} output frames/s)",
+            ]
+        )
+        notes.append(
+            f"optical flow: two flow fields {flows * 1000:.0f} ms, whole interpolation {per_pair * 1000:.0f} ms per frame pair, "
+            f"ratio {per_pair / flows:.2f} (issue 4 requires ≤ 2)"
+        )
     except ModuleNotFoundError as exc:
         notes.append(f"optical flow engine not available ({exc})")
     t = _timed(lambda: blend_interpolate(kept), repeat=3)
@@ -269,7 +280,13 @@ def speed(clip: np.ndarray) -> tuple[list[list[str]], list[str]]:
         esrgan.upscale(Clip(small[:1], 16))
         t = _timed(lambda: esrgan.upscale(Clip(small, 16)))
         d = esrgan.describe()
-        rows.append([f"Real-ESRGAN ×{s} ({d['architecture']}, {d['device']}, {d['dtype']})", f"{W // s}×{H // s} → 832×480", f"{len(small) / t:.2f} frames/s"])
+        rows.append(
+            [
+                f"Real-ESRGAN ×{s} ({d['architecture']}, {d['device']}, {d['dtype']})",
+                f"{W // s}×{H // s} → 832×480",
+                f"{len(small) / t:.2f} frames/s",
+            ]
+        )
     return rows, notes
 
 
@@ -292,8 +309,10 @@ def main() -> None:
     clips = {name: camera_clip(img) for name, img in images}
 
     rows, notes = interpolation_quality(clips)
-    print(f"### Interpolation ×2 — {FRAMES} frames at {W}×{H}, zoom {ZOOM:.0%} and pan {PAN[0]:.0f}×{PAN[1]:.0f} px, "
-          "every other frame dropped and re-synthesised (mean over 4 photos)\n")
+    print(
+        f"### Interpolation ×2 — {FRAMES} frames at {W}×{H}, zoom {ZOOM:.0%} and pan {PAN[0]:.0f}×{PAN[1]:.0f} px, "
+        "every other frame dropped and re-synthesised (mean over 4 photos)\n"
+    )
     print(table(["method", "PSNR (dB)", "SSIM", "PSNR per photo"], rows))
     for n in notes:
         print(f"\n- {n}")

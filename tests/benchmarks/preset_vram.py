@@ -26,7 +26,9 @@ def frames_of(stage: str, section: dict) -> int:
 
 
 def main() -> None:
-    print("| preset | stage | model | params (B) | peak VRAM est. full_gpu / model_cpu_offload / group_offload (GiB) | 24 GiB | 48 GiB | 80 GiB |")
+    print(
+        "| preset | stage | model | params (B) | peak VRAM est. full_gpu / model_cpu_offload / group_offload (GiB) | 24 GiB | 48 GiB | 80 GiB |"
+    )
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for name in PRESETS:
         preset = load_preset(name)
@@ -41,11 +43,21 @@ def main() -> None:
             picks = []
             plan = None
             for gib in GPUS_GIB:
-                plan = plan_memory(ckpt, variant=info.variant, width=preset.width, height=preset.height, frames=frames,
-                                   dtype="bfloat16", vram_total_mib=gib * 1024, vram_free_mib=gib * 1024)
+                plan = plan_memory(
+                    ckpt,
+                    variant=info.variant,
+                    width=preset.width,
+                    height=preset.height,
+                    frames=frames,
+                    dtype="bfloat16",
+                    vram_total_mib=gib * 1024,
+                    vram_free_mib=gib * 1024,
+                )
                 picks.append(plan.chosen_strategy + (" + VAE tiling" if plan.vae_tiling else ""))
             peaks = " / ".join(f"{plan.peak_vram_tiled_mib[s] / 1024:.1f}" for s in ("full_gpu", "model_cpu_offload", "group_offload"))
-            print(f"| {name} | {stage} ({preset.width}x{preset.height}x{frames}) | {info.variant} | {plan.total_params / 1e9:.2f} | {peaks} | {' | '.join(picks)} |")
+            print(
+                f"| {name} | {stage} ({preset.width}x{preset.height}x{frames}) | {info.variant} | {plan.total_params / 1e9:.2f} | {peaks} | {' | '.join(picks)} |"
+            )
 
 
 if __name__ == "__main__":

@@ -36,18 +36,41 @@ pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = Path(os.environ.get("WAN_PIPELINE_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
 STORY = "launch_day"
 SHEET_WIDTH = 3 * 128 + 4 * 4  # contact sheet of 128-px tiles (previews.SHEET_COLUMNS, SHEET_GAP)
-TELEMETRY_KEYS = ("stage", "engine", "model", "device", "duration_s", "gpu_wait_s", "peak_vram_mb",
-                  "device_vram_used_mb", "peak_rss_mb", "frames", "fps", "width", "height", "seed", "path")
+TELEMETRY_KEYS = (
+    "stage",
+    "engine",
+    "model",
+    "device",
+    "duration_s",
+    "gpu_wait_s",
+    "peak_vram_mb",
+    "device_vram_used_mb",
+    "peak_rss_mb",
+    "frames",
+    "fps",
+    "width",
+    "height",
+    "seed",
+    "path",
+)
 
 
 def _why_skip() -> str | None:
     if not CHROMIUM.is_file():
-        return f"Chromium is not installed at {CHROMIUM} (Debian/Ubuntu: `apt-get install -y chromium`; .ci/run installs it when run as root)"
+        return (
+            f"Chromium is not installed at {CHROMIUM} (Debian/Ubuntu: `apt-get install -y chromium`; .ci/run installs it when run as root)"
+        )
     try:
         import playwright.sync_api  # noqa: F401
     except ImportError:
@@ -71,7 +94,8 @@ def _free_port() -> int:
 
 def _graphql(url: str, query: str, variables: dict | None = None) -> dict:
     req = urllib.request.Request(
-        f"{url}/graphql", data=json.dumps({"query": query, "variables": variables or {}}).encode(),
+        f"{url}/graphql",
+        data=json.dumps({"query": query, "variables": variables or {}}).encode(),
         headers={"Content-Type": "application/json"},
     )
     with urllib.request.urlopen(req, timeout=30) as resp:
@@ -88,7 +112,7 @@ def _wait_loaded(url: str, procs: list, logs: list[Path], timeout: float = 150) 
     while time.monotonic() < deadline:
         for p in procs:
             if p.poll() is not None:
-                raise AssertionError(f"{p.args[0]} exited with {p.returncode}:\n" + "\n".join(l.read_text()[-3000:] for l in logs))
+                raise AssertionError(f"{p.args[0]} exited with {p.returncode}:\n" + "\n".join(log.read_text()[-3000:] for log in logs))
         try:
             entries = _graphql(url, WORKSPACE_QUERY)["data"]["workspaceOrError"]["locationEntries"]
             last = entries
@@ -99,7 +123,7 @@ def _wait_loaded(url: str, procs: list, logs: list[Path], timeout: float = 150) 
         except OSError:
             pass
         time.sleep(1)
-    raise AssertionError(f"code location not loaded after {timeout}s: {last}\n" + "\n".join(l.read_text()[-3000:] for l in logs))
+    raise AssertionError(f"code location not loaded after {timeout}s: {last}\n" + "\n".join(log.read_text()[-3000:] for log in logs))
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +133,9 @@ def studio(tmp_path_factory):
     env = {**os.environ, **make_small_project(folder, duration_s=0.5, width=128, height=80)}
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
     story = Path(env["WAN_PIPELINE_STORIES"]) / f"{STORY}.yaml"
-    render = subprocess.run([sys.executable, "-m", "wan_pipeline.cli", "render", str(story)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    render = subprocess.run(
+        [sys.executable, "-m", "wan_pipeline.cli", "render", str(story)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
     assert render.returncode == 0, render.stderr[-3000:]
     assert Path(render.stdout.strip().splitlines()[-1]).is_file()
 

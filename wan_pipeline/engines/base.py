@@ -8,9 +8,10 @@ facts: ``flf2v``, ``scene_cuts`` …); the GPU resource merges both into the sta
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Callable, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
@@ -99,8 +100,8 @@ class FilmRequest:
     """
 
     scenes: list[FilmScene]
-    interpolator: "Interpolator | None" = None
-    upscaler: "Upscaler | None" = None
+    interpolator: Interpolator | None = None
+    upscaler: Upscaler | None = None
     seed: int = 0
     progress: ProgressFn = _noop_progress
     log: LogFn = _noop_log

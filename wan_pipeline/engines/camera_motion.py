@@ -70,7 +70,9 @@ def _warp(image: np.ndarray, m: np.ndarray) -> np.ndarray:
     h, w = image.shape[:2]
     if np.allclose(m, [[1, 0, 0], [0, 1, 0]]):
         return image.astype(np.float32)
-    return cv2.warpAffine(image.astype(np.float32), m, (w, h), flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REFLECT101)
+    return cv2.warpAffine(
+        image.astype(np.float32), m, (w, h), flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REFLECT101
+    )
 
 
 def _smoothstep(x: float) -> float:
@@ -93,7 +95,12 @@ class CameraMotionClip:
         self.params = parse_params(_Params, params, preset, "clip")
 
     def describe(self) -> dict:
-        return {"engine": self.name, "model": None, "handoff_blend": self.params.handoff_blend, "motion_strength": self.params.motion_strength}
+        return {
+            "engine": self.name,
+            "model": None,
+            "handoff_blend": self.params.handoff_blend,
+            "motion_strength": self.params.motion_strength,
+        }
 
     def render(self, request: ClipRequest) -> Clip:
         n = base_frame_count(request.duration_s, request.fps)
@@ -101,7 +108,10 @@ class CameraMotionClip:
         first = request.first
         last = request.last
         if first.shape[:2] != (h, w) or (last is not None and last.shape[:2] != (h, w)):
-            raise ValueError(f"keyframes must be {w}x{h}; got {first.shape[1]}x{first.shape[0]}" + (f" and {last.shape[1]}x{last.shape[0]}" if last is not None else ""))
+            raise ValueError(
+                f"keyframes must be {w}x{h}; got {first.shape[1]}x{first.shape[0]}"
+                + (f" and {last.shape[1]}x{last.shape[0]}" if last is not None else "")
+            )
         strength = self.params.motion_strength
         end = camera_matrix(request.camera, 1.0, w, h, strength)
         end_inv = _invert(end)

@@ -61,8 +61,13 @@ class DiffusersT2IKeyframe(DiffusersEngine):
 
     def describe(self) -> dict:
         p = self.params
-        return {"engine": self.name, "model": p.model, "steps": p.steps, "guidance_scale": p.guidance_scale,
-                "memory_strategy": self._strategy or p.memory_strategy}
+        return {
+            "engine": self.name,
+            "model": p.model,
+            "steps": p.steps,
+            "guidance_scale": p.guidance_scale,
+            "memory_strategy": self._strategy or p.memory_strategy,
+        }
 
     def render(self, request: KeyframeRequest) -> np.ndarray:
         """Return uint8 (request.height, request.width, 3): the scene's image fitted, or generated
@@ -74,14 +79,19 @@ class DiffusersT2IKeyframe(DiffusersEngine):
         pipe = self.pipe
         m = self.params.size_multiple
         width, height = (math.ceil(v / m) * m for v in (request.width, request.height))
-        kwargs = dict(prompt=request.prompt, negative_prompt=request.negative_prompt or self.params.negative_prompt,
-                      height=height, width=width, num_inference_steps=self.params.steps,
-                      guidance_scale=self.params.guidance_scale,
-                      generator=torch.Generator("cpu").manual_seed(int(request.seed)), output_type="np",
-                      callback_on_step_end=step_progress(request.progress, 0, self.params.steps))
+        kwargs = dict(
+            prompt=request.prompt,
+            negative_prompt=request.negative_prompt or self.params.negative_prompt,
+            height=height,
+            width=width,
+            num_inference_steps=self.params.steps,
+            guidance_scale=self.params.guidance_scale,
+            generator=torch.Generator("cpu").manual_seed(int(request.seed)),
+            output_type="np",
+            callback_on_step_end=step_progress(request.progress, 0, self.params.steps),
+        )
         if self._wan:
-            frame = to_uint8_frames(pipe(num_frames=1, max_sequence_length=self.params.max_sequence_length,
-                                         **kwargs).frames)[0]
+            frame = to_uint8_frames(pipe(num_frames=1, max_sequence_length=self.params.max_sequence_length, **kwargs).frames)[0]
         else:
             frame = to_uint8_frames(np.asarray(pipe(**kwargs).images))[0]
         return fit_image(frame, request.width, request.height)

@@ -62,15 +62,18 @@ def resolve_model_source(model: str) -> str:
         make_tiny_models(local.parent, names=(local.name,))
         return str(local)
     if path.is_absolute() or model.startswith(".") or local.exists():
-        raise InputError(str(local), "no diffusers checkpoint here (model_index.json missing): point `model:` at a "
-                                     "diffusers folder or a Hugging Face repo id")
+        raise InputError(
+            str(local),
+            "no diffusers checkpoint here (model_index.json missing): point `model:` at a diffusers folder or a Hugging Face repo id",
+        )
     if model.count("/") == 1:
         return model
     raise InputError(str(local), f"model {model!r} is neither a folder under {storage_root()} nor a repo id 'owner/name'")
 
 
-def load_pipeline(pipeline_cls, model: str, device: str, params: ModelParams, file: str | None = None,
-                  plan_size: tuple[int, int, int] | None = None):
+def load_pipeline(
+    pipeline_cls, model: str, device: str, params: ModelParams, file: str | None = None, plan_size: tuple[int, int, int] | None = None
+):
     """Load ``pipeline_cls`` from ``model`` (safetensors only, no remote code) and place it.
 
     Before any weight is read the checkpoint's configs are checked (:mod:`wan_pipeline.models`):
@@ -157,8 +160,9 @@ def apply_memory_strategy(pipe, device: str, params: ModelParams, source: str | 
     elif strategy == "group_offload":
         import torch
 
-        pipe.enable_group_offload(onload_device=torch.device(device), offload_device=torch.device("cpu"),
-                                  offload_type="block_level", num_blocks_per_group=1)
+        pipe.enable_group_offload(
+            onload_device=torch.device(device), offload_device=torch.device("cpu"), offload_type="block_level", num_blocks_per_group=1
+        )
     return strategy
 
 
@@ -250,8 +254,14 @@ class DiffusersEngine:
     def _load(self, pipeline_cls, source: str | None = None):
         """Load ``pipeline_cls`` (see :func:`load_pipeline`), with the preset's ``flow_shift`` on its
         UniPC scheduler when given."""
-        pipe, self._strategy = load_pipeline(pipeline_cls, source or self.params.model, self.device, self.params, self.file,
-                                             plan_size=(self.preset.width, self.preset.height, self.plan_frames()))
+        pipe, self._strategy = load_pipeline(
+            pipeline_cls,
+            source or self.params.model,
+            self.device,
+            self.params,
+            self.file,
+            plan_size=(self.preset.width, self.preset.height, self.plan_frames()),
+        )
         flow_shift = getattr(self.params, "flow_shift", None)
         if flow_shift is not None:
             from diffusers import UniPCMultistepScheduler

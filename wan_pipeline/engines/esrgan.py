@@ -53,7 +53,9 @@ class RealEsrganParams(BaseModel):
     tile_overlap: int = Field(16, ge=0, description="context pixels on each side of a tile, discarded")
     batch_size: int | None = Field(None, ge=1, description="frames per forward pass; default 4 on CUDA, 1 on CPU")
     height: int | None = Field(None, ge=16, le=8640, description="final Lanczos resize to this height (keeps aspect, even width)")
-    scale: float | None = Field(None, gt=0, le=16, description="final output scale vs the input; resized after the model when it differs from the model's scale")
+    scale: float | None = Field(
+        None, gt=0, le=16, description="final output scale vs the input; resized after the model when it differs from the model's scale"
+    )
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
 
 
@@ -67,17 +69,30 @@ def load_sr_model(path: Path, device: str = "cpu"):
     import spandrel
 
     if not path.is_file():
-        raise InputError(str(path), "model: weights file not found; put the Real-ESRGAN weights there or fix `stages.upscaled.model` in the preset")
+        raise InputError(
+            str(path), "model: weights file not found; put the Real-ESRGAN weights there or fix `stages.upscaled.model` in the preset"
+        )
     try:
         desc = spandrel.ModelLoader(device=device).load_from_file(path)
     except Exception as exc:  # spandrel / torch raise many types for bad files
-        raise InputError(str(path), f"model: cannot load the weights ({type(exc).__name__}: {exc}); the file is corrupt or not a super-resolution checkpoint") from exc
+        raise InputError(
+            str(path),
+            f"model: cannot load the weights ({type(exc).__name__}: {exc}); the file is corrupt or not a super-resolution checkpoint",
+        ) from exc
     if not isinstance(desc, spandrel.ImageModelDescriptor):
-        raise InputError(str(path), f"model: {desc.architecture.name} is not a single-image model (purpose {desc.purpose}); use a super-resolution checkpoint")
+        raise InputError(
+            str(path),
+            f"model: {desc.architecture.name} is not a single-image model (purpose {desc.purpose}); use a super-resolution checkpoint",
+        )
     if desc.purpose != "SR" or desc.scale < 2:
-        raise InputError(str(path), f"model: {desc.architecture.name} is a {desc.purpose} model with scale {desc.scale}, not a super-resolution upscaler")
+        raise InputError(
+            str(path), f"model: {desc.architecture.name} is a {desc.purpose} model with scale {desc.scale}, not a super-resolution upscaler"
+        )
     if desc.input_channels != 3 or desc.output_channels != 3:
-        raise InputError(str(path), f"model: {desc.architecture.name} takes {desc.input_channels} and gives {desc.output_channels} channels; RGB (3) is needed")
+        raise InputError(
+            str(path),
+            f"model: {desc.architecture.name} takes {desc.input_channels} and gives {desc.output_channels} channels; RGB (3) is needed",
+        )
     return desc.eval()
 
 
@@ -140,7 +155,9 @@ class RealEsrganUpscaler:
         tile = p.tile or default_tile(self.desc, self.device, self.batch_size, elem)
         self.tile = _round_up(tile, self.multiple)
         if self.tile <= 2 * self.overlap:
-            raise InputError(getattr(preset, "source_path", None), f"stages.upscaled.tile: {self.tile} must exceed twice tile_overlap ({self.overlap})")
+            raise InputError(
+                getattr(preset, "source_path", None), f"stages.upscaled.tile: {self.tile} must exceed twice tile_overlap ({self.overlap})"
+            )
         self._torch = torch
 
     def _pick_dtype(self, name: str, preset):
@@ -205,8 +222,8 @@ class RealEsrganUpscaler:
             for x0, x1 in xs:
                 xa, xb = max(0, x0 - self.overlap), min(w, x1 + self.overlap)
                 y = self.desc(x[:, :, ya:yb, xa:xb])
-                y = y[:, :, (y0 - ya) * s:(y1 - ya) * s, (x0 - xa) * s:(x1 - xa) * s]
-                out[:, :, y0 * s:y1 * s, x0 * s:x1 * s] = y.float().mul_(255.0).round_().clamp_(0, 255).to(torch.uint8)
+                y = y[:, :, (y0 - ya) * s : (y1 - ya) * s, (x0 - xa) * s : (x1 - xa) * s]
+                out[:, :, y0 * s : y1 * s, x0 * s : x1 * s] = y.float().mul_(255.0).round_().clamp_(0, 255).to(torch.uint8)
         return out
 
     def upscale_frames(self, frames: np.ndarray) -> np.ndarray:
@@ -233,7 +250,7 @@ class RealEsrganUpscaler:
 
         with torch.inference_mode():
             for start in range(0, t, self.batch_size):
-                chunk = torch.from_numpy(np.ascontiguousarray(frames[start:start + self.batch_size]))
+                chunk = torch.from_numpy(np.ascontiguousarray(frames[start : start + self.batch_size]))
                 if on_cuda:
                     chunk = chunk.pin_memory().to(self.device, non_blocking=True)
                 x = chunk.permute(0, 3, 1, 2).to(self.dtype).div_(255.0)

@@ -7,8 +7,8 @@ increasing ``a`` order, so an engine may cache per-pair work (e.g. optical flow)
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from fractions import Fraction
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -18,6 +18,8 @@ from wan_pipeline.media.clip import Clip
 
 SynthesiseFn = Callable[[Sequence[tuple[int, float]]], np.ndarray]
 
+DEFAULT_CUT_THRESHOLDS = CutThresholds()
+
 
 def interpolate_clip(
     clip: Clip,
@@ -25,7 +27,7 @@ def interpolate_clip(
     *,
     factor: int | None = None,
     target_fps=None,
-    cut_thresholds: CutThresholds | None = CutThresholds(),
+    cut_thresholds: CutThresholds | None = DEFAULT_CUT_THRESHOLDS,
     batch_size: int = 8,
 ) -> Clip:
     """Interpolate ``clip`` (frames uint8 (T, H, W, 3)) by ``factor`` or to ``target_fps``.

@@ -5,15 +5,25 @@ and removed again afterwards so the next scene renders with the bare model.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from wan_pipeline.errors import InputError
 
-_FACTOR_SUFFIXES = (".lora_A.weight", ".lora_B.weight", ".lora_A.default.weight", ".lora_B.default.weight",
-                    ".lora_down.weight", ".lora_up.weight", ".alpha", ".diff", ".diff_b")
+_FACTOR_SUFFIXES = (
+    ".lora_A.weight",
+    ".lora_B.weight",
+    ".lora_A.default.weight",
+    ".lora_B.default.weight",
+    ".lora_down.weight",
+    ".lora_up.weight",
+    ".alpha",
+    ".diff",
+    ".diff_b",
+)
 
 
 class LoraEntry(BaseModel):
@@ -74,8 +84,7 @@ def check_lora(pipe, path: Path, transformer) -> None:
     if not state:
         problems.append("holds no tensors")
     if problems:
-        raise InputError(str(path), ["this LoRA does not match the model (made for another architecture or size?)"]
-                         + problems)
+        raise InputError(str(path), ["this LoRA does not match the model (made for another architecture or size?)"] + problems)
 
 
 @contextlib.contextmanager
@@ -100,8 +109,7 @@ def loras_applied(pipe, loras: list[tuple[Path, float, str]], log=lambda m: None
                 check_lora(pipe, path, transformer)
             name = f"lora{i}_{path.stem}"
             for component, _ in targets:
-                pipe.load_lora_weights(str(path), adapter_name=name,
-                                       load_into_transformer_2=component == "transformer_2")
+                pipe.load_lora_weights(str(path), adapter_name=name, load_into_transformer_2=component == "transformer_2")
             names.append(name)
             weights.append(float(strength))
             log(f"LoRA {path.name} loaded into {', '.join(c for c, _ in targets)} at strength {strength}")

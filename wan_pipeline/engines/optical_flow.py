@@ -21,7 +21,11 @@ from wan_pipeline.engines.interpolation import interpolate_clip
 from wan_pipeline.engines.scene_cuts import CutThresholds
 from wan_pipeline.media.clip import Clip, as_fps
 
-_DIS_PRESETS = {"ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST, "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST, "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM}
+_DIS_PRESETS = {
+    "ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,
+    "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
+    "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM,
+}
 
 
 class _Params(BaseModel):
@@ -30,9 +34,11 @@ class _Params(BaseModel):
     target_fps: float | str | None = Field(None, description="output rate instead of a factor, e.g. 30 or '60000/1001'")
     dis_preset: str = Field("medium", pattern="^(ultrafast|fast|medium)$")
     scene_cut_threshold: float | None = Field(
-        CutThresholds().correlation_below, description="histogram correlation under which a pair is a cut; null disables cut detection")
-    scene_cut_difference: float = Field(CutThresholds().difference_above, ge=0, le=1,
-                                        description="mean abs difference (fraction of 255) over which a pair is a cut")
+        CutThresholds().correlation_below, description="histogram correlation under which a pair is a cut; null disables cut detection"
+    )
+    scene_cut_difference: float = Field(
+        CutThresholds().difference_above, ge=0, le=1, description="mean abs difference (fraction of 255) over which a pair is a cut"
+    )
 
     def model_post_init(self, __context) -> None:
         if self.factor is not None and self.target_fps is not None:
@@ -63,14 +69,22 @@ class FlowInterpolator:
         self.params = parse_params(_Params, params, preset, "interpolated")
         self._dis = cv2.DISOpticalFlow_create(_DIS_PRESETS[self.params.dis_preset])
         p = self.params
-        self.thresholds = None if p.scene_cut_threshold is None else CutThresholds(
-            correlation_below=p.scene_cut_threshold, difference_above=p.scene_cut_difference)
+        self.thresholds = (
+            None
+            if p.scene_cut_threshold is None
+            else CutThresholds(correlation_below=p.scene_cut_threshold, difference_above=p.scene_cut_difference)
+        )
 
     def describe(self) -> dict:
         p = self.params
-        return {"engine": self.name, "model": None, "interp_factor": p.factor,
-                "target_fps": str(as_fps(p.target_fps)) if p.target_fps is not None else None,
-                "dis_preset": p.dis_preset, "scene_cut_threshold": p.scene_cut_threshold}
+        return {
+            "engine": self.name,
+            "model": None,
+            "interp_factor": p.factor,
+            "target_fps": str(as_fps(p.target_fps)) if p.target_fps is not None else None,
+            "dis_preset": p.dis_preset,
+            "scene_cut_threshold": p.scene_cut_threshold,
+        }
 
     def flows(self, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Forward and backward flow between two frames uint8 (H, W, 3): float32 (H, W, 2) each,
@@ -105,5 +119,6 @@ class FlowInterpolator:
                 frames.append(self.synthesise(src[a], src[a + 1], f01, f10, t, grid))
             return np.stack(frames)
 
-        return interpolate_clip(clip, synthesise, factor=self.params.factor, target_fps=self.params.target_fps,
-                                cut_thresholds=self.thresholds, batch_size=8)
+        return interpolate_clip(
+            clip, synthesise, factor=self.params.factor, target_fps=self.params.target_fps, cut_thresholds=self.thresholds, batch_size=8
+        )

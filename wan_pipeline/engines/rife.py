@@ -172,8 +172,11 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """
     path = Path(path)
     if not path.is_file():
-        raise InputError(str(path), "RIFE weights file not found; set stages.interpolated.model to the path of "
-                         "Practical-RIFE v4.6 flownet.pkl (or its .safetensors), relative to the storage root")
+        raise InputError(
+            str(path),
+            "RIFE weights file not found; set stages.interpolated.model to the path of "
+            "Practical-RIFE v4.6 flownet.pkl (or its .safetensors), relative to the storage root",
+        )
     try:
         if path.suffix.lower() == ".safetensors":
             from safetensors.torch import load_file
@@ -187,7 +190,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         state = state["state_dict"]
     if not isinstance(state, dict) or not state or not all(torch.is_tensor(v) for v in state.values()):
         raise InputError(str(path), "is not a state dict of tensors (expected the flownet.pkl of Practical-RIFE v4.6)")
-    return {(k[len("module."):] if k.startswith("module.") else k): v for k, v in state.items()}
+    return {(k[len("module.") :] if k.startswith("module.") else k): v for k, v in state.items()}
 
 
 def _widths_from(state: dict[str, torch.Tensor]) -> tuple[int, int, int, int]:
@@ -224,8 +227,11 @@ def load_ifnet(path: str | os.PathLike) -> IFNet:
     net = IFNet(_widths_from(state))
     problem = first_mismatch(net.state_dict(), state)
     if problem:
-        raise InputError(str(path), f"{problem}: the file is not a RIFE {RIFE_VERSION} IFNet "
-                         "(Practical-RIFE v4.6 flownet.pkl); other RIFE versions are not supported")
+        raise InputError(
+            str(path),
+            f"{problem}: the file is not a RIFE {RIFE_VERSION} IFNet "
+            "(Practical-RIFE v4.6 flownet.pkl); other RIFE versions are not supported",
+        )
     net.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
     return net.eval()
 
@@ -284,12 +290,14 @@ class RifeParams(BaseModel):
     scale: float = Field(1.0, description="RIFE resolution scale: 0.5 for 4K input, 1.0 otherwise")
     batch_size: int = Field(4, ge=1, le=256, description="frame pairs per forward pass")
     scene_cut_threshold: float | None = Field(
-        CutThresholds().correlation_below, description="histogram correlation under which a pair is a cut; null disables cut detection")
-    scene_cut_difference: float = Field(CutThresholds().difference_above, ge=0, le=1,
-                                        description="mean abs difference (fraction of 255) over which a pair is a cut")
+        CutThresholds().correlation_below, description="histogram correlation under which a pair is a cut; null disables cut detection"
+    )
+    scene_cut_difference: float = Field(
+        CutThresholds().difference_above, ge=0, le=1, description="mean abs difference (fraction of 255) over which a pair is a cut"
+    )
 
     @model_validator(mode="after")
-    def _check(self) -> "RifeParams":
+    def _check(self) -> RifeParams:
         if self.factor is not None and self.target_fps is not None:
             raise ValueError("give factor or target_fps, not both")
         if self.factor is None and self.target_fps is None:
@@ -324,8 +332,11 @@ class RifeInterpolator:
         self.params = parse_params(RifeParams, params, preset, "interpolated")
         self.model_path = model_path(self.params.model)
         self.device = pick_device(getattr(preset, "device", "auto"))
-        self.thresholds = None if self.params.scene_cut_threshold is None else CutThresholds(
-            correlation_below=self.params.scene_cut_threshold, difference_above=self.params.scene_cut_difference)
+        self.thresholds = (
+            None
+            if self.params.scene_cut_threshold is None
+            else CutThresholds(correlation_below=self.params.scene_cut_threshold, difference_above=self.params.scene_cut_difference)
+        )
         self.runner: RifeRunner | None = RifeRunner(load_ifnet(self.model_path), self.device, self.params.scale)
 
     def describe(self) -> dict:
@@ -355,8 +366,14 @@ class RifeInterpolator:
             idx = np.array([a for a, _ in jobs])
             return runner.synthesise(frames[idx], frames[idx + 1], [t for _, t in jobs])
 
-        out = interpolate_clip(clip, synthesise, factor=self.params.factor, target_fps=self.params.target_fps,
-                               cut_thresholds=self.thresholds, batch_size=self.params.batch_size)
+        out = interpolate_clip(
+            clip,
+            synthesise,
+            factor=self.params.factor,
+            target_fps=self.params.target_fps,
+            cut_thresholds=self.thresholds,
+            batch_size=self.params.batch_size,
+        )
         out.meta.update(model=str(self.model_path), interp_engine=self.name)
         return out
 

@@ -55,10 +55,7 @@ def pair_scores(frames: np.ndarray, size: int = 64) -> list[tuple[float, float]]
     frames: uint8 (T, H, W, 3) RGB. Returns T − 1 tuples.
     """
     feats = [_features(f, size) for f in frames]
-    return [
-        (_correlation(h0, h1), float(np.abs(g0 - g1).mean() / 255.0))
-        for (h0, g0), (h1, g1) in zip(feats[:-1], feats[1:])
-    ]
+    return [(_correlation(h0, h1), float(np.abs(g0 - g1).mean() / 255.0)) for (h0, g0), (h1, g1) in zip(feats[:-1], feats[1:])]
 
 
 def detect_cuts(frames: np.ndarray, thresholds: CutThresholds | None = None) -> set[int]:
@@ -69,8 +66,4 @@ def detect_cuts(frames: np.ndarray, thresholds: CutThresholds | None = None) -> 
     th = thresholds or CutThresholds()
     if len(frames) < 2:
         return set()
-    return {
-        a
-        for a, (corr, diff) in enumerate(pair_scores(frames, th.size))
-        if corr < th.correlation_below and diff > th.difference_above
-    }
+    return {a for a, (corr, diff) in enumerate(pair_scores(frames, th.size)) if corr < th.correlation_below and diff > th.difference_above}

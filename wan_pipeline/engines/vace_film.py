@@ -114,9 +114,16 @@ class WanVaceFilm(DiffusersEngine):
 
     def describe(self) -> dict:
         p = self.params
-        return {"engine": self.name, "model": p.model, "seam_frames": p.seam_frames,
-                "context_frames": p.context_frames, "steps": p.steps, "guidance_scale": p.guidance_scale,
-                "crf": p.crf, "memory_strategy": self._strategy or p.memory_strategy}
+        return {
+            "engine": self.name,
+            "model": p.model,
+            "seam_frames": p.seam_frames,
+            "context_frames": p.context_frames,
+            "steps": p.steps,
+            "guidance_scale": p.guidance_scale,
+            "crf": p.crf,
+            "memory_strategy": self._strategy or p.memory_strategy,
+        }
 
     # -- the join --------------------------------------------------------------------------
     def join(self, request: FilmRequest) -> Clip:
@@ -130,12 +137,15 @@ class WanVaceFilm(DiffusersEngine):
         factors = []
         for sc in scenes:
             if sc.upscaled.fps != fps or sc.upscaled.frames.shape[1:] != shape:
-                raise StageError(f"film: scene {sc.scene_id!r} is {sc.upscaled.width}x{sc.upscaled.height} at "
-                                 f"{sc.upscaled.fps} fps, the first scene {shape[1]}x{shape[0]} at {fps} fps")
+                raise StageError(
+                    f"film: scene {sc.scene_id!r} is {sc.upscaled.width}x{sc.upscaled.height} at "
+                    f"{sc.upscaled.fps} fps, the first scene {shape[1]}x{shape[0]} at {fps} fps"
+                )
             k = Fraction(sc.upscaled.fps) / Fraction(sc.native.fps)
             if k.denominator != 1:
-                raise StageError(f"film: scene {sc.scene_id!r}: upscaled fps {sc.upscaled.fps} is not a whole "
-                                 f"multiple of the native {sc.native.fps}")
+                raise StageError(
+                    f"film: scene {sc.scene_id!r}: upscaled fps {sc.upscaled.fps} is not a whole multiple of the native {sc.native.fps}"
+                )
             factors.append(int(k))
         # keep[i] = [start, end) of scene i's upscaled frames kept as they are
         keep = [[0, sc.upscaled.num_frames] for sc in scenes]
@@ -146,16 +156,14 @@ class WanVaceFilm(DiffusersEngine):
             left, right = scenes[i], scenes[i + 1]
             handoff = left.transition == "handoff"
             off = 1 if handoff else 0
-            plan = plan_seam(left.native.num_frames, right.native.num_frames, handoff,
-                             self.params.seam_frames, self.params.context_frames)
+            plan = plan_seam(left.native.num_frames, right.native.num_frames, handoff, self.params.seam_frames, self.params.context_frames)
             if plan is None:
                 request.log(f"seam {left.scene_id}->{right.scene_id}: scenes too short, concatenated")
                 continue
             a, b, c = plan
             k = factors[i]
             if factors[i + 1] != k:
-                raise StageError(f"film: scenes {left.scene_id!r} and {right.scene_id!r} have different "
-                                 "interpolation factors")
+                raise StageError(f"film: scenes {left.scene_id!r} and {right.scene_id!r} have different interpolation factors")
             start_l = (left.native.num_frames - a - 1) * k + 1
             end_r = (b + off) * k
             needed = (keep[i][1] - start_l) + end_r - 1  # the seam instant is shared by both scenes
@@ -166,9 +174,18 @@ class WanVaceFilm(DiffusersEngine):
             seam_frames[i] = self._finish(generated, ctx_l[-1], ctx_r[0], left.native.fps, needed, request, shape)
             keep[i][1] = start_l
             keep[i + 1][0] = end_r
-            plans.append({"left": left.scene_id, "right": right.scene_id, "transition": left.transition,
-                          "native_regenerated": a + b, "left_frames": a, "right_frames": b, "context_frames": c,
-                          "upscaled_replaced": needed})
+            plans.append(
+                {
+                    "left": left.scene_id,
+                    "right": right.scene_id,
+                    "transition": left.transition,
+                    "native_regenerated": a + b,
+                    "left_frames": a,
+                    "right_frames": b,
+                    "context_frames": c,
+                    "upscaled_replaced": needed,
+                }
+            )
         pieces = []
         for i, sc in enumerate(scenes):
             start, end = keep[i]
@@ -182,8 +199,13 @@ class WanVaceFilm(DiffusersEngine):
             if i < len(seam_frames) and seam_frames[i] is not None:
                 pieces.append(seam_frames[i])
         film = np.concatenate(pieces, axis=0)
-        meta = {"seam_frames": self.params.seam_frames, "seams": len(plans), "seam_plan": plans,
-                "model": self.params.model, "memory_strategy": self._strategy}
+        meta = {
+            "seam_frames": self.params.seam_frames,
+            "seams": len(plans),
+            "seam_plan": plans,
+            "model": self.params.model,
+            "memory_strategy": self._strategy,
+        }
         if self._pipe is not None:
             meta["variant"] = checkpoint_variant(self._pipe)
         return Clip(film, fps=fps, meta=meta)
@@ -196,12 +218,11 @@ class WanVaceFilm(DiffusersEngine):
 
         ln = left.native.frames
         rn = right.native.frames[off:]
-        ctx_l = ln[len(ln) - a - c: len(ln) - a]
-        ctx_r = rn[b: b + c]
+        ctx_l = ln[len(ln) - a - c : len(ln) - a]
+        ctx_r = rn[b : b + c]
         h, w = ln.shape[1:3]
         if h % 16 or w % 16 or rn.shape[1:3] != (h, w):
-            raise StageError(f"film: native clips must share one size divisible by 16, got {w}x{h} and "
-                             f"{rn.shape[2]}x{rn.shape[1]}")
+            raise StageError(f"film: native clips must share one size divisible by 16, got {w}x{h} and {rn.shape[2]}x{rn.shape[1]}")
         s = a + b
         grey = np.full((s, h, w, 3), GREY, np.uint8)
         video = np.concatenate([ctx_l, grey, ctx_r])
@@ -211,13 +232,18 @@ class WanVaceFilm(DiffusersEngine):
             video=[Image.fromarray(f) for f in video],
             mask=[Image.fromarray(np.full((h, w), 255 * int(m), np.uint8)) for m in mask],
             prompt=" ".join(p for p in (left.prompt, right.prompt) if p) or "a continuous shot",
-            negative_prompt=self.params.negative_prompt, height=h, width=w, num_frames=len(video),
-            num_inference_steps=steps, guidance_scale=self.params.guidance_scale,
+            negative_prompt=self.params.negative_prompt,
+            height=h,
+            width=w,
+            num_frames=len(video),
+            num_inference_steps=steps,
+            guidance_scale=self.params.guidance_scale,
             max_sequence_length=self.params.max_sequence_length,
-            generator=torch.Generator("cpu").manual_seed(int(request.seed) + index), output_type="np",
+            generator=torch.Generator("cpu").manual_seed(int(request.seed) + index),
+            output_type="np",
             callback_on_step_end=step_progress(request.progress, index * steps, total * steps),
         ).frames
-        generated = to_uint8_frames(out)[c: c + s]
+        generated = to_uint8_frames(out)[c : c + s]
         return match_colour(generated, ctx_l, ctx_r), ctx_l, ctx_r
 
     def _finish(self, generated, before, after, native_fps, needed: int, request: FilmRequest, shape) -> np.ndarray:

@@ -25,19 +25,19 @@ from pydantic import Field
 from wan_pipeline.engines.base import ClipRequest
 from wan_pipeline.engines.diffusers_support import (
     DiffusersEngine,
-    check_steps,
     ModelParams,
+    check_steps,
     checkpoint_variant,
     release_pipeline,
     size_multiple,
     step_progress,
     to_uint8_frames,
 )
-from wan_pipeline.storage import storage_root
 from wan_pipeline.engines.lora import LoraEntry, loras_applied
 from wan_pipeline.errors import InputError
 from wan_pipeline.media.clip import Clip
 from wan_pipeline.media.image_io import fit_image
+from wan_pipeline.storage import storage_root
 
 GUIDANCE_WARNING = 6.0
 """Guidance at or above this gives black or over-saturated Wan frames in practice (users' reports;
@@ -105,8 +105,9 @@ class WanI2VClip(DiffusersEngine):
     def _check_side(self, field: str, value: int, multiple: int, file: str | None) -> None:
         lo, hi = self.params.min_size, self.params.max_size
         if not (lo <= value <= hi and value % multiple == 0):
-            raise InputError(file, f"{field}: {value} px is outside the supported range of stages.clip: "
-                                   f"{lo}..{hi} px in multiples of {multiple}")
+            raise InputError(
+                file, f"{field}: {value} px is outside the supported range of stages.clip: {lo}..{hi} px in multiples of {multiple}"
+            )
 
     @property
     def pipe(self):
@@ -118,17 +119,27 @@ class WanI2VClip(DiffusersEngine):
             transformer = pipe.transformer if pipe.transformer is not None else pipe.transformer_2
             if not pipe.config.get("expand_timesteps") and transformer.config.in_channels != 2 * pipe.vae.config.z_dim + 4:
                 release_pipeline(pipe)
-                raise InputError(self.file, f"stages.clip.model: {self.params.model} is a text-to-video checkpoint "
-                                            "(no image conditioning); use a Wan I2V, FLF2V, TI2V or I2V-A14B model")
+                raise InputError(
+                    self.file,
+                    f"stages.clip.model: {self.params.model} is a text-to-video checkpoint "
+                    "(no image conditioning); use a Wan I2V, FLF2V, TI2V or I2V-A14B model",
+                )
             self._pipe = pipe
         return self._pipe
 
     # -- telemetry -------------------------------------------------------------------------
     def describe(self) -> dict:
         p = self.params
-        out = {"engine": self.name, "model": p.model, "steps": p.steps, "guidance_scale": p.guidance_scale,
-               "flow_shift": p.flow_shift, "max_frames": p.max_frames, "dtype": p.dtype,
-               "memory_strategy": self._strategy or p.memory_strategy}
+        out = {
+            "engine": self.name,
+            "model": p.model,
+            "steps": p.steps,
+            "guidance_scale": p.guidance_scale,
+            "flow_shift": p.flow_shift,
+            "max_frames": p.max_frames,
+            "dtype": p.dtype,
+            "memory_strategy": self._strategy or p.memory_strategy,
+        }
         if self._pipe is not None:
             out["variant"] = checkpoint_variant(self._pipe)
             out["flow_shift"] = self._pipe.scheduler.config.get("flow_shift")
@@ -159,17 +170,16 @@ class WanI2VClip(DiffusersEngine):
         check_steps(steps, f"scene {request.scene_id!r} steps", None)
         guidance = request.guidance_scale if request.guidance_scale is not None else self.params.guidance_scale
         two_experts = getattr(pipe, "transformer_2", None) is not None and pipe.config.get("boundary_ratio") is not None
-        guidance_2 = (self.params.guidance_scale_2 if self.params.guidance_scale_2 is not None else guidance) \
-            if two_experts else None
+        guidance_2 = (self.params.guidance_scale_2 if self.params.guidance_scale_2 is not None else guidance) if two_experts else None
         warnings = []
         for label, value in (("guidance_scale", guidance), ("guidance_scale_2", guidance_2)):
             if value is not None and value >= GUIDANCE_WARNING:
-                warnings.append(f"{label} {value:g} >= {GUIDANCE_WARNING:g}: Wan tends to give black or "
-                                f"over-saturated frames; 3.5-5 is the usual range")
+                warnings.append(
+                    f"{label} {value:g} >= {GUIDANCE_WARNING:g}: Wan tends to give black or over-saturated frames; 3.5-5 is the usual range"
+                )
         supports_last = not pipe.config.get("expand_timesteps")
         if request.last is not None and not supports_last:
-            warnings.append("this checkpoint (TI2V) has no first-last-frame conditioning in diffusers: "
-                            "the handoff frame was not used")
+            warnings.append("this checkpoint (TI2V) has no first-last-frame conditioning in diffusers: the handoff frame was not used")
 
         total = wan_frame_count(request.duration_s, request.fps)
         lengths = segment_lengths(total, self.params.max_frames)
@@ -188,11 +198,20 @@ class WanI2VClip(DiffusersEngine):
             for i, n in enumerate(lengths):
                 final = i == len(lengths) - 1
                 end = last if final else None
-                kwargs = dict(image=Image.fromarray(start), prompt=request.prompt, negative_prompt=negative,
-                              height=request.height, width=request.width, num_frames=n,
-                              num_inference_steps=steps, guidance_scale=guidance, generator=generator,
-                              output_type="np", max_sequence_length=self.params.max_sequence_length,
-                              callback_on_step_end=step_progress(request.progress, i * steps, steps * len(lengths)))
+                kwargs = dict(
+                    image=Image.fromarray(start),
+                    prompt=request.prompt,
+                    negative_prompt=negative,
+                    height=request.height,
+                    width=request.width,
+                    num_frames=n,
+                    num_inference_steps=steps,
+                    guidance_scale=guidance,
+                    generator=generator,
+                    output_type="np",
+                    max_sequence_length=self.params.max_sequence_length,
+                    callback_on_step_end=step_progress(request.progress, i * steps, steps * len(lengths)),
+                )
                 if guidance_2 is not None:
                     kwargs["guidance_scale_2"] = guidance_2
                 if end is not None:
@@ -203,10 +222,18 @@ class WanI2VClip(DiffusersEngine):
                 start = frames[-1]
                 request.log(f"segment {i + 1}/{len(lengths)}: {n} frames")
         video = np.concatenate(pieces, axis=0)
-        meta = {"flf2v": last is not None, "model": self.params.model, "variant": checkpoint_variant(pipe),
-                "segments": len(lengths), "segment_frames": lengths, "memory_strategy": self._strategy,
-                "steps": steps, "guidance_scale": guidance, "flow_shift": pipe.scheduler.config.get("flow_shift"),
-                "warnings": warnings}
+        meta = {
+            "flf2v": last is not None,
+            "model": self.params.model,
+            "variant": checkpoint_variant(pipe),
+            "segments": len(lengths),
+            "segment_frames": lengths,
+            "memory_strategy": self._strategy,
+            "steps": steps,
+            "guidance_scale": guidance,
+            "flow_shift": pipe.scheduler.config.get("flow_shift"),
+            "warnings": warnings,
+        }
         if guidance_2 is not None:
             meta["guidance_scale_2"] = guidance_2
         for w in warnings:

@@ -50,7 +50,7 @@ def _codec_available(name: str) -> bool:
 LOSSLESS_RGB = _codec_available("libx264rgb")
 
 
-def frame_to_rgb(frame: "av.VideoFrame") -> np.ndarray:
+def frame_to_rgb(frame: av.VideoFrame) -> np.ndarray:
     """A decoded frame as uint8 (H, W, 3) RGB.
 
     Chroma-subsampled frames are first upsampled to 4:4:4: swscale's direct yuv420p → RGB path

@@ -80,9 +80,12 @@ def resolve_model(ref: str | Path) -> Path:
     if REPO_ID.match(text):
         snapshot = find_cached_snapshot(text)
         if snapshot is None:
-            raise InputError(text, f"model not in the Hugging Face cache ({hf_cache_dir()}); download it with "
-                             f"`{download_command(text)}` (or `huggingface-cli download {text}`), or set `model:` "
-                             f"to a local diffusers folder (`{download_command(text, 'models/' + text.split('/')[1])}`)")
+            raise InputError(
+                text,
+                f"model not in the Hugging Face cache ({hf_cache_dir()}); download it with "
+                f"`{download_command(text)}` (or `huggingface-cli download {text}`), or set `model:` "
+                f"to a local diffusers folder (`{download_command(text, 'models/' + text.split('/')[1])}`)",
+            )
         return snapshot
     raise InputError(text, "no such folder, and not a Hugging Face repo id of the form owner/name")
 
@@ -106,8 +109,12 @@ class ComponentInfo(BaseModel):
 
     @property
     def needs_weights(self) -> bool:
-        return bool(self.class_name) and any(s in self.class_name for s in WEIGHTED_LIBRARY_CLASSES) \
-            and "Processor" not in self.class_name and "Tokenizer" not in self.class_name
+        return (
+            bool(self.class_name)
+            and any(s in self.class_name for s in WEIGHTED_LIBRARY_CLASSES)
+            and "Processor" not in self.class_name
+            and "Tokenizer" not in self.class_name
+        )
 
 
 class Checkpoint(BaseModel):
@@ -158,16 +165,16 @@ def _read_json(path: Path, checkpoint: Path) -> dict:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
-        raise InputError(str(path), f"JSON syntax error at line {exc.lineno}, column {exc.colno}: {exc.msg}; "
-                         f"re-download this file of {checkpoint.name}") from None
+        raise InputError(
+            str(path), f"JSON syntax error at line {exc.lineno}, column {exc.colno}: {exc.msg}; re-download this file of {checkpoint.name}"
+        ) from None
     if not isinstance(data, dict):
         raise InputError(str(path), "a config file must hold a JSON object")
     return data
 
 
 def _config_file(folder: Path) -> Path | None:
-    names = ["config.json", "scheduler_config.json", "preprocessor_config.json", "tokenizer_config.json",
-             "tokenizer.json", "spiece.model"]
+    names = ["config.json", "scheduler_config.json", "preprocessor_config.json", "tokenizer_config.json", "tokenizer.json", "spiece.model"]
     for n in names:
         if (folder / n).is_file():
             return folder / n
@@ -226,8 +233,11 @@ def read_checkpoint(ref: str | Path) -> Checkpoint:
     index_path = root / "model_index.json"
     if not index_path.is_file():
         hint = f"; download it with `{download_command(str(ref))}`" if REPO_ID.match(str(ref)) else ""
-        raise InputError(str(root), "no model_index.json: not a diffusers checkpoint folder (give the folder that "
-                                    f"holds model_index.json, transformer/, vae/ …){hint}")
+        raise InputError(
+            str(root),
+            "no model_index.json: not a diffusers checkpoint folder (give the folder that "
+            f"holds model_index.json, transformer/, vae/ …){hint}",
+        )
     raw_index = _read_json(index_path, root)
     try:
         index = ModelIndex.from_json(raw_index)
@@ -240,21 +250,31 @@ def read_checkpoint(ref: str | Path) -> Checkpoint:
         if not entry.present:
             continue
         if entry.library not in TRUSTED_LIBRARIES:
-            problems.append(f"component {name!r}: library {entry.library!r} is custom code (needs trust_remote_code, "
-                            f"which is never used); use a checkpoint whose components come from diffusers or transformers")
+            problems.append(
+                f"component {name!r}: library {entry.library!r} is custom code (needs trust_remote_code, "
+                f"which is never used); use a checkpoint whose components come from diffusers or transformers"
+            )
         folder = root / name
         cfg_file = _config_file(folder) if folder.is_dir() else None
         safe, pickles = _weight_files(folder, root) if folder.is_dir() else ([], [])
         for p in pickles:
-            problems.append(f"component {name!r}: {p} is a pickle weight file; only .safetensors are loaded "
-                            f"(pickles can run code): delete it and download the safetensors files "
-                            f"(`hf download <repo> --include '{name}/*.safetensors*'`)")
+            problems.append(
+                f"component {name!r}: {p} is a pickle weight file; only .safetensors are loaded "
+                f"(pickles can run code): delete it and download the safetensors files "
+                f"(`hf download <repo> --include '{name}/*.safetensors*'`)"
+            )
         config = None
         if cfg_file is not None and cfg_file.name in ("config.json", "scheduler_config.json"):
             config = _read_json(cfg_file, root)
-        components[name] = ComponentInfo(name=name, library=entry.library, class_name=entry.class_name,
-                                         folder_exists=folder.is_dir(), has_config=cfg_file is not None,
-                                         weights=safe, config=config)
+        components[name] = ComponentInfo(
+            name=name,
+            library=entry.library,
+            class_name=entry.class_name,
+            folder_exists=folder.is_dir(),
+            has_config=cfg_file is not None,
+            weights=safe,
+            config=config,
+        )
 
     is_wan = index.class_name.startswith("Wan")
     required = ("transformer", "vae", "scheduler") if is_wan else ("scheduler",)
@@ -262,15 +282,21 @@ def read_checkpoint(ref: str | Path) -> Checkpoint:
         if name == "transformer" and not index.has("transformer") and index.has("transformer_2"):
             continue  # diffusers allows one expert saved as None
         if not index.has(name):
-            problems.append(f"component {name!r}: not listed in model_index.json; a {index.class_name} needs "
-                            f"{', '.join(required)}: re-download the checkpoint's model_index.json")
+            problems.append(
+                f"component {name!r}: not listed in model_index.json; a {index.class_name} needs "
+                f"{', '.join(required)}: re-download the checkpoint's model_index.json"
+            )
     for name, info in components.items():
         if info.library == "diffusers" and not info.folder_exists:
-            problems.append(f"component {name!r}: folder {name}/ is missing; download it "
-                            f"(`hf download <repo> --include '{name}/*'`) or remove it from model_index.json")
+            problems.append(
+                f"component {name!r}: folder {name}/ is missing; download it "
+                f"(`hf download <repo> --include '{name}/*'`) or remove it from model_index.json"
+            )
         elif info.library == "diffusers" and info.config is None:
-            problems.append(f"component {name!r}: {name}/config.json (or scheduler_config.json) is missing; "
-                            f"download it (`hf download <repo> --include '{name}/*'`)")
+            problems.append(
+                f"component {name!r}: {name}/config.json (or scheduler_config.json) is missing; "
+                f"download it (`hf download <repo> --include '{name}/*'`)"
+            )
     if problems:
         raise InputError(str(root), _with_repo(problems, str(ref)))
 
@@ -289,8 +315,9 @@ def parse_component_configs(ckpt: Checkpoint, where: Path | str) -> Checkpoint:
     if "vae" in comps and comps["vae"].config is not None and comps["vae"].class_name == "AutoencoderKLWan":
         update["vae"] = _validate(VaeConfig, comps["vae"].config, where / "vae" / "config.json", "vae")
     if "scheduler" in comps and comps["scheduler"].config is not None:
-        update["scheduler"] = _validate(SchedulerConfig, comps["scheduler"].config,
-                                        where / "scheduler" / "scheduler_config.json", "scheduler")
+        update["scheduler"] = _validate(
+            SchedulerConfig, comps["scheduler"].config, where / "scheduler" / "scheduler_config.json", "scheduler"
+        )
     ckpt = ckpt.model_copy(update=update)
     problems = channel_problems(ckpt)
     if problems:
@@ -314,11 +341,15 @@ def channel_problems(ckpt: Checkpoint) -> list[str]:
         if t is None:
             continue
         if t.out_channels != z:
-            out.append(f"component {name!r}: out_channels {t.out_channels} does not match the VAE's z_dim {z}; "
-                       f"the transformer and vae/ come from different models: use the vae/ of the same checkpoint")
+            out.append(
+                f"component {name!r}: out_channels {t.out_channels} does not match the VAE's z_dim {z}; "
+                f"the transformer and vae/ come from different models: use the vae/ of the same checkpoint"
+            )
         if t.in_channels not in (z, i2v):
-            out.append(f"component {name!r}: in_channels {t.in_channels} fits neither text-to-video ({z} = VAE z_dim) "
-                       f"nor image-to-video ({i2v} = 2×{z}+{ckpt.vae.temporal_factor}); use the vae/ of the same checkpoint")
+            out.append(
+                f"component {name!r}: in_channels {t.in_channels} fits neither text-to-video ({z} = VAE z_dim) "
+                f"nor image-to-video ({i2v} = 2×{z}+{ckpt.vae.temporal_factor}); use the vae/ of the same checkpoint"
+            )
     return out
 
 
@@ -333,8 +364,9 @@ def check_loadable(ckpt: Checkpoint) -> None:
         elif not c.has_config:
             problems.append(f"component {c.name!r}: no config file in {c.name}/; download it")
         elif c.needs_weights and not c.weights:
-            problems.append(f"component {c.name!r}: no .safetensors weights in {c.name}/; download them "
-                            f"(`hf download <repo> --include '{c.name}/*'`)")
+            problems.append(
+                f"component {c.name!r}: no .safetensors weights in {c.name}/; download them (`hf download <repo> --include '{c.name}/*'`)"
+            )
         elif c.folder_exists:
             for shard in _sharded_missing(root / c.name):
                 problems.append(f"component {c.name!r}: shard {shard} named by its index file is missing; download it")

@@ -43,7 +43,7 @@ class ModelIndex(BaseModel):
     expand_timesteps: bool | None = None
 
     @classmethod
-    def from_json(cls, data: dict) -> "ModelIndex":
+    def from_json(cls, data: dict) -> ModelIndex:
         """Split a parsed ``model_index.json`` into components (2-lists) and config values."""
         components, values = {}, {}
         for key, value in data.items():
@@ -141,4 +141,3 @@ class SchedulerConfig(BaseModel):
     @property
     def effective_shift(self) -> float | None:
         return self.flow_shift if self.flow_shift is not None else self.shift
-

@@ -14,8 +14,7 @@ from pathlib import Path
 
 from wan_pipeline.errors import InputError
 from wan_pipeline.models.catalog import catalog_checkpoint
-from wan_pipeline.models.checkpoint import (REPO_ID, Checkpoint, download_command, find_cached_snapshot,
-                                            hf_cache_dir, read_checkpoint)
+from wan_pipeline.models.checkpoint import REPO_ID, Checkpoint, download_command, find_cached_snapshot, hf_cache_dir, read_checkpoint
 from wan_pipeline.models.memory import MIB, STRATEGIES, plan_memory
 from wan_pipeline.models.variants import identify
 
@@ -82,9 +81,12 @@ def machine_info() -> dict:
     except OSError:
         pass
     info = {
-        "cpu": {"model": cpu_model, "logical_cores": psutil.cpu_count(logical=True),
-                "physical_cores": psutil.cpu_count(logical=False), "usable_cores": len(os.sched_getaffinity(0))
-                if hasattr(os, "sched_getaffinity") else psutil.cpu_count()},
+        "cpu": {
+            "model": cpu_model,
+            "logical_cores": psutil.cpu_count(logical=True),
+            "physical_cores": psutil.cpu_count(logical=False),
+            "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else psutil.cpu_count(),
+        },
         "ram": {"total_mib": round(vm.total / MIB), "available_mib": round(vm.available / MIB)},
         "gpus": _nvml_gpus(),
         "nvidia_driver": None,
@@ -112,8 +114,15 @@ def machine_info() -> dict:
         if info["cuda_available"] and not info["gpus"]:
             for i in range(torch.cuda.device_count()):
                 free, total = torch.cuda.mem_get_info(i)
-                info["gpus"].append({"index": i, "name": torch.cuda.get_device_name(i), "total_mib": round(total / MIB),
-                                     "free_mib": round(free / MIB), "used_mib": round((total - free) / MIB)})
+                info["gpus"].append(
+                    {
+                        "index": i,
+                        "name": torch.cuda.get_device_name(i),
+                        "total_mib": round(total / MIB),
+                        "free_mib": round(free / MIB),
+                        "used_mib": round((total - free) / MIB),
+                    }
+                )
     except ImportError:
         info.update(torch=None, torch_cuda=None, cuda_available=False)
     try:
@@ -138,9 +147,15 @@ def _nvml_gpus() -> list[dict]:
             h = pynvml.nvmlDeviceGetHandleByIndex(i)
             name = pynvml.nvmlDeviceGetName(h)
             mem = pynvml.nvmlDeviceGetMemoryInfo(h)
-            gpus.append({"index": i, "name": name.decode() if isinstance(name, bytes) else name,
-                         "total_mib": round(mem.total / MIB), "free_mib": round(mem.free / MIB),
-                         "used_mib": round(mem.used / MIB)})
+            gpus.append(
+                {
+                    "index": i,
+                    "name": name.decode() if isinstance(name, bytes) else name,
+                    "total_mib": round(mem.total / MIB),
+                    "free_mib": round(mem.free / MIB),
+                    "used_mib": round(mem.used / MIB),
+                }
+            )
     except Exception:
         pass
     finally:
@@ -168,16 +183,26 @@ def gpu_memory_mib(device: str) -> tuple[float | None, float | None]:
         return None, None
 
 
-def plan_for_model(model_ref: str, *, width: int, height: int, frames: int, dtype: str = "bfloat16",
-                   strategy: str = "auto", device: str = "cuda:0"):
+def plan_for_model(
+    model_ref: str, *, width: int, height: int, frames: int, dtype: str = "bfloat16", strategy: str = "auto", device: str = "cuda:0"
+):
     """Read ``model_ref`` and plan its memory for one generation on ``device`` (free VRAM measured
     now). Returns ``(ModelInfo, MemoryPlan)``; for engines, which record ``plan.chosen_strategy``,
     ``vae_tiling`` and ``estimated_peak_mib`` in the stage metadata. Raises :class:`InputError`."""
     ckpt = read_checkpoint(model_ref)
     info = identify(ckpt)
     total, free = gpu_memory_mib(device)
-    plan = plan_memory(ckpt, variant=info.variant, width=width, height=height, frames=frames, dtype=dtype,
-                       strategy=strategy, vram_total_mib=total, vram_free_mib=free)
+    plan = plan_memory(
+        ckpt,
+        variant=info.variant,
+        width=width,
+        height=height,
+        frames=frames,
+        dtype=dtype,
+        strategy=strategy,
+        vram_total_mib=total,
+        vram_free_mib=free,
+    )
     return info, plan
 
 
@@ -205,8 +230,15 @@ def _model_entry(stage: str, section: dict, preset, gpu: dict | None) -> dict:
         entry["problems"].append(str(err))
         return entry
     info = identify(ckpt)
-    entry.update(kind="diffusers checkpoint", source=ckpt.source, downloaded=downloaded, variant=info.variant,
-                 pipeline_class=info.pipeline_class, capabilities=info.capabilities, experts=info.experts)
+    entry.update(
+        kind="diffusers checkpoint",
+        source=ckpt.source,
+        downloaded=downloaded,
+        variant=info.variant,
+        pipeline_class=info.pipeline_class,
+        capabilities=info.capabilities,
+        experts=info.experts,
+    )
     if not downloaded:
         entry["missing"].append(f"not in the Hugging Face cache: run `{download_command(model)}`")
     else:
@@ -221,17 +253,36 @@ def _model_entry(stage: str, section: dict, preset, gpu: dict | None) -> dict:
     frames = int(section.get("frames") or section.get("num_frames") or info.max_frames or 81)
     strategy = str(section.get("memory_strategy", "auto"))
     try:
-        plan = plan_memory(ckpt, variant=info.variant, width=width, height=height, frames=info.valid_frames(frames),
-                           dtype=dtype, strategy=strategy,
-                           vram_total_mib=gpu["total_mib"] if gpu else None, vram_free_mib=gpu["free_mib"] if gpu else None)
+        plan = plan_memory(
+            ckpt,
+            variant=info.variant,
+            width=width,
+            height=height,
+            frames=info.valid_frames(frames),
+            dtype=dtype,
+            strategy=strategy,
+            vram_total_mib=gpu["total_mib"] if gpu else None,
+            vram_free_mib=gpu["free_mib"] if gpu else None,
+        )
     except InputError as err:
         entry["problems"].append(str(err))
         return entry
-    entry.update(parameters=plan.total_params, parameters_by_component=plan.params, dtype=dtype,
-                 width=width, height=height, frames=plan.frames, weights_mib=plan.total_weights_mib,
-                 chosen_strategy=plan.chosen_strategy, vae_tiling=plan.vae_tiling,
-                 estimated_peak_vram_mib=plan.estimated_peak_mib, peak_vram_mib=plan.peak_vram_mib,
-                 fits=plan.fits, reason=plan.reason, host_ram_mib=plan.host_ram_mib)
+    entry.update(
+        parameters=plan.total_params,
+        parameters_by_component=plan.params,
+        dtype=dtype,
+        width=width,
+        height=height,
+        frames=plan.frames,
+        weights_mib=plan.total_weights_mib,
+        chosen_strategy=plan.chosen_strategy,
+        vae_tiling=plan.vae_tiling,
+        estimated_peak_vram_mib=plan.estimated_peak_mib,
+        peak_vram_mib=plan.peak_vram_mib,
+        fits=plan.fits,
+        reason=plan.reason,
+        host_ram_mib=plan.host_ram_mib,
+    )
     if plan.fits is False:
         entry["problems"].append(plan.reason)
     return entry
@@ -260,17 +311,26 @@ def doctor_report(preset, machine: dict | None = None) -> dict:
         lacks.append("no CUDA GPU in use: diffusion stages would run on the CPU (hours per clip at full size)")
     for m in models:
         lacks += [f"{m['stage']}: {x}" for x in m["missing"]] + [f"{m['stage']}: {x}" for x in m["problems"]]
-    return {"preset": getattr(preset, "name", None), "device": getattr(preset, "device", None), "machine": machine,
-            "gpu": gpu, "models": models, "lacks": lacks, "ready": not lacks}
+    return {
+        "preset": getattr(preset, "name", None),
+        "device": getattr(preset, "device", None),
+        "machine": machine,
+        "gpu": gpu,
+        "models": models,
+        "lacks": lacks,
+        "ready": not lacks,
+    }
 
 
 def render_doctor_text(report: dict) -> str:
     """A plain-text rendering of :func:`doctor_report` for the terminal."""
     m = report["machine"]
-    lines = [f"Machine: {m['cpu']['model']} ({m['cpu']['logical_cores']} logical cores), "
-             f"RAM {m['ram']['available_mib']:,} / {m['ram']['total_mib']:,} MiB available",
-             f"  torch {m.get('torch')} (CUDA {m.get('torch_cuda') or 'none'}), diffusers {m.get('diffusers')}, "
-             f"driver {m.get('nvidia_driver') or 'none'}; HF cache {m.get('hf_cache')}"]
+    lines = [
+        f"Machine: {m['cpu']['model']} ({m['cpu']['logical_cores']} logical cores), "
+        f"RAM {m['ram']['available_mib']:,} / {m['ram']['total_mib']:,} MiB available",
+        f"  torch {m.get('torch')} (CUDA {m.get('torch_cuda') or 'none'}), diffusers {m.get('diffusers')}, "
+        f"driver {m.get('nvidia_driver') or 'none'}; HF cache {m.get('hf_cache')}",
+    ]
     if m["gpus"]:
         for g in m["gpus"]:
             lines.append(f"  GPU {g['index']}: {g['name']}, {g['free_mib']:,} / {g['total_mib']:,} MiB free")
@@ -283,14 +343,20 @@ def render_doctor_text(report: dict) -> str:
         if e.get("variant"):
             byc = e.get("parameters_by_component") or {}
             denoise = sum(v for k, v in byc.items() if k.startswith("transformer") or k == "unet")
-            head += f" — {e['variant']} ({e['pipeline_class']}, denoiser {denoise / 1e9:.2f} B params, " \
-                    f"{e['parameters'] / 1e9:.2f} B with encoders and VAE)" if e.get("parameters") else f" — {e['variant']}"
+            head += (
+                f" — {e['variant']} ({e['pipeline_class']}, denoiser {denoise / 1e9:.2f} B params, "
+                f"{e['parameters'] / 1e9:.2f} B with encoders and VAE)"
+                if e.get("parameters")
+                else f" — {e['variant']}"
+            )
         lines.append(head)
         if e.get("chosen_strategy"):
             where = "VRAM" if report.get("gpu") else "RAM (CPU device)"
-            lines.append(f"    {e['dtype']} {e['width']}x{e['height']}x{e['frames']} frames: weights {e['weights_mib']:,.0f} MiB, "
-                         f"peak {where} ~{e['estimated_peak_vram_mib']:,.0f} MiB with {e['chosen_strategy']}"
-                         f"{' + VAE tiling' if e['vae_tiling'] else ''} ({e['reason']})")
+            lines.append(
+                f"    {e['dtype']} {e['width']}x{e['height']}x{e['frames']} frames: weights {e['weights_mib']:,.0f} MiB, "
+                f"peak {where} ~{e['estimated_peak_vram_mib']:,.0f} MiB with {e['chosen_strategy']}"
+                f"{' + VAE tiling' if e['vae_tiling'] else ''} ({e['reason']})"
+            )
             lines.append("    GPU peak by strategy (MiB): " + ", ".join(f"{s} {e['peak_vram_mib'][s]:,.0f}" for s in STRATEGIES))
         for x in e["missing"]:
             lines.append(f"    missing: {x}")

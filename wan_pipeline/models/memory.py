@@ -42,11 +42,10 @@ from pydantic import BaseModel, Field
 from wan_pipeline.errors import InputError
 from wan_pipeline.models.checkpoint import Checkpoint
 
-MIB = 2 ** 20
+MIB = 2**20
 STRATEGIES = ("full_gpu", "model_cpu_offload", "group_offload", "sequential_cpu_offload")
 """Weakest to strongest: each keeps less of the model on the GPU (and runs slower)."""
-DTYPE_BYTES = {"float32": 4, "fp32": 4, "float16": 2, "fp16": 2, "bfloat16": 2, "bf16": 2,
-               "float8": 1, "fp8": 1, "float8_e4m3fn": 1}
+DTYPE_BYTES = {"float32": 4, "fp32": 4, "float16": 2, "fp16": 2, "bfloat16": 2, "bf16": 2, "float8": 1, "fp8": 1, "float8_e4m3fn": 1}
 OVERHEAD_MIB = 1024.0
 """CUDA context + allocator fragmentation (estimate)."""
 VAE_CACHE_FACTOR = 8
@@ -62,12 +61,29 @@ VRAM_MARGIN = 0.95
 # parameters, matching the 11.4 GB bf16 `models_t5_umt5-xxl-enc-bf16.pth` of the Wan2.1 release)
 # and the ViT-H/14 vision tower of laion/CLIP-ViT-H-14 (Wan2.1 I2V/FLF2V image encoder).
 DEFAULT_COMPONENT_CONFIGS = {
-    "UMT5EncoderModel": {"model_type": "umt5", "d_model": 4096, "d_ff": 10240, "d_kv": 64, "num_heads": 64,
-                         "num_layers": 24, "vocab_size": 256384, "feed_forward_proj": "gated-gelu",
-                         "relative_attention_num_buckets": 32, "tie_word_embeddings": False},
-    "CLIPVisionModelWithProjection": {"model_type": "clip_vision_model", "hidden_size": 1280, "intermediate_size": 5120,
-                                      "num_attention_heads": 16, "num_hidden_layers": 32, "patch_size": 14,
-                                      "image_size": 224, "projection_dim": 1024, "hidden_act": "gelu"},
+    "UMT5EncoderModel": {
+        "model_type": "umt5",
+        "d_model": 4096,
+        "d_ff": 10240,
+        "d_kv": 64,
+        "num_heads": 64,
+        "num_layers": 24,
+        "vocab_size": 256384,
+        "feed_forward_proj": "gated-gelu",
+        "relative_attention_num_buckets": 32,
+        "tie_word_embeddings": False,
+    },
+    "CLIPVisionModelWithProjection": {
+        "model_type": "clip_vision_model",
+        "hidden_size": 1280,
+        "intermediate_size": 5120,
+        "num_attention_heads": 16,
+        "num_hidden_layers": 32,
+        "patch_size": 14,
+        "image_size": 224,
+        "projection_dim": 1024,
+        "hidden_act": "gelu",
+    },
 }
 DEFAULT_COMPONENT_CONFIGS["CLIPVisionModel"] = DEFAULT_COMPONENT_CONFIGS["CLIPVisionModelWithProjection"]
 DENOISERS = ("transformer", "transformer_2", "unet")
@@ -106,8 +122,9 @@ def _stats(module, source: str) -> ParamStats:
     lists = [m for m in module.modules() if isinstance(m, nn.ModuleList) and len(m) > 0]
     blocks = max(lists, key=lambda m: sum(p.numel() for p in m.parameters()), default=None)
     in_blocks = sum(p.numel() for p in blocks.parameters()) if blocks is not None else 0
-    return ParamStats(total=total, in_blocks=in_blocks, blocks=len(blocks) if blocks is not None else 0,
-                      largest_tensor=largest, source=source)
+    return ParamStats(
+        total=total, in_blocks=in_blocks, blocks=len(blocks) if blocks is not None else 0, largest_tensor=largest, source=source
+    )
 
 
 @lru_cache(maxsize=128)
@@ -156,8 +173,7 @@ def component_parameters(ckpt: Checkpoint) -> dict[str, ParamStats]:
             except (KeyError, TypeError, ValueError, InputError):
                 pass  # a config this library version cannot build: fall back to the default, if any
         if comp.class_name in DEFAULT_COMPONENT_CONFIGS:
-            out[name] = count_parameters(comp.library, comp.class_name, DEFAULT_COMPONENT_CONFIGS[comp.class_name],
-                                         source="default")
+            out[name] = count_parameters(comp.library, comp.class_name, DEFAULT_COMPONENT_CONFIGS[comp.class_name], source="default")
     return out
 
 
@@ -222,8 +238,9 @@ def stronger_strategy(name: str) -> str | None:
     return STRATEGIES[i + 1] if i + 1 < len(STRATEGIES) else None
 
 
-def _activations(ckpt: Checkpoint, stats: dict[str, ParamStats], width: int, height: int, frames: int,
-                 b: int, b_vae: int) -> dict[str, float]:
+def _activations(
+    ckpt: Checkpoint, stats: dict[str, ParamStats], width: int, height: int, frames: int, b: int, b_vae: int
+) -> dict[str, float]:
     t = ckpt.transformer or ckpt.transformer_2
     act: dict[str, float] = {}
     if t is not None:
@@ -235,8 +252,10 @@ def _activations(ckpt: Checkpoint, stats: dict[str, ParamStats], width: int, hei
         pv = v.patch_size or 1
         channels = v.decoder_base_dim or v.base_dim
         output = frames * 3 * height * width * b_vae
+
         def decode(h, w):
             return (VAE_CACHE_FACTOR * v.temporal_factor * (h // pv) * (w // pv) * channels * b_vae + output) / MIB
+
         act["vae"] = decode(height, width)
         act["vae_tiled"] = decode(min(height, VAE_TILE), min(width, VAE_TILE))
     elif "vae" in stats:
@@ -251,9 +270,18 @@ def _activations(ckpt: Checkpoint, stats: dict[str, ParamStats], width: int, hei
     return act
 
 
-def plan_memory(ckpt: Checkpoint, *, variant: str = "", width: int, height: int, frames: int,
-                dtype: str = "bfloat16", vram_total_mib: float | None = None, vram_free_mib: float | None = None,
-                strategy: str = "auto") -> MemoryPlan:
+def plan_memory(
+    ckpt: Checkpoint,
+    *,
+    variant: str = "",
+    width: int,
+    height: int,
+    frames: int,
+    dtype: str = "bfloat16",
+    vram_total_mib: float | None = None,
+    vram_free_mib: float | None = None,
+    strategy: str = "auto",
+) -> MemoryPlan:
     """Estimate the memory a checkpoint needs for one ``width``×``height``×``frames`` generation
     and choose a strategy.
 
@@ -302,33 +330,59 @@ def plan_memory(ckpt: Checkpoint, *, variant: str = "", width: int, height: int,
         est = tiled_peaks[chosen] if tiling else peaks[chosen]
         fits = None if budget is None else est <= budget
         reason = f"forced by the preset (memory_strategy: {strategy})" + (
-            "" if fits in (None, True) else f"; estimated {est:.0f} MiB exceeds {budget:.0f} MiB usable: expect out-of-memory")
+            "" if fits in (None, True) else f"; estimated {est:.0f} MiB exceeds {budget:.0f} MiB usable: expect out-of-memory"
+        )
     elif budget is None:
         chosen, tiling, est, fits = "full_gpu", False, peaks["full_gpu"], None
         reason = "no CUDA device: the whole model runs on the CPU device (offloading does not apply)"
     else:
-        candidates = [("full_gpu", False), ("full_gpu", True), ("model_cpu_offload", False),
-                      ("model_cpu_offload", True), ("group_offload", True), ("sequential_cpu_offload", True)]
+        candidates = [
+            ("full_gpu", False),
+            ("full_gpu", True),
+            ("model_cpu_offload", False),
+            ("model_cpu_offload", True),
+            ("group_offload", True),
+            ("sequential_cpu_offload", True),
+        ]
         for chosen, tiling in candidates:
             est = tiled_peaks[chosen] if tiling else peaks[chosen]
             if est <= budget:
                 fits = True
-                reason = (f"weakest strategy whose estimated peak {est:.0f} MiB fits {budget:.0f} MiB usable "
-                          f"({VRAM_MARGIN:.0%} of {vram_free_mib:.0f} MiB free)") + ("; VAE tiling needed" if tiling else "")
+                reason = (
+                    f"weakest strategy whose estimated peak {est:.0f} MiB fits {budget:.0f} MiB usable "
+                    f"({VRAM_MARGIN:.0%} of {vram_free_mib:.0f} MiB free)"
+                ) + ("; VAE tiling needed" if tiling else "")
                 break
         else:
             fits = False
-            reason = (f"does not fit: even sequential_cpu_offload with VAE tiling needs ~{est:.0f} MiB and "
-                      f"{budget:.0f} MiB are usable; lower the resolution or frames, or use a smaller model")
+            reason = (
+                f"does not fit: even sequential_cpu_offload with VAE tiling needs ~{est:.0f} MiB and "
+                f"{budget:.0f} MiB are usable; lower the resolution or frames, or use a smaller model"
+            )
     total_params = sum(s.total for s in stats.values())
     return MemoryPlan(
-        model=ckpt.ref, variant=variant, dtype=str(dtype), width=width, height=height, frames=frames,
+        model=ckpt.ref,
+        variant=variant,
+        dtype=str(dtype),
+        width=width,
+        height=height,
+        frames=frames,
         latent_tokens=latent_tokens(ckpt, width, height, frames),
-        params={n: s.total for n, s in stats.items()}, param_sources={n: s.source for n, s in stats.items()},
-        total_params=total_params, weights_mib={n: round(w, 1) for n, w in weights.items()},
-        total_weights_mib=round(sum(weights.values()), 1), activation_mib={k: round(v, 1) for k, v in act.items()},
-        peak_vram_mib=peaks, peak_vram_tiled_mib=tiled_peaks, chosen_strategy=chosen, vae_tiling=tiling,
-        vae_slicing=tiling, estimated_peak_mib=round(est, 1), fits=fits, reason=reason,
-        vram_total_mib=vram_total_mib, vram_free_mib=vram_free_mib,
+        params={n: s.total for n, s in stats.items()},
+        param_sources={n: s.source for n, s in stats.items()},
+        total_params=total_params,
+        weights_mib={n: round(w, 1) for n, w in weights.items()},
+        total_weights_mib=round(sum(weights.values()), 1),
+        activation_mib={k: round(v, 1) for k, v in act.items()},
+        peak_vram_mib=peaks,
+        peak_vram_tiled_mib=tiled_peaks,
+        chosen_strategy=chosen,
+        vae_tiling=tiling,
+        vae_slicing=tiling,
+        estimated_peak_mib=round(est, 1),
+        fits=fits,
+        reason=reason,
+        vram_total_mib=vram_total_mib,
+        vram_free_mib=vram_free_mib,
         host_ram_mib=round(sum(weights.values()), 1),
     )

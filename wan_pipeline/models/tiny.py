@@ -56,24 +56,30 @@ def _text_encoder(vocab_size: int):
     from transformers import UMT5Config, UMT5EncoderModel
 
     _seed(1)
-    cfg = UMT5Config(vocab_size=vocab_size, d_model=_TEXT_DIM, d_kv=8, d_ff=64, num_layers=1, num_heads=4,
-                     relative_attention_num_buckets=8, relative_attention_max_distance=16)
+    cfg = UMT5Config(
+        vocab_size=vocab_size,
+        d_model=_TEXT_DIM,
+        d_kv=8,
+        d_ff=64,
+        num_layers=1,
+        num_heads=4,
+        relative_attention_num_buckets=8,
+        relative_attention_max_distance=16,
+    )
     return UMT5EncoderModel(cfg).eval()
 
 
 def _scheduler(flow_shift: float):
     from diffusers import UniPCMultistepScheduler
 
-    return UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True,
-                                   num_train_timesteps=1000, flow_shift=flow_shift)
+    return UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, num_train_timesteps=1000, flow_shift=flow_shift)
 
 
 def _vae16():
     from diffusers import AutoencoderKLWan
 
     _seed(2)
-    return AutoencoderKLWan(base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
-                            temperal_downsample=[False, True, True]).eval()
+    return AutoencoderKLWan(base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1, temperal_downsample=[False, True, True]).eval()
 
 
 def _vae48():
@@ -81,28 +87,59 @@ def _vae48():
     from diffusers import AutoencoderKLWan
 
     _seed(3)
-    return AutoencoderKLWan(base_dim=4, decoder_base_dim=4, z_dim=48, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
-                            temperal_downsample=[False, True, True], in_channels=12, out_channels=12,
-                            is_residual=True, patch_size=2, scale_factor_spatial=16, scale_factor_temporal=4,
-                            latents_mean=[0.0] * 48, latents_std=[1.0] * 48).eval()
+    return AutoencoderKLWan(
+        base_dim=4,
+        decoder_base_dim=4,
+        z_dim=48,
+        dim_mult=[1, 1, 1, 1],
+        num_res_blocks=1,
+        temperal_downsample=[False, True, True],
+        in_channels=12,
+        out_channels=12,
+        is_residual=True,
+        patch_size=2,
+        scale_factor_spatial=16,
+        scale_factor_temporal=4,
+        latents_mean=[0.0] * 48,
+        latents_std=[1.0] * 48,
+    ).eval()
 
 
 def _transformer(offset: int, in_channels: int, out_channels: int, **extra):
     from diffusers import WanTransformer3DModel
 
     _seed(offset)
-    return WanTransformer3DModel(patch_size=(1, 2, 2), num_attention_heads=_HEADS, attention_head_dim=_HEAD_DIM,
-                                 in_channels=in_channels, out_channels=out_channels, text_dim=_TEXT_DIM,
-                                 freq_dim=16, ffn_dim=32, num_layers=2, cross_attn_norm=True,
-                                 qk_norm="rms_norm_across_heads", eps=1e-6, rope_max_seq_len=32, **extra).eval()
+    return WanTransformer3DModel(
+        patch_size=(1, 2, 2),
+        num_attention_heads=_HEADS,
+        attention_head_dim=_HEAD_DIM,
+        in_channels=in_channels,
+        out_channels=out_channels,
+        text_dim=_TEXT_DIM,
+        freq_dim=16,
+        ffn_dim=32,
+        num_layers=2,
+        cross_attn_norm=True,
+        qk_norm="rms_norm_across_heads",
+        eps=1e-6,
+        rope_max_seq_len=32,
+        **extra,
+    ).eval()
 
 
 def _image_encoder():
     from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
 
     _seed(4)
-    cfg = CLIPVisionConfig(hidden_size=_CLIP_HIDDEN, intermediate_size=32, num_hidden_layers=2,
-                           num_attention_heads=2, image_size=_CLIP_IMAGE, patch_size=_CLIP_PATCH, projection_dim=16)
+    cfg = CLIPVisionConfig(
+        hidden_size=_CLIP_HIDDEN,
+        intermediate_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        image_size=_CLIP_IMAGE,
+        patch_size=_CLIP_PATCH,
+        projection_dim=16,
+    )
     processor = CLIPImageProcessor(size={"shortest_edge": _CLIP_IMAGE}, crop_size={"height": _CLIP_IMAGE, "width": _CLIP_IMAGE})
     return CLIPVisionModelWithProjection(cfg).eval(), processor
 
@@ -122,30 +159,55 @@ def build_tiny_pipeline(name: str):
         encoder, processor = _image_encoder()
         patches = (_CLIP_IMAGE // _CLIP_PATCH) ** 2 + 1
         # FLF2V transformer: the image embedding of first+last frame, 2 x (patches + class token).
-        transformer = _transformer(10, 36, 16, image_dim=_CLIP_HIDDEN, added_kv_proj_dim=_HEADS * _HEAD_DIM,
-                                   pos_embed_seq_len=2 * patches)
-        return WanImageToVideoPipeline(vae=_vae16(), scheduler=_scheduler(16.0), image_encoder=encoder,
-                                       image_processor=processor, transformer=transformer, **common)
+        transformer = _transformer(10, 36, 16, image_dim=_CLIP_HIDDEN, added_kv_proj_dim=_HEADS * _HEAD_DIM, pos_embed_seq_len=2 * patches)
+        return WanImageToVideoPipeline(
+            vae=_vae16(), scheduler=_scheduler(16.0), image_encoder=encoder, image_processor=processor, transformer=transformer, **common
+        )
     if name == "wan22-ti2v":
-        return WanPipeline(vae=_vae48(), scheduler=_scheduler(5.0), transformer=_transformer(11, 48, 48),
-                           transformer_2=None, boundary_ratio=None, expand_timesteps=True, **common)
+        return WanPipeline(
+            vae=_vae48(),
+            scheduler=_scheduler(5.0),
+            transformer=_transformer(11, 48, 48),
+            transformer_2=None,
+            boundary_ratio=None,
+            expand_timesteps=True,
+            **common,
+        )
     if name == "wan22-i2v-a14b":
-        return WanImageToVideoPipeline(vae=_vae16(), scheduler=_scheduler(3.0), transformer=_transformer(12, 36, 16),
-                                       transformer_2=_transformer(13, 36, 16), boundary_ratio=0.9,
-                                       image_encoder=None, image_processor=None, **common)
+        return WanImageToVideoPipeline(
+            vae=_vae16(),
+            scheduler=_scheduler(3.0),
+            transformer=_transformer(12, 36, 16),
+            transformer_2=_transformer(13, 36, 16),
+            boundary_ratio=0.9,
+            image_encoder=None,
+            image_processor=None,
+            **common,
+        )
     if name == "wan21-vace":
         _seed(14)
         transformer = WanVACETransformer3DModel(
-            patch_size=(1, 2, 2), num_attention_heads=_HEADS, attention_head_dim=_HEAD_DIM, in_channels=16,
-            out_channels=16, text_dim=_TEXT_DIM, freq_dim=16, ffn_dim=32, num_layers=2, cross_attn_norm=True,
-            qk_norm="rms_norm_across_heads", eps=1e-6, rope_max_seq_len=32, vace_layers=[0], vace_in_channels=96,
+            patch_size=(1, 2, 2),
+            num_attention_heads=_HEADS,
+            attention_head_dim=_HEAD_DIM,
+            in_channels=16,
+            out_channels=16,
+            text_dim=_TEXT_DIM,
+            freq_dim=16,
+            ffn_dim=32,
+            num_layers=2,
+            cross_attn_norm=True,
+            qk_norm="rms_norm_across_heads",
+            eps=1e-6,
+            rope_max_seq_len=32,
+            vace_layers=[0],
+            vace_in_channels=96,
         ).eval()
         return WanVACEPipeline(vae=_vae16(), scheduler=_scheduler(3.0), transformer=transformer, **common)
     return WanPipeline(vae=_vae16(), scheduler=_scheduler(3.0), transformer=_transformer(15, 16, 16), **common)
 
 
-def make_tiny_models(directory: str | os.PathLike, names: tuple[str, ...] | None = None,
-                     overwrite: bool = False) -> dict[str, Path]:
+def make_tiny_models(directory: str | os.PathLike, names: tuple[str, ...] | None = None, overwrite: bool = False) -> dict[str, Path]:
     """Write the miniature checkpoints under ``directory/<name>`` and return ``{name: folder}``.
 
     A folder that already holds a ``model_index.json`` is kept unless ``overwrite``. Each folder is
@@ -181,8 +243,7 @@ def make_tiny_models(directory: str | os.PathLike, names: tuple[str, ...] | None
     return out
 
 
-def make_tiny_lora(path: str | os.PathLike, model: str = "wan21-i2v", rank: int = 4, seed: int = 7,
-                   scale: float = 0.5) -> Path:
+def make_tiny_lora(path: str | os.PathLike, model: str = "wan21-i2v", rank: int = 4, seed: int = 7, scale: float = 0.5) -> Path:
     """Write a LoRA (safetensors, diffusers key format ``transformer.<module>.lora_A/B.weight``) for
     the miniature ``model``'s transformer: rank ``rank`` on every attention projection
     (``to_q``, ``to_k``, ``to_v``, ``to_out.0``). Both factors are random (``scale`` sets the size of
@@ -197,9 +258,13 @@ def make_tiny_lora(path: str | os.PathLike, model: str = "wan21-i2v", rank: int 
     gen = torch.Generator().manual_seed(seed)
     tensors = {}
     for mod_name, module in pipe.transformer.named_modules():
-        if isinstance(module, torch.nn.Linear) and mod_name.split(".")[-1] in ("to_q", "to_k", "to_v", "0") \
-                and ".attn" in mod_name and (mod_name.endswith("to_out.0") or not mod_name.endswith(".0")):
-            a = torch.randn(rank, module.in_features, generator=gen) / module.in_features ** 0.5
+        if (
+            isinstance(module, torch.nn.Linear)
+            and mod_name.split(".")[-1] in ("to_q", "to_k", "to_v", "0")
+            and ".attn" in mod_name
+            and (mod_name.endswith("to_out.0") or not mod_name.endswith(".0"))
+        ):
+            a = torch.randn(rank, module.in_features, generator=gen) / module.in_features**0.5
             b = torch.randn(module.out_features, rank, generator=gen) * scale
             tensors[f"transformer.{mod_name}.lora_A.weight"] = a.contiguous()
             tensors[f"transformer.{mod_name}.lora_B.weight"] = b.contiguous()

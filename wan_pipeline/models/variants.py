@@ -60,9 +60,14 @@ FAMILY_CAPABILITIES: dict[str, list[str]] = {
     "Wan2.2-VACE-Fun": ["VACE"],
     "Wan2.2-Animate": [],
 }
-CAPABILITY_PIPELINES = {"T2V": "WanPipeline", "T2I": "WanPipeline", "I2V": "WanImageToVideoPipeline",
-                        "FLF2V": "WanImageToVideoPipeline", "TI2V": "WanImageToVideoPipeline",
-                        "VACE": "WanVACEPipeline"}
+CAPABILITY_PIPELINES = {
+    "T2V": "WanPipeline",
+    "T2I": "WanPipeline",
+    "I2V": "WanImageToVideoPipeline",
+    "FLF2V": "WanImageToVideoPipeline",
+    "TI2V": "WanImageToVideoPipeline",
+    "VACE": "WanVACEPipeline",
+}
 FAMILY_NOTES: dict[str, str] = {
     "Wan2.1-I2V": "Wan2.1 I2V-14B 480P and 720P have identical configs; the resolution tier comes from the name only",
     "Wan2.2-I2V": "FLF2V through WanImageToVideoPipeline(last_image=...); not a separately trained FLF2V model",
@@ -151,9 +156,16 @@ def identify(ckpt: Checkpoint) -> ModelInfo:
     t = ckpt.transformer or ckpt.transformer_2
     if not cls.startswith("Wan") or t is None:
         caps = ["T2I"] if cls in _text_to_image_classes() else []
-        return ModelInfo(variant=cls, family="other", size="unknown", miniature=False, pipeline_class=cls,
-                         pipeline_classes={c: cls for c in caps}, capabilities=caps,
-                         flow_shift=ckpt.scheduler.effective_shift if ckpt.scheduler else None)
+        return ModelInfo(
+            variant=cls,
+            family="other",
+            size="unknown",
+            miniature=False,
+            pipeline_class=cls,
+            pipeline_classes={c: cls for c in caps},
+            capabilities=caps,
+            flow_shift=ckpt.scheduler.effective_shift if ckpt.scheduler else None,
+        )
 
     experts = int(ckpt.transformer is not None) + int(ckpt.transformer_2 is not None)
     family = _family(ckpt, t, experts)
@@ -180,18 +192,34 @@ def identify(ckpt: Checkpoint) -> ModelInfo:
     patch = t.patch_size[1]
     spatial = ckpt.vae.spatial_factor if ckpt.vae else 8
     return ModelInfo(
-        variant=variant, family=family, size=size, miniature=size == "miniature", pipeline_class=cls,
+        variant=variant,
+        family=family,
+        size=size,
+        miniature=size == "miniature",
+        pipeline_class=cls,
         pipeline_classes={c: CAPABILITY_PIPELINES[c] for c in caps} or ({"Animate": cls} if "Animate" in cls else {}),
-        capabilities=caps, experts=experts,
+        capabilities=caps,
+        experts=experts,
         boundary_ratio=ckpt.index.boundary_ratio if experts == 2 or ckpt.index.boundary_ratio is not None else None,
         expand_timesteps=bool(ckpt.index.expand_timesteps) or family == "Wan2.2-TI2V",
         vae_z_dim=ckpt.vae.z_dim if ckpt.vae else None,
-        fps=facts["fps"], max_frames=facts["max_frames"], size_multiple=spatial * patch, native_sizes=sizes,
+        fps=facts["fps"],
+        max_frames=facts["max_frames"],
+        size_multiple=spatial * patch,
+        native_sizes=sizes,
         flow_shift=ckpt.scheduler.effective_shift if ckpt.scheduler else None,
-        transformer={"class": t.class_name, "num_layers": t.num_layers, "hidden_dim": t.hidden_dim,
-                     "num_attention_heads": t.num_attention_heads, "attention_head_dim": t.attention_head_dim,
-                     "ffn_dim": t.ffn_dim, "in_channels": t.in_channels, "out_channels": t.out_channels,
-                     "image_dim": t.image_dim, "pos_embed_seq_len": t.pos_embed_seq_len,
-                     "vace_layers": len(t.vace_layers) if t.vace_layers else 0},
+        transformer={
+            "class": t.class_name,
+            "num_layers": t.num_layers,
+            "hidden_dim": t.hidden_dim,
+            "num_attention_heads": t.num_attention_heads,
+            "attention_head_dim": t.attention_head_dim,
+            "ffn_dim": t.ffn_dim,
+            "in_channels": t.in_channels,
+            "out_channels": t.out_channels,
+            "image_dim": t.image_dim,
+            "pos_embed_seq_len": t.pos_embed_seq_len,
+            "vace_layers": len(t.vace_layers) if t.vace_layers else 0,
+        },
         notes=notes,
     )
