@@ -20,6 +20,7 @@ from assets.story_assets import build_story_assets
 from resources import default_resources
 from wan_pipeline.errors import InputError
 from wan_pipeline.preset import project_root
+from wan_pipeline.stages import STAGES
 from wan_pipeline.story import Story, load_story, story_files
 
 log = logging.getLogger("wan_pipeline")
@@ -51,10 +52,11 @@ def load_stories(folder: Path | None = None) -> tuple[list[Story], dict[str, str
 
 
 def story_job(story: Story) -> dg.UnresolvedAssetJobDefinition:
-    """``<story>_scenes``: every per-scene stage of the story (partitioned, single-run backfills)."""
+    """``<story>_scenes``: every per-scene stage of the story (partitioned, single-run backfills);
+    the stage table's per-scene rows, so neither the film nor the render report."""
     return dg.define_asset_job(
         f"{story.id}_scenes",
-        selection=dg.AssetSelection.groups(story.id) - dg.AssetSelection.assets([story.id, "film"]),
+        selection=dg.AssetSelection.assets(*[[story.id, name] for name in STAGES.scene_stages()]),
         partitions_def=dg.StaticPartitionsDefinition(story.scene_ids),
         description=f"Render the scenes of {story.title or story.id} (keyframe → clip → interpolated → upscaled).",
     )
@@ -63,8 +65,8 @@ def story_job(story: Story) -> dg.UnresolvedAssetJobDefinition:
 def film_job(story: Story) -> dg.UnresolvedAssetJobDefinition:
     return dg.define_asset_job(
         f"{story.id}_film",
-        selection=dg.AssetSelection.assets([story.id, "film"]),
-        description=f"Join the rendered scenes of {story.title or story.id} into the film.",
+        selection=dg.AssetSelection.assets(*[[story.id, name] for name in STAGES.story_stages()], [story.id, "render_report"]),
+        description=f"Join the rendered scenes of {story.title or story.id} into the film, then its render report.",
     )
 
 

@@ -21,6 +21,8 @@ import dagster as dg
 import psutil
 from dagster import DagsterEventType, DagsterRunStatus
 
+BAD_INPUT_KEY = "wan_pipeline/bad_input"
+"""Metadata key on a step failure caused by bad input (the CLI exits 2 for it)."""
 STAGE_RETRY_POLICY = dg.RetryPolicy(max_retries=2, delay=10, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
 
 
@@ -34,7 +36,7 @@ def fail_fast_on_bad_input():
     try:
         yield
     except InputError as exc:
-        raise dg.Failure(description=str(exc), allow_retries=False) from exc
+        raise dg.Failure(description=str(exc), metadata={BAD_INPUT_KEY: True}, allow_retries=False) from exc
 
 
 def fail_fast(fn):

@@ -1,28 +1,22 @@
-"""What a stage asset needs at execution time: the current story file, the preset, the paths.
+"""What a stage asset needs at execution time: the current story file and the run configuration.
 
 The story is re-read from its file when a step runs (a prompt edited after the code location
 loaded is rendered as written); a story whose scene list no longer matches the partitions asks
-for a code-location reload instead of rendering the wrong scenes.
+for a code-location reload instead of rendering the wrong scenes. The preset is the one the run
+was launched with (:meth:`wan_pipeline.run_config.RunConfig.from_tags`), never looked up again.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
 
 from wan_pipeline.errors import InputError
-from wan_pipeline.preset import Preset, load_preset
+from wan_pipeline.run_config import PRESET_TAG, RunConfig
 from wan_pipeline.story import Story, load_story
 
-PRESET_TAG = "wan_pipeline/preset"
-
-
-@dataclass
-class RenderContext:
-    story: Story
-    preset: Preset
+__all__ = ["PRESET_TAG", "current_story", "keep_unplanned", "run_config"]
 
 
 def current_story(loaded: Story) -> Story:
@@ -39,12 +33,12 @@ def current_story(loaded: Story) -> Story:
     return story
 
 
-def render_context(context: dg.AssetExecutionContext, loaded: Story) -> RenderContext:
-    """The story as on disk now and the preset of this run (run tag ``wan_pipeline/preset``, else
-    the story's own ``preset``)."""
+def run_config(context, loaded: Story, gpu) -> RunConfig:
+    """The story as on disk now and the run's configuration: the preset in the run's tags (the one
+    ``wan-pipeline render`` resolved), else the story's own; the device of the ``gpu`` resource."""
     story = current_story(loaded)
-    name = context.run.tags.get(PRESET_TAG) or story.preset
-    return RenderContext(story=story, preset=load_preset(name))
+    device = None if gpu.device == "auto" else gpu.device
+    return RunConfig.from_tags(story, dict(context.run.tags), gpu.layout(), device)
 
 
 def keep_unplanned(context: dg.AssetExecutionContext, stage: str, partition_key: str, output) -> bool:

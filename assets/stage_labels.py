@@ -1,17 +1,16 @@
 """What the asset graph says about a stage: which preset, engine and model make it, and its kinds.
 
-Descriptions and kinds are fixed when the code location loads, from the story's own preset; a
-run that picks another preset (run tag ``wan_pipeline/preset``, as ``wan-pipeline render
---preset`` does) records the preset it used in the ``preset``/``engine``/``model`` metadata.
+Descriptions and kinds are fixed when the code location loads, from the story's own preset and the
+stage table; a run that picks another preset (``wan-pipeline render --preset``) records the preset
+it used in the ``preset``/``engine``/``model`` metadata.
 """
 
 from __future__ import annotations
 
 from wan_pipeline.errors import InputError
 from wan_pipeline.preset import Preset, load_preset
+from wan_pipeline.stages import STAGES
 from wan_pipeline.story import Story
-
-OUTPUT_KIND = {"keyframe": "image", "clip": "video", "interpolated": "video", "upscaled": "video", "film": "video"}
 
 
 def story_preset(story: Story) -> Preset | None:
@@ -22,9 +21,9 @@ def story_preset(story: Story) -> Preset | None:
         return None
 
 
-def made_by(story: Story, stage: str) -> str:
+def made_by(story: Story, stage: str, preset: Preset | None = None) -> str:
     """A sentence for the asset description: ``Made by preset `preview`: engine `lanczos`.``"""
-    preset = story_preset(story)
+    preset = preset or story_preset(story)
     if preset is None:
         return f" Preset {story.preset!r} (not loadable now)."
     cfg = preset.stage(stage)
@@ -32,12 +31,12 @@ def made_by(story: Story, stage: str) -> str:
     return f" Made by preset `{preset.name}`: engine `{cfg.engine}`{model} (a run tagged `wan_pipeline/preset` may use another; see its metadata)."
 
 
-def stage_kinds(story: Story, stage: str) -> set[str]:
-    """Kinds tags of a stage asset (at most 3, Dagster's limit): what it produces (``image`` or
-    ``video``) and what computes it (``pytorch`` for a model engine, ``opencv`` for the classical
-    engines of the preview preset)."""
-    preset = story_preset(story)
-    kinds = {OUTPUT_KIND[stage]}
+def stage_kinds(story: Story, stage: str, preset: Preset | None = None) -> set[str]:
+    """Kinds tags of a stage asset (at most 3, Dagster's limit): what it produces (the stage
+    table's ``kind``: ``image`` or ``video``) and what computes it (``pytorch`` for a model engine,
+    ``opencv`` for the classical engines of the preview preset)."""
+    preset = preset or story_preset(story)
+    kinds = {STAGES[stage].kind}
     if preset is not None:
         kinds.add("pytorch" if preset.stage(stage).model else "opencv")
     return kinds

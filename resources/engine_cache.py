@@ -1,119 +1,63 @@
-"""``EngineCache``: stage engines built once per step and reused across its partitions.
+"""``EngineCache``: the stage engines of a run, built once and reused across its steps.
 
-A model stage rendering several scenes in one (single-run backfill) step loads its pipeline once;
-the asset releases it when the step ends, so the next stage has the device memory.
+The cache itself is :class:`wan_pipeline.stage_runner.EngineCache`; this resource gives it the
+run's lifecycle: created in ``setup_for_execution``, every engine closed in
+``teardown_after_execution`` (private attribute, no module global). A model stage rendering several
+scenes in one (single-run backfill) step loads its pipeline once; its asset releases it when the
+step ends so the next stage has the device memory, while small post-processing engines stay for the
+film's seams.
 """
 
 from __future__ import annotations
 
-import gc
-import json
-import logging
-
 import dagster as dg
+from pydantic import PrivateAttr
 
-from wan_pipeline.engines.registry import build_engine
+from wan_pipeline.stage_runner import EngineCache as _Cache
+from wan_pipeline.stage_runner import OOMRetryingEngine
 
-_CACHE: dict[tuple, object] = {}
-
-
-def _key(stage: str, preset) -> tuple:
-    return (preset.name, preset.source_path, stage, json.dumps(preset.stage(stage).model_dump(), sort_keys=True, default=str))
+__all__ = ["EngineCache", "OOMRetryingEngine"]
 
 
 class EngineCache(dg.ConfigurableResource):
-    """Builds engines from a preset (``wan_pipeline.engines.registry``) and keeps them until
-    :meth:`release`."""
+    """Builds engines for a run (:func:`wan_pipeline.engines.registry.build_engine`) and keeps
+    them until :meth:`release` or the end of the run."""
 
-    def get(self, stage: str, preset):
-        """The engine of ``stage`` for ``preset``, built on first use."""
-        key = _key(stage, preset)
-        if key not in _CACHE:
-            config = preset.stage(stage)
-            strategy = config.params.get("memory_strategy")
-            _CACHE[key] = OOMRetryingEngine(
-                build_engine(stage, config, preset),
-                strategy,
-                lambda s: build_engine(stage, config.model_copy(update={"memory_strategy": s}), preset),
-            )
-        return _CACHE[key]
+    _cache: _Cache | None = PrivateAttr(default=None)
+    _checked: set = PrivateAttr(default_factory=set)
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        self._cache = _Cache()
+        self._checked = set()
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        if self._cache is not None:
+            self._cache.close()
+            self._cache = None
+
+    def _engines(self) -> _Cache:
+        if self._cache is None:  # used outside a run (direct calls in scripts and tests)
+            self._cache = _Cache()
+        return self._cache
+
+    def get(self, stage: str, config):
+        """The engine of ``stage`` for the run configuration ``config``
+        (:class:`~wan_pipeline.run_config.RunConfig`), built on first use."""
+        return self._engines().get(stage, config.preset, config.engine_context())
+
+    def preflight(self, config, stages: tuple[str, ...]) -> None:
+        """Check ``stages`` of the run's preset before the first expensive step
+        (:func:`wan_pipeline.preflight.check_preset`), each stage once per run. The engines are
+        built into this run's cache, so post-processing weights load once per render and the
+        stages reuse them. Raises :class:`~wan_pipeline.errors.InputError` with every problem."""
+        from wan_pipeline.preflight import check_preset
+
+        todo = tuple(s for s in stages if (config.preset.content_sha, s) not in self._checked)
+        if todo:
+            check_preset(config.preset, todo, config.engine_context(), build=lambda stage: self.get(stage, config))
+            self._checked.update((config.preset.content_sha, s) for s in todo)
 
     def release(self, stage: str | None = None) -> int:
-        """Close and drop the cached engines of ``stage`` (all when None); returns how many."""
-        keys = [k for k in _CACHE if stage is None or k[2] == stage]
-        for k in keys:
-            engine = _CACHE.pop(k)
-            close = getattr(engine, "close", None)
-            if close is not None:
-                close()
-        if keys:
-            gc.collect()
-        return len(keys)
-
-
-class OOMRetryingEngine:
-    """An engine whose stage calls survive out-of-memory errors.
-
-    On ``torch.OutOfMemoryError`` in ``render``/``interpolate``/``upscale``/``join`` the engine is
-    closed and rebuilt by ``rebuild(strategy)`` with :func:`wan_pipeline.models.memory.stronger_strategy`,
-    and the call repeated, until the ladder ends (then the error propagates). Engines whose preset
-    section has no ``memory_strategy`` are not rebuilt. :meth:`memory_record` gives
-    ``oom_retries`` (of the last call) and ``memory_strategy`` for the telemetry.
-    """
-
-    STAGE_METHODS = ("render", "interpolate", "upscale", "join")
-
-    def __init__(self, engine, strategy: str | None, rebuild, log=None):
-        self._engine = engine
-        self._strategy = strategy
-        self._rebuild = rebuild
-        self._log = log
-        self.oom_retries = 0
-
-    @property
-    def engine(self):
-        return self._engine
-
-    def memory_record(self) -> dict:
-        return {"oom_retries": self.oom_retries, "memory_strategy": self._strategy} if self._strategy else {}
-
-    def close(self) -> None:
-        close = getattr(self._engine, "close", None)
-        if close is not None:
-            close()
-
-    def __getattr__(self, name):
-        attr = getattr(self._engine, name)
-        if name not in self.STAGE_METHODS or not callable(attr):
-            return attr
-
-        def call(*args, **kwargs):
-            from wan_pipeline.devices import free_device_memory
-            from wan_pipeline.models.memory import stronger_strategy
-            from wan_pipeline.oom import is_oom
-
-            self.oom_retries = 0
-            while True:
-                try:
-                    return getattr(self._engine, name)(*args, **kwargs)
-                except Exception as exc:
-                    current = getattr(self._engine, "memory_strategy", None)
-                    if isinstance(current, str) and current != "auto":
-                        self._strategy = current  # the strategy "auto" resolved to
-                    try:
-                        nxt = stronger_strategy(self._strategy) if (self._strategy and is_oom(exc)) else None
-                    except ValueError:
-                        nxt = None
-                    if nxt is None:
-                        raise
-                # out of the except block: the traceback no longer pins the failed call's tensors
-                message = f"{getattr(self._engine, 'name', 'engine')}: out of memory with {self._strategy!r}; retrying with {nxt!r}"
-                (self._log or logging.getLogger("wan_pipeline").warning)(message)
-                self.close()
-                self._engine = None
-                free_device_memory()
-                self._engine = self._rebuild(nxt)
-                self._strategy = nxt
-                self.oom_retries += 1
-
-        return call
+        """Close the engines of ``stage`` (all when None) except those the stage table keeps for
+        the rest of the run; returns how many."""
+        return self._engines().release(stage)

@@ -11,7 +11,8 @@ WORKER = textwrap.dedent(
     """
     import json, logging, sys, time
     from resources.gpu import GPUResource
-    from wan_pipeline.engines import KeyframeRequest, build_engine
+    from wan_pipeline.engines import KeyframeRequest
+    from wan_pipeline.engines.registry import build_engine
     from wan_pipeline.media import write_image
     from wan_pipeline.preset import load_preset
     root, out, n = sys.argv[1], sys.argv[2], int(sys.argv[3])

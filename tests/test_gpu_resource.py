@@ -7,7 +7,8 @@ import json
 import pytest
 
 from resources.gpu import GPUResource
-from wan_pipeline.engines import KeyframeRequest, build_engine
+from wan_pipeline.engines import KeyframeRequest
+from wan_pipeline.engines.registry import build_engine
 from wan_pipeline.media import write_image
 from wan_pipeline.preset import load_preset
 from wan_pipeline.telemetry import CONTRACT_KEYS
@@ -81,3 +82,23 @@ def test_engine_factory_is_built_inside_the_lock(tmp_path, engine):
         assert run.engine is engine
         run.output = write_image(tmp_path / "a.png", engine.render(KeyframeRequest("a", "p", "", 1, 32, 32)))
     assert built == ["locked"] and run.record["engine"] == "image_or_procedural"
+
+
+def test_the_memory_sampler_reads_only_this_process_and_rarely_its_children(monkeypatch):
+    """Peak RSS comes from the kernel's high-water mark of this process; the child processes (a
+    scan of the process table) are read once a second, not at every sample."""
+    import time
+
+    import psutil
+
+    from wan_pipeline.telemetry import StageMonitor
+
+    scans = []
+    real = psutil.Process.children
+    monkeypatch.setattr(psutil.Process, "children", lambda self, recursive=False: scans.append(1) or real(self, recursive))
+    with StageMonitor("cpu") as mon:
+        block = bytearray(64 * 1024 * 1024)  # a 64 MiB peak inside the stage
+        del block
+        time.sleep(0.5)
+    assert len(scans) <= 3
+    assert mon.result.peak_rss_mb >= 64

@@ -18,6 +18,15 @@ from wan_pipeline.errors import InputError
 from wan_pipeline.models.tiny import make_tiny_lora
 
 
+@pytest.fixture(scope="module", autouse=True)
+def tiny_models(storage):
+    """The miniature Wan checkpoints under the module's storage root (made explicitly: resolving a
+    model path never writes weights)."""
+    from wan_pipeline.models.tiny import make_tiny_models
+
+    return make_tiny_models(storage / "models" / "tiny")
+
+
 @pytest.fixture(scope="module")
 def lora_file(storage):
     return make_tiny_lora(storage / "loras" / "style.safetensors", model="wan21-i2v")

@@ -10,7 +10,7 @@ import yaml
 
 from tests.conftest import REPO, write_story
 from wan_pipeline.cli import main
-from wan_pipeline.models.tiny import make_tiny_models
+from wan_pipeline.models.tiny import ensure_tiny_models, make_tiny_models
 from wan_pipeline.preflight import preset_problems
 from wan_pipeline.preset import load_preset
 
@@ -37,6 +37,7 @@ def test_wan22_transformer_with_wan21_vae_is_caught(workspace, tmp_path):
     shutil.rmtree(mixed / "vae")
     shutil.copytree(models["wan21-i2v"] / "vae", mixed / "vae")
     preset = _tiny_preset(workspace["workflows"], clip={"model": str(mixed)})
+    ensure_tiny_models(workspace["storage"])  # the other stages' miniatures: made explicitly, never on resolve
     problems = preset_problems(preset)
     assert len(problems) == 1 and problems[0].startswith("stages.clip.model:")
     assert "vae" in problems[0] and "16" in problems[0] and "48" in problems[0]

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from tests.conftest import IMAGES
-from wan_pipeline.engines import ClipRequest, FilmRequest, FilmScene, KeyframeRequest, build_engine
+from wan_pipeline.engines import ClipRequest, FilmRequest, FilmScene, KeyframeRequest
+from wan_pipeline.engines.registry import build_engine
 from wan_pipeline.errors import InputError
 from wan_pipeline.media import Clip, read_image
 from wan_pipeline.preset import load_preset

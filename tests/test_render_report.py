@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from wan_pipeline.report import SCENE_STAGES, chart_path, memory_series, report_rows, write_report_chart, write_run_summary
+from wan_pipeline.report import chart_path, memory_series, report_rows, write_report_chart, write_run_summary
+from wan_pipeline.stages import STAGES
 from wan_pipeline.storage import StorageLayout
 from wan_pipeline.story import load_story
 from wan_pipeline.telemetry import CONTRACT_KEYS, write_sidecar
@@ -31,7 +32,7 @@ def project(tmp_path, monkeypatch):
     story = load_story(Path(env["WAN_PIPELINE_STORIES"]) / "launch_day.yaml")
     layout = StorageLayout.default()
     for i, scene in enumerate(story.scenes):
-        for k, stage in enumerate(SCENE_STAGES):
+        for k, stage in enumerate(STAGES.scene_stages()):
             out = layout.output(story.id, scene.id, stage)
             out.parent.mkdir(parents=True, exist_ok=True)
             rec = {key: None for key in CONTRACT_KEYS}
@@ -59,7 +60,7 @@ def project(tmp_path, monkeypatch):
 def test_rows_summary_and_chart(project, tmp_path):
     story, layout = project
     rows = report_rows(layout, story)
-    assert len(rows) == len(story.scenes) * len(SCENE_STAGES) + 1
+    assert len(rows) == len(story.scenes) * len(STAGES.scene_stages()) + 1
     assert [r["scene"] for r in rows[:4]] == [story.scenes[0].id] * 4 and rows[-1]["stage"] == "film" and rows[-1]["scene"] is None
     summary = json.loads(write_run_summary(layout, story, rows).read_text())
     assert summary == json.loads(json.dumps(rows))
@@ -117,7 +118,7 @@ def test_cli_report_prints_one_row_per_scene_and_stage(project, capsys):
     lines = out.splitlines()
     assert lines[-1] == str(chart_path(layout, story.id)) and Path(lines[-1]).is_file()
     for scene in story.scenes:
-        for stage in SCENE_STAGES:
+        for stage in STAGES.scene_stages():
             assert sum(1 for line in lines if f" {scene.id} " in line and f" {stage} " in line) == 1, (scene.id, stage)
     assert sum(1 for line in lines if "(film)" in line) == 1
     assert "engine_upscaled" in out and "256×160" in out

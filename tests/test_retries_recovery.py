@@ -13,10 +13,11 @@ import numpy as np
 import pytest
 import torch
 
-from resources.engine_cache import EngineCache
 from wan_pipeline.device_lock import hold_device
-from wan_pipeline.engines import registry
+from wan_pipeline.engines.context import EngineContext
 from wan_pipeline.models.memory import STRATEGIES, stronger_strategy
+from wan_pipeline.stage_runner import EngineCache
+from wan_pipeline.stages import STAGES
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
@@ -44,7 +45,7 @@ class FlakyClipEngine:
 def test_oom_rebuilds_with_the_next_stronger_strategy(monkeypatch):
     from wan_pipeline.preset import Preset
 
-    monkeypatch.setitem(registry.ENGINES["clip"], "flaky", f"{__name__}:FlakyClipEngine")
+    monkeypatch.setitem(STAGES["clip"].engines, "flaky", f"{__name__}:FlakyClipEngine")
     preset = Preset.model_validate(
         {
             "name": "oomtest",
@@ -64,13 +65,13 @@ def test_oom_rebuilds_with_the_next_stronger_strategy(monkeypatch):
         }
     )
     cache = EngineCache()
-    engine = cache.get("clip", preset)
+    engine = cache.get("clip", preset, EngineContext.for_preset(preset, device="cpu"))
     FlakyClipEngine.calls.clear()
     out = engine.render(object())
     assert out.shape == (2, 4, 4, 3)
     assert FlakyClipEngine.calls == ["full_gpu", "model_cpu_offload"]
     assert engine.memory_record() == {"oom_retries": 1, "memory_strategy": "model_cpu_offload"}
-    cache.release()
+    assert cache.close() == 1 and len(cache) == 0
     assert stronger_strategy(STRATEGIES[-1]) is None
 
 

@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import torch
 
-from wan_pipeline.engines.registry import ENGINES
 from wan_pipeline.engines.rife import (
     IFNet,
     RifeInterpolator,
@@ -22,6 +21,7 @@ from wan_pipeline.media.clip import Clip
 from wan_pipeline.media.image_io import fit_image, read_image
 from wan_pipeline.models.tiny_rife import TINY_WIDTHS, make_tiny_rife, make_tiny_rife_files, tiny_rife_state_dict
 from wan_pipeline.preset import load_preset
+from wan_pipeline.stages import STAGES
 
 IMAGES = Path(__file__).resolve().parent.parent / "stories" / "images"
 
@@ -182,7 +182,7 @@ def test_runner_pads_odd_sizes_and_crops_back(weights):
 
 
 def test_registered():
-    assert ENGINES["interpolated"]["rife"] == "wan_pipeline.engines.rife:RifeInterpolator"
+    assert STAGES["interpolated"].engines["rife"] == "wan_pipeline.engines.rife:RifeInterpolator"
 
 
 @pytest.mark.parametrize("fmt", ["pkl", "safetensors"])

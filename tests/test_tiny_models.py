@@ -108,10 +108,18 @@ def test_models_load_offline_through_from_pretrained(tiny):
     assert out.shape == (1, 1, 32, 32, 3) and np.isfinite(out).all()
 
 
-def test_missing_tiny_model_is_generated_on_first_use(tmp_path, monkeypatch):
+def test_missing_tiny_model_is_made_by_the_explicit_step_only(tmp_path, monkeypatch):
     from wan_pipeline.engines.diffusers_support import resolve_model_source
+    from wan_pipeline.errors import InputError
+    from wan_pipeline.models.tiny import ensure_tiny_models_for
+    from wan_pipeline.preset import load_preset
 
     monkeypatch.setenv("WAN_PIPELINE_STORAGE", str(tmp_path))
+    with pytest.raises(InputError, match="make-tiny-models"):
+        resolve_model_source("models/tiny/t2i")
+    assert ensure_tiny_models_for(load_preset("preview"), tmp_path) == {}  # no miniature named: nothing made
+    made = ensure_tiny_models_for(load_preset("tiny"), tmp_path)
+    assert made["t2i"] == tmp_path / "models" / "tiny" / "t2i" and (tmp_path / "models" / "tiny" / "rife" / "flownet.pkl").is_file()
     src = resolve_model_source("models/tiny/t2i")
     assert Path(src) == tmp_path / "models" / "tiny" / "t2i"
     assert (Path(src) / "transformer" / "diffusion_pytorch_model.safetensors").is_file()

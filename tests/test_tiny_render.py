@@ -14,6 +14,7 @@ from assets.story_assets import build_story_assets
 from resources import default_resources
 from tests.conftest import REPO, write_story
 from wan_pipeline.media import probe_video, read_video
+from wan_pipeline.models.tiny import ensure_tiny_models
 from wan_pipeline.story import load_story
 
 
@@ -32,10 +33,11 @@ def tiny_render(tmp_path_factory):
     mp.setenv("WAN_PIPELINE_WORKFLOWS", str(root / "workflows"))
     mp.setenv("WAN_PIPELINE_STORAGE", str(root / "storage"))
     mp.setenv("HF_HUB_OFFLINE", "1")
+    ensure_tiny_models(root / "storage")  # the explicit step `render` takes for a preset of miniatures
     assets = build_story_assets(story)
     with dg.instance_for_test() as instance:
         tags = {"dagster/asset_partition_range_start": "one", "dagster/asset_partition_range_end": "three"}
-        per_scene = dg.AssetSelection.groups(story.id) - dg.AssetSelection.assets([story.id, "film"])
+        per_scene = dg.AssetSelection.assets(*[[story.id, s] for s in ("keyframe", "clip", "interpolated", "upscaled")])
         ok1 = dg.materialize(assets, selection=per_scene, instance=instance, resources=default_resources(), tags=tags).success
         ok2 = dg.materialize(
             assets, selection=dg.AssetSelection.assets([story.id, "film"]), instance=instance, resources=default_resources()

@@ -21,6 +21,15 @@ from wan_pipeline.media.image_io import read_image
 IMAGES = sorted(PHOTOS.glob("*.png"))
 
 
+@pytest.fixture(scope="module", autouse=True)
+def tiny_models(storage):
+    """The miniature Wan checkpoints under the module's storage root (made explicitly: resolving a
+    model path never writes weights)."""
+    from wan_pipeline.models.tiny import make_tiny_models
+
+    return make_tiny_models(storage / "models" / "tiny")
+
+
 @pytest.fixture(scope="module")
 def photos():
     return read_image(IMAGES[0]), read_image(IMAGES[1])

@@ -97,113 +97,43 @@ class _ConsoleReporter:
         )
 
 
-def _failure_message(result) -> str:
-    lines = []
-    for ev in result.get_step_failure_events():
-        err = ev.step_failure_data.error
-        cause = err
-        while cause is not None and cause.cause is not None and "DagsterExecutionStepExecutionError" in (cause.cls_name or ""):
-            cause = cause.cause
-        msg = (cause.message if cause else str(err)).strip()
-        lines.append(f"step {ev.step_key} failed: {msg}")
-    return "\n".join(lines) or "the run failed (see the Dagster UI for its logs)"
+def _run_config(args, story):
+    """The render's configuration: the preset resolved once (``--preset`` name or file, else the
+    story's), the storage root, and the miniatures made where the preset's models are them."""
+    from wan_pipeline.models.tiny import ensure_tiny_models_for
+    from wan_pipeline.run_config import RunConfig
+    from wan_pipeline.storage import StorageLayout
 
-
-def _contiguous_ranges(ordered: list[str], chosen: set[str]) -> list[tuple[str, str]]:
-    ranges, start, prev = [], None, None
-    for sid in ordered:
-        if sid in chosen:
-            start = start or sid
-            prev = sid
-        elif start is not None:
-            ranges.append((start, prev))
-            start = None
-    if start is not None:
-        ranges.append((start, prev))
-    return ranges
+    config = RunConfig.resolve(story, args.preset, StorageLayout.default())
+    ensure_tiny_models_for(config.preset, config.layout.root)
+    return config
 
 
 def cmd_render(args) -> int:
-    import dagster as dg
-
-    from assets.render_context import PRESET_TAG
-    from assets.story_assets import build_story_assets
-    from resources import default_resources
-    from wan_pipeline import progress
-    from wan_pipeline.preflight import check_preset
-    from wan_pipeline.preset import load_preset
-    from wan_pipeline.storage import StorageLayout
+    from assets.launch import render_stale, render_story
     from wan_pipeline.story import load_story
 
     story = load_story(args.story)
-    preset = load_preset(args.preset or story.preset)
-    check_preset(preset)  # every stage ready before the first expensive step
-    layout = StorageLayout.default()
-    os.environ.setdefault("DAGSTER_HOME", str(layout.init()))
-    if getattr(args, "stale", False):
-        return _render_stale(args, story, preset)
-    scenes = story.scene_ids
+    config = _run_config(args, story)
+    scenes = None
     if args.scenes:
-        chosen = [s.strip() for s in args.scenes.split(",") if s.strip()]
-        unknown = [s for s in chosen if s not in scenes]
-        if unknown:
-            raise InputError(args.story, f"--scenes: unknown scene id(s) {', '.join(unknown)}; scenes: {', '.join(scenes)}")
-        selected = set(chosen)
-    else:
-        selected = set(scenes)
-
-    assets = build_story_assets(story)
-    resources = default_resources()
-    per_scene = dg.AssetSelection.groups(story.id) - dg.AssetSelection.assets([story.id, "film"])
-    keyframe_only = dg.AssetSelection.assets([story.id, "keyframe"])
-    run_config = {"loggers": {"console": {"config": {"log_level": "INFO" if args.verbose else "WARNING"}}}}
-    base_tags = {PRESET_TAG: preset.name, "wan_pipeline/story": story.id}
-
-    plan: list[tuple[str, object, dict]] = []
-    targets = {t.id for sid in selected if (t := story.handoff_target(sid)) is not None} - selected
-    missing_targets = {t for t in targets if not layout.output(story.id, t, "keyframe").is_file()}
-    for start, end in _contiguous_ranges(scenes, missing_targets):
-        plan.append((f"keyframe {start}..{end} (handoff targets)", keyframe_only, _range_tags(start, end)))
-    for start, end in _contiguous_ranges(scenes, selected):
-        plan.append((f"scenes {start}..{end}", per_scene, _range_tags(start, end)))
-    plan.append(("film", dg.AssetSelection.assets([story.id, "film"], [story.id, "render_report"]), {}))
-
-    print(
-        f"rendering {story.id!r} ({len(selected)} of {len(scenes)} scenes) with preset {preset.name!r} into {layout.story_dir(story.id)}",
-        file=sys.stderr,
-    )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        instance = dg.DagsterInstance.get()
-        with _ConsoleReporter(len(selected)) as reporter:
-            progress.set_reporter(reporter)
-            try:
-                for label, selection, tags in plan:
-                    if label == "film":
-                        not_ready = [s for s in scenes if not layout.output(story.id, s, "upscaled").is_file()]
-                        if not_ready:
-                            raise WanPipelineError(
-                                f"the film needs every scene; not rendered yet: {', '.join(not_ready)} (run without --scenes)"
-                            )
-                    result = dg.materialize(
-                        assets,
-                        selection=selection,
-                        instance=instance,
-                        resources=resources,
-                        tags={**base_tags, **tags},
-                        run_config=run_config,
-                        raise_on_error=False,
-                    )
-                    if not result.success:
-                        _err(f"render failed ({label}, run {result.run_id}):\n{_failure_message(result)}")
-                        return EXIT_FAILED
-                if selected == set(scenes):  # the story sensor's baseline: these fingerprints are rendered
-                    from assets.status import observe_fingerprints
-
-                    observe_fingerprints(instance, story)
-            finally:
-                progress.set_reporter(None)
-    print(str(layout.film(story.id)))
+        scenes = [s.strip() for s in args.scenes.split(",") if s.strip()]
+    with _ConsoleReporter(len(scenes or story.scene_ids)) as reporter:
+        if getattr(args, "stale", False):
+            outcome = render_stale(story, config, reporter, args.verbose, announce=lambda m: print(m, file=sys.stderr))
+            if outcome is None:
+                print(f"{story.id}: everything is fresh, nothing to render", file=sys.stderr)
+        else:
+            print(
+                f"rendering {story.id!r} ({len(scenes or story.scene_ids)} of {len(story.scene_ids)} scenes) with preset "
+                f"{config.preset.name!r} into {config.layout.story_dir(story.id)}",
+                file=sys.stderr,
+            )
+            outcome = render_story(story, config, reporter, scenes, args.verbose)
+    if outcome is not None and not outcome.ok:
+        _err(outcome.message)
+        return EXIT_BAD_INPUT if outcome.bad_input else EXIT_FAILED
+    print(str(config.layout.film(story.id)))
     return EXIT_OK
 
 
@@ -214,57 +144,6 @@ def _instance():
 
     os.environ.setdefault("DAGSTER_HOME", str(StorageLayout.default().init()))
     return dg.DagsterInstance.get()
-
-
-def _render_stale(args, story, preset) -> int:
-    """``render --stale``: ONE run of every stale or missing partition (and the film)."""
-    import dagster as dg
-
-    from assets.checks import build_story_checks
-    from assets.render_context import PRESET_TAG
-    from assets.status import observe_fingerprints, status_for
-    from assets.story_assets import build_story_assets
-    from resources import default_resources
-    from wan_pipeline import progress
-    from wan_pipeline.status import stale_plan
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        instance = _instance()
-        observe_fingerprints(instance, story)
-        plan = stale_plan(story, status_for(instance, story))
-        if plan.empty:
-            print(f"{story.id}: everything is fresh, nothing to render", file=sys.stderr)
-            print(str(_film_path(story.id)))
-            return EXIT_OK
-        print(f"rendering the stale or missing partitions of {story.id!r}: {plan.describe()}", file=sys.stderr)
-        selection = dg.AssetSelection.assets(*[[story.id, st] for st in plan.stages])
-        run_config = {"loggers": {"console": {"config": {"log_level": "INFO" if args.verbose else "WARNING"}}}}
-        with _ConsoleReporter(len(plan.all_scenes()) or 1) as reporter:
-            progress.set_reporter(reporter)
-            try:
-                result = dg.materialize(
-                    [*build_story_assets(story), *build_story_checks(story)],
-                    selection=selection,
-                    instance=instance,
-                    resources=default_resources(),
-                    tags={PRESET_TAG: preset.name, **plan.tags(story.scene_ids)},
-                    run_config=run_config,
-                    raise_on_error=False,
-                )
-            finally:
-                progress.set_reporter(None)
-        if not result.success:
-            _err(f"render failed (run {result.run_id}):\n{_failure_message(result)}")
-            return EXIT_FAILED
-    print(str(_film_path(story.id)))
-    return EXIT_OK
-
-
-def _film_path(story_id: str):
-    from wan_pipeline.storage import StorageLayout
-
-    return StorageLayout.default().film(story_id)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -301,10 +180,6 @@ def cmd_recover(args) -> int:
     if not recovered:
         print("no killed runs: nothing to recover")
     return EXIT_OK
-
-
-def _range_tags(start: str, end: str) -> dict:
-    return {"dagster/asset_partition_range_start": start, "dagster/asset_partition_range_end": end}
 
 
 # ---------------------------------------------------------------------------------------------

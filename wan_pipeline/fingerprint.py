@@ -6,7 +6,8 @@ steps, LoRAs (path, strength and file bytes) and the preset's stage parameters
 (:meth:`Preset.stage_hash`). The title, comments and key order change nothing.
 
 Dagster's staleness moves one hop at a time (../shared/DESIGN.md), so the set of partitions an edit
-makes stale is computed here from the graph itself::
+makes stale is computed here from the graph itself — the ``reads`` of the stage table
+(:mod:`wan_pipeline.stages`)::
 
     keyframe[i] ─► clip[i] ─► interpolated[i] ─► upscaled[i] ─► film
          └──────► clip[i-1]  (when scene i-1 hands off to i: FLF2V last frame)
@@ -22,10 +23,9 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-from wan_pipeline.preset import SCENE_STAGES, Preset
+from wan_pipeline.preset import Preset
+from wan_pipeline.stages import STAGES
 from wan_pipeline.story import Story
-
-"""The per-scene stages in graph order; ``film`` follows them all."""
 
 PLAN_TAG_PREFIX = "wan_pipeline/render/"
 """Run tag ``wan_pipeline/render/<stage>`` = comma-separated scene ids that stage renders in the run."""
@@ -61,7 +61,7 @@ def scene_payload(story: Story, scene_id: str, preset: Preset | None = None) -> 
         {"path": lora.path, "strength": lora.strength, "sha256": file_sha256(story.base_dir / lora.path)} for lora in scene.loras
     ]
     if preset is not None:
-        payload["preset"] = {stage: preset.stage_hash(stage) for stage in (*SCENE_STAGES, "film")}
+        payload["preset"] = {stage: preset.stage_hash(stage) for stage in STAGES.names()}
     return payload
 
 
@@ -92,34 +92,34 @@ def changed_scenes(before: dict[str, str | None], after: dict[str, str]) -> list
 
 
 def upstream_partitions(story: Story, stage: str, scene_id: str | None) -> list[tuple[str, str]]:
-    """The (stage, scene) partitions ``stage[scene_id]`` reads (``film``: scene_id None)."""
-    if stage == "film":
-        return [(st, s) for s in story.scene_ids for st in ("clip", "upscaled")]
-    if stage == "keyframe":
-        return []
-    if stage == "clip":
-        deps = [("keyframe", scene_id)]
-        target = story.handoff_target(scene_id)
-        if target is not None:
-            deps.append(("keyframe", target.id))
-        return deps
-    return [(SCENE_STAGES[SCENE_STAGES.index(stage) - 1], scene_id)]
+    """The (stage, scene) partitions ``stage[scene_id]`` reads (a story stage: scene_id None)."""
+    row = STAGES[stage]
+    if not row.per_scene:
+        return [(up, s) for s in story.scene_ids for up in row.upstream_stages()]
+    deps = []
+    for up, on_next in row.upstream():
+        if not on_next:
+            deps.append((up, scene_id))
+        elif (target := story.handoff_target(scene_id)) is not None:
+            deps.append((up, target.id))
+    return deps
 
 
 def downstream_partitions(story: Story, stage: str, scene_id: str) -> list[tuple[str, str | None]]:
     """The partitions that read ``stage[scene_id]`` directly (one hop)."""
-    if stage == "keyframe":
-        out = [("clip", scene_id)]
-        i = story.index(scene_id)
-        if i > 0 and story.scenes[i - 1].transition == "handoff":
-            out.append(("clip", story.scenes[i - 1].id))
-        return out
-    if stage == "upscaled":
-        return [("film", None)]
-    nxt = SCENE_STAGES[SCENE_STAGES.index(stage) + 1]
-    out = [(nxt, scene_id)]
-    if stage == "clip":
-        out.append(("film", None))
+    out: list[tuple[str, str | None]] = []
+    i = story.index(scene_id)
+    for reader, on_next in STAGES.readers(stage):
+        if not reader.per_scene:
+            node = (reader.name, None)
+        elif not on_next:
+            node = (reader.name, scene_id)
+        elif i > 0 and story.scenes[i - 1].transition == "handoff":
+            node = (reader.name, story.scenes[i - 1].id)
+        else:
+            continue
+        if node not in out:
+            out.append(node)
     return out
 
 
@@ -132,7 +132,7 @@ def downstream_closure(story: Story, roots) -> set[tuple[str, str | None]]:
         if node in seen:
             continue
         seen.add(node)
-        if node[0] != "film":
+        if node[1] is not None:
             todo.extend(downstream_partitions(story, *node))
     return seen
 
@@ -157,7 +157,7 @@ class RenderPlan:
     @property
     def stages(self) -> list[str]:
         """Stages with work, in graph order (``film`` last)."""
-        return [st for st in SCENE_STAGES if self.scenes.get(st)] + (["film"] if self.film else [])
+        return [st for st in STAGES.scene_stages() if self.scenes.get(st)] + (list(STAGES.story_stages()) if self.film else [])
 
     def all_scenes(self) -> set[str]:
         return {s for ids in self.scenes.values() for s in ids}
@@ -173,13 +173,13 @@ class RenderPlan:
         rng = self.partition_range(order)
         if rng is not None:
             tags["dagster/asset_partition_range_start"], tags["dagster/asset_partition_range_end"] = rng
-        for st in SCENE_STAGES:
+        for st in STAGES.scene_stages():
             if self.scenes.get(st):
                 tags[PLAN_TAG_PREFIX + st] = ",".join(self.scenes[st])
         return tags
 
     def describe(self) -> str:
-        parts = [f"{st}[{', '.join(self.scenes[st])}]" for st in SCENE_STAGES if self.scenes.get(st)]
+        parts = [f"{st}[{', '.join(self.scenes[st])}]" for st in STAGES.scene_stages() if self.scenes.get(st)]
         if self.film:
             parts.append("film")
         return " → ".join(parts) or "nothing"
@@ -188,8 +188,8 @@ class RenderPlan:
 def plan_for(story: Story, nodes) -> RenderPlan:
     """A :class:`RenderPlan` rendering exactly ``nodes`` ((stage, scene) pairs, film as ("film", None))."""
     nodes = set(nodes)
-    scenes = {st: tuple(s for s in story.scene_ids if (st, s) in nodes) for st in SCENE_STAGES}
-    return RenderPlan(story.id, {k: v for k, v in scenes.items() if v}, film=("film", None) in nodes)
+    scenes = {st: tuple(s for s in story.scene_ids if (st, s) in nodes) for st in STAGES.scene_stages()}
+    return RenderPlan(story.id, {k: v for k, v in scenes.items() if v}, film=any(s is None for _, s in nodes))
 
 
 def affected_by_edit(story: Story, changed: list[str]) -> RenderPlan:

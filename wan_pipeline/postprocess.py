@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from fractions import Fraction
+from pathlib import Path
 
 from wan_pipeline.engines.registry import build_engine
 from wan_pipeline.errors import InputError
@@ -37,18 +38,40 @@ def _section(preset: Preset, stage: str, overrides: dict, drop: tuple[str, ...] 
 
 
 def _run(stage: str, method: str, input, output, preset: Preset, config: StageConfig) -> VideoInfo:
+    """Run ``stage`` on the video ``input`` through the stage runner (device lock, telemetry
+    sidecar and preview beside ``output``, out-of-memory retry), exactly as the asset does."""
+    import logging
+
+    from wan_pipeline.engines.context import EngineContext
+    from wan_pipeline.stage_runner import OOMRetryingEngine, StageRunner
+    from wan_pipeline.storage import StorageLayout
+
     probe_video(input)  # a missing or unreadable input fails before the model loads
-    engine = build_engine(stage, config, preset)
+    ctx = EngineContext.for_preset(preset)
+    strategy = config.params.get("memory_strategy")
+
+    def build():
+        return OOMRetryingEngine(
+            build_engine(stage, config, ctx), strategy, lambda s: build_engine(stage, config.model_copy(update={"memory_strategy": s}), ctx)
+        )
+
+    runner = StageRunner(StorageLayout.default())
+    engine = None
     try:
-        clip = read_video(input)
-        result = getattr(engine, method)(clip)
+        with runner.stage(logging.getLogger("wan_pipeline"), stage=stage, engine=build, device=ctx.device) as run:
+            engine = run.engine
+            clip = read_video(input)
+            result = getattr(engine, method)(clip)
+            if result.audio is None and clip.audio is not None:
+                result.audio = clip.audio
+            info = write_video(output, result, lossless=True)
+            run.output, run.preview = Path(info.path), result.frames
+            run.meta.update(result.meta)
+            run.meta.update(input=str(Path(input).resolve()), input_frames=clip.num_frames, input_fps=float(clip.fps), preset=preset.name)
     finally:
-        close = getattr(engine, "close", None)
-        if close is not None:
-            close()
-    if result.audio is None and clip.audio is not None:
-        result.audio = clip.audio
-    return write_video(output, result, lossless=True)
+        if engine is not None:
+            engine.close()
+    return info
 
 
 def interpolate_file(

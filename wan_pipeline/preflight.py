@@ -1,55 +1,65 @@
 """Preflight: every stage of a preset checked before the first expensive step runs.
 
 Users lost 44-minute renders to a mistake found at the end (a Wan 2.2 model paired with a Wan 2.1
-VAE, a missing upscaler file). Before rendering, each stage's engine is built (its parameters are
-validated; small post-processing weights are loaded and released) and each diffusers checkpoint
-is read from its configs and checked (present offline, every component there, safetensors only,
-VAE latent channels matching the transformer) — without loading any diffusion weights.
+VAE, a missing upscaler file). Before rendering, each stage's engine is checked
+(:func:`wan_pipeline.engines.registry.check_engine`: its parameters validated; post-processing
+weight files read for their tensor names and shapes, not loaded) and each diffusers checkpoint is
+read from its configs and checked (present offline, every component there, safetensors only, VAE
+latent channels matching the transformer) — without loading any weights. A render runs it once.
 """
 
 from __future__ import annotations
 
 from wan_pipeline.errors import InputError
-from wan_pipeline.preset import STAGES, Preset
+from wan_pipeline.preset import Preset
 
 DIFFUSERS_ENGINES = ("wan_i2v", "diffusers_t2i", "wan_vace")
 
 
-def preset_problems(preset: Preset, stages: tuple[str, ...] = STAGES) -> list[str]:
-    """Every problem that would stop ``stages`` of ``preset``, one line each (empty: ready)."""
-    from wan_pipeline.engines.registry import build_engine
+def preset_problems(preset: Preset, stages: tuple[str, ...] | None = None, ctx=None, build=None) -> list[str]:
+    """Every problem that would stop ``stages`` of ``preset`` (default: every stage of the stage
+    table), one line each (empty: ready). ctx: the engines' context (default: derived from the
+    preset and the environment's storage root). build: ``build(stage)`` builds the stage's engine
+    and keeps it for the render (a run's engine cache, so weights load once); default: check it
+    with :func:`~wan_pipeline.engines.registry.check_engine` and keep nothing."""
+    from wan_pipeline.engines.context import EngineContext
+    from wan_pipeline.engines.registry import check_engine
+    from wan_pipeline.stages import STAGES
 
     problems: list[str] = []
-    for stage in stages:
+    try:
+        ctx = EngineContext.for_preset(ctx or preset)
+    except InputError as exc:
+        return [f"device: {p}" for p in exc.problems]
+    for stage in stages or STAGES.names():
         section = preset.stage(stage)
         if section.engine in DIFFUSERS_ENGINES and section.model:
-            problems.extend(_checkpoint_problems(stage, section.model))
+            problems.extend(_checkpoint_problems(stage, section.model, ctx.storage_root))
         try:
-            engine = build_engine(stage, section, preset)
+            if build is not None:
+                build(stage)
+            else:
+                check_engine(stage, section, ctx)
         except InputError as exc:
             where = f"{exc.file}: " if exc.file and exc.file != preset.source_path else ""
             problems.extend(p if p.startswith("stages.") and not where else f"stages.{stage}: {where}{p}" for p in exc.problems)
-            continue
-        close = getattr(engine, "close", None)
-        if close is not None:
-            close()
     return problems
 
 
-def _checkpoint_problems(stage: str, model: str) -> list[str]:
+def _checkpoint_problems(stage: str, model: str, root) -> list[str]:
     from wan_pipeline.engines.diffusers_support import resolve_model_source
     from wan_pipeline.models import check_loadable, read_checkpoint
 
     try:
-        check_loadable(read_checkpoint(resolve_model_source(model)))
+        check_loadable(read_checkpoint(resolve_model_source(model, root)))
     except InputError as exc:
         return [f"stages.{stage}.model: {str(exc)}"]
     return []
 
 
-def check_preset(preset: Preset, stages: tuple[str, ...] = STAGES) -> None:
+def check_preset(preset: Preset, stages: tuple[str, ...] | None = None, ctx=None, build=None) -> None:
     """Raise :class:`InputError` (the preset file, every problem and its fix) unless ``stages`` of
-    ``preset`` can run."""
-    problems = preset_problems(preset, stages)
+    ``preset`` (default: all) can run in ``ctx`` (``build``: see :func:`preset_problems`)."""
+    problems = preset_problems(preset, stages, ctx, build)
     if problems:
         raise InputError(preset.source_path, problems)

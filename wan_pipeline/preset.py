@@ -13,13 +13,10 @@ import os
 from fractions import Fraction
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from wan_pipeline.config_files import load_document, validation_problems
 from wan_pipeline.errors import InputError
-
-STAGES = ("keyframe", "clip", "interpolated", "upscaled", "film")
-SCENE_STAGES = STAGES[:-1]  # the per-scene (partitioned) stages, in graph order
 
 
 class StageConfig(BaseModel):
@@ -41,13 +38,27 @@ class StageConfig(BaseModel):
 
 
 class StageSections(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    """One section per row of the stage table (:data:`wan_pipeline.stages.STAGES`), read as
+    attributes (``preset.stages.clip``) or by name (:meth:`Preset.stage`)."""
 
-    keyframe: StageConfig
-    clip: StageConfig
-    interpolated: StageConfig
-    upscaled: StageConfig
-    film: StageConfig
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_section_per_stage(cls, data):
+        from wan_pipeline.stages import STAGES
+
+        if not isinstance(data, dict):
+            raise ValueError(f"a mapping with one section per stage ({', '.join(STAGES.names())})")
+        unknown = [k for k in data if k not in STAGES]
+        missing = [k for k in STAGES.names() if k not in data]
+        if unknown:
+            raise ValueError(f"unknown stage section(s) {', '.join(map(str, unknown))}; stages: {', '.join(STAGES.names())}")
+        if missing:
+            raise ValueError(
+                f"missing stage section(s) {', '.join(missing)}: every stage needs `engine:` (stages: {', '.join(STAGES.names())})"
+            )
+        return {k: v if isinstance(v, StageConfig) else StageConfig.model_validate(v) for k, v in data.items()}
 
 
 class Preset(BaseModel):
@@ -74,9 +85,23 @@ class Preset(BaseModel):
         return Fraction(self.fps).limit_denominator(1001)
 
     def stage(self, name: str) -> StageConfig:
-        if name not in STAGES:
-            raise KeyError(f"unknown stage {name!r}; stages: {', '.join(STAGES)}")
-        return getattr(self.stages, name)
+        """The section of stage ``name``; raises ``KeyError`` for a stage not in the table."""
+        section = (self.stages.model_extra or {}).get(name)
+        if section is None:
+            from wan_pipeline.stages import STAGES
+
+            raise KeyError(f"unknown stage {name!r}; stages: {', '.join(STAGES.names())}")
+        return section
+
+    @property
+    def content_sha(self) -> str:
+        """16 hex digits of the SHA-256 of the preset's content (name, size, fps, every section):
+        what a run tag records so every step of a render uses exactly this preset."""
+        return hashlib.sha256(self.to_json().encode()).hexdigest()[:16]
+
+    def to_json(self) -> str:
+        """The preset's content as canonical compact JSON (what :func:`preset_from_json` reads)."""
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"), default=str)
 
     def stage_hash(self, name: str) -> str:
         """Hash of the preset parameters that decide a stage's output (for fingerprints)."""
@@ -118,3 +143,13 @@ def load_preset(name_or_path: str | Path) -> Preset:
     except ValidationError as err:
         raise InputError(str(p), validation_problems(Preset, err)) from None
     return preset.model_copy(update={"source_path": str(p.resolve())})
+
+
+def preset_from_json(text: str, source_path: str | None = None) -> Preset:
+    """A preset from :meth:`Preset.to_json` (a run tag), with its file recorded as ``source_path``.
+    Raises :class:`InputError` when the text is not a valid preset."""
+    try:
+        preset = Preset.model_validate(json.loads(text))
+    except (ValueError, ValidationError) as err:
+        raise InputError(source_path, f"the run's preset tag does not hold a valid preset ({err}); launch the render again") from None
+    return preset.model_copy(update={"source_path": source_path})

@@ -123,20 +123,27 @@ def preview_path(output: str | os.PathLike) -> Path:
     return output.with_name(f"{output.stem}.{kind}.jpg")
 
 
-def make_preview(output: str | os.PathLike) -> np.ndarray:
+def make_preview(output: str | os.PathLike, frames: np.ndarray | None = None) -> np.ndarray:
     """The preview image of a stage output, uint8 (h, w, 3): a thumbnail of an image file, a
-    contact sheet of :data:`SHEET_FRAMES` frames of a video file."""
+    contact sheet of :data:`SHEET_FRAMES` frames of a video file.
+
+    frames: what the stage already holds of the output — the image uint8 (H, W, 3) or the video's
+    frames uint8 (T, H, W, 3) — so the file is not decoded again; None reads the file."""
     output = Path(output)
     if output.suffix.lower() in IMAGE_SUFFIXES:
-        return thumbnail(read_image(output))
-    frames, _ = read_frames(output)
-    return contact_sheet(frames)
+        return thumbnail(frames if frames is not None and frames.ndim == 3 else read_image(output))
+    if frames is not None and frames.ndim == 4:
+        return contact_sheet(frames[sample_indices(len(frames), SHEET_FRAMES)])
+    picked, _ = read_frames(output)
+    return contact_sheet(picked)
 
 
-def write_preview(output: str | os.PathLike, max_bytes: int = MAX_PREVIEW_BYTES) -> tuple[Path, bytes]:
+def write_preview(output: str | os.PathLike, max_bytes: int = MAX_PREVIEW_BYTES, frames: np.ndarray | None = None) -> tuple[Path, bytes]:
     """Write the preview of ``output`` beside it (atomically) and return (its path, the JPEG bytes).
-    Raises :class:`InputError` when ``output`` cannot be read."""
-    jpeg = encode_jpeg(make_preview(output), max_bytes)
+
+    frames: the output's image or frames when the caller holds them (see :func:`make_preview`).
+    Raises :class:`InputError` when ``output`` has to be read and cannot be."""
+    jpeg = encode_jpeg(make_preview(output, frames), max_bytes)
     target = preview_path(output)
     with atomic_path(target) as tmp:
         tmp.write_bytes(jpeg)

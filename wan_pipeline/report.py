@@ -11,12 +11,10 @@ import json
 from pathlib import Path
 
 from wan_pipeline.media.atomic import atomic_path, write_text_atomic
-from wan_pipeline.preset import SCENE_STAGES
+from wan_pipeline.stages import STAGES
 from wan_pipeline.storage import StorageLayout
 from wan_pipeline.story import Story
 from wan_pipeline.telemetry import read_sidecar
-
-STAGE_COLOURS = {"keyframe": "#4c72b0", "clip": "#dd8452", "interpolated": "#55a868", "upscaled": "#c44e52", "film": "#8172b3"}
 
 # (key, header, format) of the report table, shared by the terminal and the Dagster UI.
 REPORT_COLUMNS = (
@@ -44,13 +42,14 @@ def report_rows(layout: StorageLayout, story: Story) -> list[dict]:
     Each row is the stage's sidecar record with ``stage`` and ``scene`` (None for the film)."""
     rows = []
     for s in story.scenes:
-        for stage in SCENE_STAGES:
+        for stage in STAGES.scene_stages():
             rec = read_sidecar(layout.output(story.id, s.id, stage))
             if rec is not None:
                 rows.append({**rec, "stage": stage, "scene": s.id})
-    film = read_sidecar(layout.film(story.id))
-    if film is not None:
-        rows.append({**film, "stage": "film", "scene": None})
+    for stage in STAGES.story_stages():
+        rec = read_sidecar(layout.output(story.id, None, stage))
+        if rec is not None:
+            rows.append({**rec, "stage": stage, "scene": None})
     return rows
 
 
@@ -105,7 +104,8 @@ def write_report_chart(rows: list[dict], target: str | Path, title: str = "") ->
         g = r["scene"] or "film"
         if g not in groups:
             groups.append(g)
-    stages = [s for s in (*SCENE_STAGES, "film") if any(r["stage"] == s for r in rows)]
+    scene_stages = STAGES.scene_stages()
+    stages = [s for s in STAGES.names() if any(r["stage"] == s for r in rows)]
     mem_label, mem = memory_series(rows)
     width = 0.8 / len(stages)
 
@@ -115,15 +115,15 @@ def write_report_chart(rows: list[dict], target: str | Path, title: str = "") ->
             x = groups.index(r["scene"] or "film")
             offset = (
                 0.0
-                if r["stage"] == "film"
-                else (SCENE_STAGES.index(r["stage"]) - (len([s for s in stages if s != "film"]) - 1) / 2) * width
+                if r["scene"] is None
+                else (scene_stages.index(r["stage"]) - (len([s for s in stages if s in scene_stages]) - 1) / 2) * width
             )
-            ax.bar(x + offset, values[i], width=width if r["stage"] != "film" else 0.5, color=STAGE_COLOURS[r["stage"]])
+            ax.bar(x + offset, values[i], width=width if r["scene"] is not None else 0.5, color=STAGES[r["stage"]].colour)
         ax.set_xticks(range(len(groups)), groups, rotation=20, ha="right", fontsize=8)
         ax.set_ylabel(label)
         ax.grid(axis="y", alpha=0.3)
     fig.legend(
-        handles=[Patch(color=STAGE_COLOURS[s], label=s) for s in stages], loc="upper center", ncol=len(stages), frameon=False, fontsize=8
+        handles=[Patch(color=STAGES[s].colour, label=s) for s in stages], loc="upper center", ncol=len(stages), frameon=False, fontsize=8
     )
     if title:
         fig.suptitle(title, y=0.995, fontsize=10, x=0.01, ha="left")

@@ -15,7 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from wan_pipeline.fingerprint import SCENE_STAGES, RenderPlan, plan_for, upstream_partitions
+from wan_pipeline.fingerprint import RenderPlan, plan_for, upstream_partitions
+from wan_pipeline.stages import STAGES
 from wan_pipeline.story import Story
 
 MATERIALIZED, STALE, MISSING = "materialized", "stale", "missing"
@@ -67,9 +68,10 @@ def story_status(story: Story, fingerprints: dict[str, str], records: RenderReco
     fingerprints: ``{scene_id: fingerprint}`` of the story as it is now
     (:func:`wan_pipeline.fingerprint.current_fingerprints`).
     """
-    nodes = [(st, s) for s in story.scene_ids for st in SCENE_STAGES]
-    nodes.sort(key=lambda n: SCENE_STAGES.index(n[0]))  # graph order: all keyframes first
-    nodes.append(("film", None))
+    scene_stages = STAGES.scene_stages()
+    nodes = [(st, s) for s in story.scene_ids for st in scene_stages]
+    nodes.sort(key=lambda n: scene_stages.index(n[0]))  # graph order: all keyframes first
+    nodes.extend((st, None) for st in STAGES.story_stages())
     out: dict[tuple, PartitionStatus] = {}
     for stage, scene in nodes:
         mine = records.rendered(stage, scene)
@@ -106,9 +108,10 @@ def format_status(story: Story, statuses: list[PartitionStatus]) -> str:
     lines = [f"story {story.id} ({story.source_path})"]
     for sid in story.scene_ids:
         lines.append(f"  {sid:<{width}}")
-        for st in SCENE_STAGES:
+        for st in STAGES.scene_stages():
             lines.append(f"    {st:<13} {by[(st, sid)].label}")
-    lines.append(f"  film{'':<{max(width - 4, 0)}}  {by[('film', None)].label}")
+    for st in STAGES.story_stages():
+        lines.append(f"  {st:<{width}}  {by[(st, None)].label}")
     counts = {k: sum(p.state == k for p in statuses) for k in (MATERIALIZED, STALE, MISSING)}
     failed = sum(bool(p.failed_checks) for p in statuses)
     lines.append(f"{counts[MATERIALIZED]} fresh, {counts[STALE]} stale, {counts[MISSING]} missing, {failed} with failed checks")

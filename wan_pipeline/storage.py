@@ -17,7 +17,6 @@ from pathlib import Path
 
 from wan_pipeline.preset import project_root
 
-STAGE_FILES = {"keyframe": "keyframe.png", "clip": "clip.mp4", "interpolated": "interpolated.mp4", "upscaled": "upscaled.mp4"}
 TEMPLATE_DAGSTER_YAML = project_root() / "storage" / "dagster.yaml"
 
 
@@ -27,21 +26,13 @@ def storage_root() -> Path:
     return Path(env).resolve() if env else (project_root() / "storage").resolve()
 
 
-def model_path(model: str) -> Path:
-    """A preset's model file or folder: absolute as given, else relative to the storage root.
-
-    A missing miniature (``<root>/models/tiny/…``) is generated on first use with
-    :func:`wan_pipeline.models.tiny.make_all_tiny_models`; anything else is returned as is for the
-    engine to report.
-    """
+def model_path(model: str, root: Path | None = None) -> Path:
+    """A preset's model file or folder: absolute as given, else relative to the storage root
+    (``root``, default :func:`storage_root`). Resolving never writes anything: the miniatures of the
+    ``tiny`` presets are made by ``wan-pipeline make-tiny-models`` or
+    :func:`wan_pipeline.models.tiny.ensure_tiny_models`."""
     p = Path(model).expanduser()
-    path = p if p.is_absolute() else storage_root() / p
-    tiny = storage_root() / "models" / "tiny"
-    if not path.exists() and path.is_relative_to(tiny):
-        from wan_pipeline.models.tiny import make_all_tiny_models
-
-        make_all_tiny_models(tiny, kinds=("rife", "esrgan"))
-    return path
+    return p if p.is_absolute() else (root or storage_root()) / p
 
 
 @dataclass(frozen=True)
@@ -69,12 +60,21 @@ class StorageLayout:
     def story_dir(self, story_id: str) -> Path:
         return self.outputs / story_id
 
-    def output(self, story_id: str, scene_id: str, stage: str) -> Path:
-        """Where a per-scene stage writes: ``outputs/<story>/<scene>/<stage file>``."""
-        return self.story_dir(story_id) / scene_id / STAGE_FILES[stage]
+    def output(self, story_id: str, scene_id: str | None, stage: str) -> Path:
+        """Where a stage writes: ``outputs/<story>/<scene>/<output file>`` for a per-scene stage,
+        ``outputs/<story>/<output file>`` for a story stage (scene None); the file name is the stage
+        table's (:mod:`wan_pipeline.stages`)."""
+        from wan_pipeline.stages import STAGES
+
+        row = STAGES[stage]
+        if row.per_scene:
+            if scene_id is None:
+                raise ValueError(f"stage {stage!r} is per scene: give the scene id")
+            return self.story_dir(story_id) / scene_id / row.output
+        return self.story_dir(story_id) / row.output
 
     def film(self, story_id: str) -> Path:
-        return self.story_dir(story_id) / "film.mp4"
+        return self.output(story_id, None, "film")
 
     def run_summary(self, story_id: str) -> Path:
         return self.story_dir(story_id) / "run-summary.json"

@@ -53,44 +53,84 @@ def _nvml_used_mb(index: int) -> float | None:
         return None
 
 
-class _Sampler(threading.Thread):
-    """Samples process RSS (with children) and NVML device memory every ``interval`` seconds,
-    keeping the maxima, so short peaks between start and end are not missed."""
+def _read_peak_rss_mb() -> float | None:
+    """The kernel's peak RSS of this process (``VmHWM``, MiB) since the last
+    :func:`_reset_peak_rss`, or None where /proc does not have it."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
 
-    def __init__(self, gpu_index: int | None, interval: float = 0.05):
+
+def _reset_peak_rss() -> bool:
+    """Reset ``VmHWM`` to the current RSS (Linux ≥ 4.0: writing 5 to ``/proc/self/clear_refs``);
+    False where that is not possible (then the sampler's maximum is used)."""
+    try:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as fh:
+            fh.write("5")
+        return _read_peak_rss_mb() is not None
+    except OSError:
+        return False
+
+
+class _Sampler(threading.Thread):
+    """Samples this process's RSS every ``interval`` seconds, its child processes' RSS every
+    ``children_every`` samples, and on a GPU the NVML device memory, keeping the maxima, so peaks
+    between start and end are not missed. Only this process and its own children are read (never
+    every process on the machine at the sampling rate); where the kernel keeps the peak RSS
+    (``VmHWM``) that exact figure is used for this process."""
+
+    def __init__(self, gpu_index: int | None, interval: float = 0.1, children_every: int = 10):
         super().__init__(daemon=True)
         self.gpu_index = gpu_index
         self.interval = interval
+        self.children_every = children_every
         self.peak_rss = 0.0
+        self.peak_children = 0.0
         self.peak_device = None
+        self._samples = 0
         self._halt = threading.Event()
         self._proc = psutil.Process(os.getpid())
+        self._kernel_peak = _reset_peak_rss()
 
-    def sample(self) -> None:
+    def sample(self, children: bool = False) -> None:
         try:
-            rss = self._proc.memory_info().rss
-            for child in self._proc.children(recursive=True):
-                try:
-                    rss += child.memory_info().rss
-                except psutil.Error:
-                    pass
+            self.peak_rss = max(self.peak_rss, self._proc.memory_info().rss / MIB)
+            if children or self._samples % self.children_every == 0:
+                rss = 0
+                for child in self._proc.children(recursive=True):
+                    try:
+                        rss += child.memory_info().rss
+                    except psutil.Error:
+                        pass
+                self.peak_children = max(self.peak_children, rss / MIB)
         except psutil.Error:
-            rss = 0
-        self.peak_rss = max(self.peak_rss, rss / MIB)
+            pass
+        self._samples += 1
         if self.gpu_index is not None:
             used = _nvml_used_mb(self.gpu_index)
             if used is not None:
                 self.peak_device = used if self.peak_device is None else max(self.peak_device, used)
 
     def run(self) -> None:
-        while not self._halt.is_set():
+        while not self._halt.wait(self.interval):
             self.sample()
-            self._halt.wait(self.interval)
 
     def stop(self) -> None:
         self._halt.set()
         self.join(timeout=2)
-        self.sample()
+        self.sample(children=True)
+        if self._kernel_peak:
+            self.peak_rss = max(self.peak_rss, _read_peak_rss_mb() or 0.0)
+
+    @property
+    def peak_total_rss(self) -> float:
+        """Peak RSS of this process plus the peak of its children, MiB."""
+        return self.peak_rss + self.peak_children
 
 
 @dataclass
@@ -125,6 +165,7 @@ class StageMonitor:
             torch.cuda.synchronize(self.gpu_index)
             torch.cuda.reset_peak_memory_stats(self.gpu_index)
         self._sampler = _Sampler(self.gpu_index)
+        self._sampler.sample(children=True)
         self._sampler.start()
         self._t0 = time.perf_counter()
         return self
@@ -137,7 +178,7 @@ class StageMonitor:
             self.result.peak_vram_mb = round(torch.cuda.max_memory_allocated(self.gpu_index) / MIB, 1)
         self.result.duration_s = round(time.perf_counter() - self._t0, 3)
         self._sampler.stop()
-        self.result.peak_rss_mb = round(self._sampler.peak_rss, 1)
+        self.result.peak_rss_mb = round(self._sampler.peak_total_rss, 1)
         if self._sampler.peak_device is not None:
             self.result.device_vram_used_mb = round(self._sampler.peak_device, 1)
 

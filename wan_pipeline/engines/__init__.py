@@ -1,7 +1,9 @@
 """Stage engines: one plain object per stage and engine, built from a preset section.
 
 See :mod:`wan_pipeline.engines.base` for the interfaces and :mod:`wan_pipeline.engines.registry`
-for the names a preset may use.
+for building an engine from a preset section (the names a preset may use are the stage table's,
+:mod:`wan_pipeline.stages`). This package only re-exports the interfaces, so importing it stays
+light (no engine, no torch).
 """
 
 from wan_pipeline.engines.base import (
@@ -15,7 +17,6 @@ from wan_pipeline.engines.base import (
     KeyframeRequest,
     Upscaler,
 )
-from wan_pipeline.engines.registry import build_engine, engine_names
 
 __all__ = [
     "ClipEngine",
@@ -27,6 +28,4 @@ __all__ = [
     "KeyframeEngine",
     "KeyframeRequest",
     "Upscaler",
-    "build_engine",
-    "engine_names",
 ]

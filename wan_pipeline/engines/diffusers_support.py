@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from wan_pipeline.devices import free_device_memory
 from wan_pipeline.errors import InputError
+from wan_pipeline.models.hub import quiet_hub_progress  # noqa: F401 (loaders below and callers use it)
 from wan_pipeline.storage import storage_root
 
 MemoryStrategy = Literal["auto", "full_gpu", "model_cpu_offload", "group_offload", "sequential_cpu_offload"]
@@ -44,23 +45,27 @@ class ModelParams(BaseModel):
     max_sequence_length: int = Field(512, ge=8, le=512, description="text tokens (UMT5: 512)")
 
 
-def resolve_model_source(model: str) -> str:
+def resolve_model_source(model: str, root: Path | None = None) -> str:
     """Turn a preset's ``model`` into what ``from_pretrained`` takes.
 
-    An absolute path or a path relative to :func:`storage_root` that exists is returned as a
-    folder path; ``models/tiny/<name>`` (a miniature checkpoint) is generated on first use; a
-    string shaped like ``owner/name`` that is no local folder is a Hugging Face repo id, returned
-    as is. Anything else raises :class:`InputError` naming the folder looked at.
+    An absolute path or a path relative to the storage root (``root``, default
+    :func:`storage_root`) that exists is returned as a folder path; a string shaped like
+    ``owner/name`` that is no local folder is a Hugging Face repo id, returned as is. Nothing is
+    written (a missing miniature says to run ``wan-pipeline make-tiny-models``). Anything else
+    raises :class:`InputError` naming the folder looked at.
     """
-    from wan_pipeline.models.tiny import TINY_MODELS, make_tiny_models
+    from wan_pipeline.models.tiny import TINY_MODELS
 
+    root = root or storage_root()
     path = Path(model).expanduser()
-    local = path if path.is_absolute() else storage_root() / path
+    local = path if path.is_absolute() else root / path
     if (local / "model_index.json").is_file():
         return str(local)
     if local.parent.name == "tiny" and local.name in TINY_MODELS:
-        make_tiny_models(local.parent, names=(local.name,))
-        return str(local)
+        raise InputError(
+            str(local),
+            f"the miniature checkpoint is not made yet: run `wan-pipeline make-tiny-models {local.parent}` (or render, which makes it)",
+        )
     if path.is_absolute() or model.startswith(".") or local.exists():
         raise InputError(
             str(local),
@@ -68,11 +73,17 @@ def resolve_model_source(model: str) -> str:
         )
     if model.count("/") == 1:
         return model
-    raise InputError(str(local), f"model {model!r} is neither a folder under {storage_root()} nor a repo id 'owner/name'")
+    raise InputError(str(local), f"model {model!r} is neither a folder under {root} nor a repo id 'owner/name'")
 
 
 def load_pipeline(
-    pipeline_cls, model: str, device: str, params: ModelParams, file: str | None = None, plan_size: tuple[int, int, int] | None = None
+    pipeline_cls,
+    model: str,
+    device: str,
+    params: ModelParams,
+    file: str | None = None,
+    plan_size: tuple[int, int, int] | None = None,
+    root: Path | None = None,
 ):
     """Load ``pipeline_cls`` from ``model`` (safetensors only, no remote code) and place it.
 
@@ -88,7 +99,7 @@ def load_pipeline(
     from wan_pipeline.devices import torch_dtype
     from wan_pipeline.models import check_loadable, identify, read_checkpoint
 
-    source = resolve_model_source(model)
+    source = resolve_model_source(model, root)
     try:
         ckpt = read_checkpoint(source)
         check_loadable(ckpt)
@@ -104,18 +115,6 @@ def load_pipeline(
     pipe.wan_model_info = info
     strategy = apply_memory_strategy(pipe, device, params, str(ckpt.source), plan_size)
     return pipe, strategy
-
-
-def quiet_hub_progress() -> None:
-    """Turn off the per-file loading/saving bars of diffusers, transformers and huggingface_hub
-    (they interleave with the stage progress on stderr; the stage log says what was loaded)."""
-    import diffusers
-    import huggingface_hub
-    import transformers
-
-    diffusers.utils.logging.disable_progress_bar()
-    transformers.utils.logging.disable_progress_bar()
-    huggingface_hub.utils.disable_progress_bars()
 
 
 def planned_strategy(source: str, device: str, params: ModelParams, plan_size) -> tuple[str, bool, bool]:
@@ -236,15 +235,16 @@ class DiffusersEngine:
     stage = ""
     params_model = ModelParams
 
-    def __init__(self, params: dict, preset) -> None:
-        from wan_pipeline.devices import pick_device
+    def __init__(self, params: dict, ctx) -> None:
         from wan_pipeline.engines.base import parse_params
+        from wan_pipeline.engines.context import EngineContext
 
-        self.params = parse_params(self.params_model, params, preset, self.stage)
-        self.preset = preset
-        self.file = getattr(preset, "source_path", None)
+        ctx = EngineContext.for_preset(ctx)
+        self.params = parse_params(self.params_model, params, ctx, self.stage)
+        self.preset = ctx
+        self.file = ctx.source_path
         check_steps(self.params.steps, f"stages.{self.stage}.steps", self.file)
-        self.device = pick_device(getattr(preset, "device", "auto"))
+        self.device = ctx.device
         self._pipe = None
         self._strategy: str | None = None
 
@@ -261,6 +261,7 @@ class DiffusersEngine:
             self.params,
             self.file,
             plan_size=(self.preset.width, self.preset.height, self.plan_frames()),
+            root=self.preset.storage_root,
         )
         flow_shift = getattr(self.params, "flow_shift", None)
         if flow_shift is not None:

@@ -26,11 +26,9 @@ import cv2
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from wan_pipeline.devices import pick_device
 from wan_pipeline.engines.base import parse_params
 from wan_pipeline.errors import InputError
 from wan_pipeline.media.clip import Clip
-from wan_pipeline.storage import model_path
 
 #: Fraction of free memory the default tile may use: of ``torch.cuda.mem_get_info()`` free bytes
 #: on CUDA (the rest is left to the allocator's fragmentation and other processes), of
@@ -62,18 +60,32 @@ class RealEsrganParams(BaseModel):
 def load_sr_model(path: Path, device: str = "cpu"):
     """Load a single-image super-resolution model with spandrel.
 
-    Returns the spandrel ``ImageModelDescriptor`` (in eval mode, on ``device``). Raises
-    :class:`InputError` naming ``path`` when the file is missing, unreadable, not a model spandrel
-    knows (spandrel's message included), or not an RGB super-resolution model (scale > 1).
+    Returns the spandrel ``ImageModelDescriptor`` (in eval mode, on ``device``; ``meta``: the
+    architecture from the tensor names and shapes only, no weight data read — the pre-render
+    check). Raises :class:`InputError` naming ``path`` when the file is missing, unreadable, not a
+    model spandrel knows (spandrel's message included), or not an RGB super-resolution model
+    (scale > 1).
     """
     import spandrel
+    import torch
 
     if not path.is_file():
         raise InputError(
             str(path), "model: weights file not found; put the Real-ESRGAN weights there or fix `stages.upscaled.model` in the preset"
         )
     try:
-        desc = spandrel.ModelLoader(device=device).load_from_file(path)
+        if device == "meta":
+            if path.suffix.lower() == ".safetensors":
+                from safetensors import safe_open
+
+                with safe_open(str(path), framework="pt") as fh:
+                    state = {k: torch.empty(fh.get_slice(k).get_shape(), device="meta") for k in fh.keys()}  # noqa: SIM118
+            else:
+                state = torch.load(str(path), map_location="meta", weights_only=True, mmap=True)
+            with torch.device("meta"):
+                desc = spandrel.ModelLoader(device="meta").load_from_state_dict(spandrel.canonicalize_state_dict(state))
+        else:
+            desc = spandrel.ModelLoader(device=device).load_from_file(path)
     except Exception as exc:  # spandrel / torch raise many types for bad files
         raise InputError(
             str(path),
@@ -126,7 +138,7 @@ def _round_up(value: int, multiple: int) -> int:
 class RealEsrganUpscaler:
     """Upscale clips with a Real-ESRGAN (or other spandrel SR) checkpoint, tiled and batched.
 
-    Built as ``RealEsrganUpscaler(params, preset)``; params: see :class:`RealEsrganParams`.
+    Built as ``RealEsrganUpscaler(params, ctx)`` (an :class:`~wan_pipeline.engines.context.EngineContext`); params: see :class:`RealEsrganParams`.
     The weights are loaded here, so a missing, corrupt or non-SR file raises
     :class:`InputError` naming the file before any frame is processed.
     Precision: float16 on CUDA where the model supports it (``dtype: auto``), float32 on CPU.
@@ -134,15 +146,31 @@ class RealEsrganUpscaler:
 
     name = "realesrgan"
 
-    def __init__(self, params: dict, preset) -> None:
+    @classmethod
+    def check(cls, params: dict, ctx) -> None:
+        """The pre-render check: parameters and the weight file's architecture (scale, channels)
+        from its tensor names and shapes, without loading the weights. Raises
+        :class:`~wan_pipeline.errors.InputError`."""
+        from wan_pipeline.engines.context import EngineContext
+
+        ctx = EngineContext.for_preset(ctx)
+        p = parse_params(RealEsrganParams, params, ctx, "upscaled")
+        if p.height is not None and p.scale is not None:
+            raise InputError(ctx.source_path, "stages.upscaled: give `height` or `scale`, not both")
+        load_sr_model(ctx.model_path(p.model), "meta")
+
+    def __init__(self, params: dict, ctx) -> None:
         import torch
 
-        self.params = parse_params(RealEsrganParams, params, preset, "upscaled")
+        from wan_pipeline.engines.context import EngineContext
+
+        preset = ctx = EngineContext.for_preset(ctx)
+        self.params = parse_params(RealEsrganParams, params, ctx, "upscaled")
         p = self.params
         if p.height is not None and p.scale is not None:
             raise InputError(getattr(preset, "source_path", None), "stages.upscaled: give `height` or `scale`, not both")
-        self.device = pick_device(getattr(preset, "device", "auto"))
-        self.model_path = model_path(p.model)
+        self.device = ctx.device
+        self.model_path = ctx.model_path(p.model)
         self.desc = load_sr_model(self.model_path, self.device)
         self.scale = int(self.desc.scale)
         self.dtype = self._pick_dtype(p.dtype, preset)

@@ -1,60 +1,64 @@
-"""Engine names a preset may use, per stage, and the factory that builds them.
+"""Build a stage's engine from its preset section.
 
-Entries are ``"module:Class"`` strings imported on first use, so the CPU-only preview engines
-never import torch or diffusers. Each class is built as ``Class(params: dict, preset: Preset)``
-and validates its own parameters (raising :class:`~wan_pipeline.errors.InputError`).
+The engine names a preset may use per stage are the ``engines`` of the stage table
+(:mod:`wan_pipeline.stages`): ``"module:Class"`` strings imported on first use, so the CPU-only
+preview engines never import torch or diffusers. Each class is built as
+``Class(params: dict, ctx: EngineContext)`` and validates its own parameters (raising
+:class:`~wan_pipeline.errors.InputError`).
 """
 
 from __future__ import annotations
 
 import importlib
 
+from wan_pipeline.engines.context import EngineContext
 from wan_pipeline.errors import InputError
-
-ENGINES: dict[str, dict[str, str]] = {
-    "keyframe": {
-        "image_or_procedural": "wan_pipeline.engines.keyframe_image:ImageOrProceduralKeyframe",
-        "diffusers_t2i": "wan_pipeline.engines.diffusers_keyframe:DiffusersT2IKeyframe",
-    },
-    "clip": {
-        "camera_motion": "wan_pipeline.engines.camera_motion:CameraMotionClip",
-        "wan_i2v": "wan_pipeline.engines.wan_clip:WanI2VClip",
-    },
-    "interpolated": {
-        "optical_flow": "wan_pipeline.engines.optical_flow:FlowInterpolator",
-        "rife": "wan_pipeline.engines.rife:RifeInterpolator",
-    },
-    "upscaled": {
-        "lanczos": "wan_pipeline.engines.lanczos:LanczosUpscaler",
-        "realesrgan": "wan_pipeline.engines.esrgan:RealEsrganUpscaler",
-    },
-    "film": {
-        "concat": "wan_pipeline.engines.concat_film:ConcatFilm",
-        "wan_vace": "wan_pipeline.engines.vace_film:WanVaceFilm",
-    },
-}
 
 
 def engine_names(stage: str) -> list[str]:
-    return sorted(ENGINES.get(stage, {}))
+    """The engine names a preset may give for ``stage`` (sorted)."""
+    from wan_pipeline.stages import STAGES
+
+    return sorted(STAGES[stage].engines)
 
 
-def build_engine(stage: str, config, preset):
+def engine_class(stage: str, config, source_path: str | None = None) -> type:
+    """The class named by ``config.engine`` for ``stage``. Raises :class:`InputError` naming the
+    preset file and ``stages.<stage>.engine`` for an unknown name; ``KeyError`` for an unknown stage."""
+    from wan_pipeline.stages import STAGES
+
+    target = STAGES[stage].engines.get(config.engine)
+    if target is None:
+        raise InputError(source_path, f"stages.{stage}.engine: unknown engine {config.engine!r}; allowed: {', '.join(engine_names(stage))}")
+    module_name, cls_name = target.split(":")
+    return getattr(importlib.import_module(module_name), cls_name)
+
+
+def build_engine(stage: str, config, ctx):
     """Build the engine named by ``config.engine`` for ``stage`` from a preset section.
 
-    config: :class:`~wan_pipeline.preset.StageConfig`; preset: :class:`~wan_pipeline.preset.Preset`.
-    Raises :class:`InputError` naming the preset file and ``stages.<stage>.engine`` when the name
-    is unknown.
+    config: :class:`~wan_pipeline.preset.StageConfig`; ctx: an :class:`EngineContext` (or a
+    :class:`~wan_pipeline.preset.Preset`, whose context is derived with
+    :meth:`EngineContext.for_preset`). Raises :class:`InputError` naming the preset file and
+    ``stages.<stage>.engine`` when the name is unknown, or the engine's own parameter errors.
     """
-    table = ENGINES.get(stage)
-    if table is None:
-        raise KeyError(f"unknown stage {stage!r}")
-    target = table.get(config.engine)
-    if target is None:
-        raise InputError(
-            preset.source_path,
-            f"stages.{stage}.engine: unknown engine {config.engine!r}; allowed: {', '.join(engine_names(stage))}",
-        )
-    module_name, cls_name = target.split(":")
-    cls = getattr(importlib.import_module(module_name), cls_name)
-    return cls(config.params, preset)
+    ctx = EngineContext.for_preset(ctx)
+    cls = engine_class(stage, config, ctx.source_path)
+    return cls(config.params, ctx)
+
+
+def check_engine(stage: str, config, ctx) -> None:
+    """Check that the engine of ``stage`` can be built from ``config`` in ``ctx`` without loading
+    any weights: the class's own ``check(params, ctx)`` where it has one (engines with weight
+    files read their tensor names and shapes only), else build it and close it (engines that load
+    nothing until their first call). Raises :class:`InputError` with the problems."""
+    ctx = EngineContext.for_preset(ctx)
+    cls = engine_class(stage, config, ctx.source_path)
+    check = getattr(cls, "check", None)
+    if check is not None:
+        check(config.params, ctx)
+        return
+    engine = cls(config.params, ctx)
+    close = getattr(engine, "close", None)
+    if close is not None:
+        close()

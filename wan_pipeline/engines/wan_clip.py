@@ -37,7 +37,6 @@ from wan_pipeline.engines.lora import LoraEntry, loras_applied
 from wan_pipeline.errors import InputError
 from wan_pipeline.media.clip import Clip
 from wan_pipeline.media.image_io import fit_image
-from wan_pipeline.storage import storage_root
 
 GUIDANCE_WARNING = 6.0
 """Guidance at or above this gives black or over-saturated Wan frames in practice (users' reports;
@@ -153,8 +152,7 @@ class WanI2VClip(DiffusersEngine):
     def _lora_list(self, request: ClipRequest) -> list[tuple[Path, float, str]]:
         out = []
         for entry in self.params.loras:
-            path = Path(entry.path)
-            out.append((path if path.is_absolute() else storage_root() / path, entry.strength, entry.expert))
+            out.append((self.preset.model_path(entry.path), entry.strength, entry.expert))
         for lora in request.loras:
             out.append((Path(lora.path), float(lora.strength), getattr(lora, "expert", "both")))
         return out

@@ -299,7 +299,9 @@ def doctor_report(preset, machine: dict | None = None) -> dict:
     machine = machine if machine is not None else machine_info()
     gpu = _target_gpu(preset, machine)
     models = []
-    for stage in ("keyframe", "clip", "interpolated", "upscaled", "film"):
+    from wan_pipeline.stages import STAGES
+
+    for stage in STAGES.names():
         try:
             section = preset.stage(stage).model_dump()
         except (KeyError, AttributeError):

@@ -216,7 +216,7 @@ def make_tiny_models(directory: str | os.PathLike, names: tuple[str, ...] | None
     import shutil
     import tempfile
 
-    from wan_pipeline.engines.diffusers_support import quiet_hub_progress
+    from wan_pipeline.models.hub import quiet_hub_progress
 
     quiet_hub_progress()
     root = Path(directory)
@@ -290,3 +290,19 @@ def make_all_tiny_models(directory: str | os.PathLike, kinds: tuple[str, ...] = 
     if "esrgan" in kinds:
         written.update({f"esrgan-{k}": v for k, v in make_tiny_esrgan(root / "esrgan").items()})
     return written
+
+
+def ensure_tiny_models(storage_root: str | os.PathLike) -> dict[str, Path]:
+    """Make every miniature of the ``tiny`` presets under ``<storage_root>/models/tiny`` where
+    missing (the explicit step that ``wan-pipeline render`` takes for a preset whose models lie
+    there; ``make-tiny-models`` does the same by hand). Returns ``{name: path}``."""
+    return make_all_tiny_models(Path(storage_root) / "models" / "tiny")
+
+
+def ensure_tiny_models_for(preset, storage_root: str | os.PathLike) -> dict[str, Path]:
+    """:func:`ensure_tiny_models` when any stage of ``preset`` names a model under
+    ``models/tiny/`` (the ``tiny`` presets); nothing otherwise. Returns what exists or was made."""
+    models = [section.model for section in (preset.stages.model_extra or {}).values()]
+    if any(m and Path(m).parts[:2] == ("models", "tiny") for m in models):
+        return ensure_tiny_models(storage_root)
+    return {}

@@ -23,7 +23,7 @@ TINY_WIDTHS = (16, 16, 16, 16)
 
 def tiny_rife_state_dict(seed: int = 0, widths: tuple[int, int, int, int] = TINY_WIDTHS) -> dict[str, torch.Tensor]:
     """The miniature's tensors with the official ``module.`` prefix (float32, CPU, contiguous)."""
-    from wan_pipeline.engines.rife import IFNet
+    from wan_pipeline.models.rife_net import IFNet
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
