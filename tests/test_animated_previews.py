@@ -137,3 +137,20 @@ def test_markdown_and_file_preview(tmp_path):
     assert m and Image.open(io.BytesIO(base64.b64decode(m.group(1)))).n_frames == 17
     with pytest.raises(ValueError, match="no frames"):
         AnimatedPreview(10, 16).finish()
+    with pytest.raises(ValueError, match="at least one frame"):
+        AnimatedPreview(0, 16)
+
+
+def test_a_caller_may_skip_the_frames_that_are_not_sampled():
+    frames = _pan(_photo("coffee.png", 160, 96), 33, 2)
+    builder = AnimatedPreview(33, 16)  # every 2nd frame
+    for frame in frames:
+        if builder.wants_next:
+            builder.add(frame)
+        else:
+            builder.skip()
+    assert builder.done and len(builder.kept) == 17
+    assert all(np.array_equal(k, frames[2 * i]) for i, k in enumerate(builder.kept))
+    builder = AnimatedPreview(33, 16)
+    with pytest.raises(ValueError, match="frame 0 is sampled"):
+        builder.skip()

@@ -258,12 +258,31 @@ class AnimatedPreview:
         preview_fps: float = ANIM_FPS,
         max_frames: int = ANIM_MAX_FRAMES,
     ):
+        if total < 1:
+            raise ValueError(f"an animated preview needs a video of at least one frame, got total={total}")
         self.wanted = animation_indices(total, fps, scene_lengths=scene_lengths, preview_fps=preview_fps, max_frames=max_frames)
         self._keep = set(self.wanted)
         self.max_width = max_width
         self.frame_ms = max(20, round(1000 / preview_fps))
         self.kept: list[np.ndarray] = []
         self.seen = 0
+
+    @property
+    def wants_next(self) -> bool:
+        """True when the next frame offered will be kept (a caller may :meth:`skip` the others
+        without decoding or converting them)."""
+        return self.seen in self._keep
+
+    @property
+    def done(self) -> bool:
+        """True once every sampled frame was offered."""
+        return self.seen > self.wanted[-1]
+
+    def skip(self) -> None:
+        """Count the next frame as offered without passing it (only when :attr:`wants_next` is False)."""
+        if self.wants_next:
+            raise ValueError(f"frame {self.seen} is sampled: pass it with add()")
+        self.seen += 1
 
     def add(self, frames: np.ndarray) -> None:
         """Offer the next frame uint8 (H, W, 3), or the next batch uint8 (T, H, W, 3)."""
@@ -321,7 +340,7 @@ def animated_preview(
     builder = AnimatedPreview(total, fps, scene_lengths=scene_lengths, max_width=max_width)
     for frame in frames:
         builder.add(frame)
-        if builder.seen > builder.wanted[-1]:
+        if builder.done:
             break
     return builder.finish(max_bytes)
 
@@ -330,11 +349,19 @@ def animated_preview_of_file(
     path: str | os.PathLike, *, scene_lengths: Sequence[float] | None = None, max_bytes: int = ANIM_MAX_BYTES
 ) -> Animation:
     """The animated preview of the video file ``path``, decoded in one streaming pass (only the
-    sampled frames are kept). Raises :class:`InputError` when the file is missing or not a video."""
+    sampled frames are converted to RGB and kept). Raises :class:`InputError` when the file is
+    missing, not a video, or has no frames."""
     info = probe_video(path)
+    builder = AnimatedPreview(info.frames, info.fps, scene_lengths=scene_lengths)
     try:
         with av.open(str(path)) as container:
-            frames = (frame_to_rgb(f) for f in container.decode(video=0))
-            return animated_preview(frames, info.frames, info.fps, scene_lengths=scene_lengths, max_bytes=max_bytes)
+            for frame in container.decode(video=0):
+                if builder.wants_next:
+                    builder.add(frame_to_rgb(frame))
+                else:
+                    builder.skip()
+                if builder.done:
+                    break
     except av.error.FFmpegError as exc:
         raise InputError(str(path), f"cannot be read as a video ({exc})") from exc
+    return builder.finish(max_bytes)
