@@ -5,6 +5,7 @@ VENV    ?= .venv
 BIN     := $(VENV)/bin
 STORY   ?= stories/launch_day.yaml
 PRESET  ?= preview
+PORT    ?= 3000
 export DAGSTER_HOME ?= $(CURDIR)/storage
 
 .PHONY: install demo test ui screenshots clean-outputs
@@ -27,9 +28,9 @@ test: install
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest -q -rs
 
-## Open the Dagster UI on http://127.0.0.1:3000 (instance in storage/)
+## Open the Dagster UI on http://127.0.0.1:$(PORT) (instance in storage/); `make ui PORT=3001` for another port
 ui: install
-	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p $(PORT)
 
 ## Refresh docs/screenshots/*.png with the browser test (needs /usr/bin/chromium)
 screenshots: install

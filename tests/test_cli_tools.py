@@ -35,7 +35,54 @@ def test_inspect_missing_model_names_the_download(capsys, tmp_path, monkeypatch)
 def test_doctor_on_preview(capsys):
     assert main(["doctor", "preview"]) == 0
     out = capsys.readouterr().out
-    assert "RAM" in out and "Preset preview" in out
+    assert "RAM" in out and "Preset preview" in out and "Ready." in out
+
+
+def test_doctor_fails_until_the_tiny_models_exist(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("WAN_PIPELINE_STORAGE", str(tmp_path))
+    assert main(["doctor", "tiny"]) == 1
+    out = capsys.readouterr().out
+    lacks = out.split("Lacks:")[1].strip().splitlines()
+    assert len(lacks) == 5  # keyframe, clip, interpolated, upscaled, film
+    assert all("make-tiny-models" in line and str(tmp_path / "models" / "tiny") in line for line in lacks)
+    assert main(["make-tiny-models"]) == 0
+    capsys.readouterr()
+    assert main(["doctor", "tiny", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["ready"] and report["lacks"] == []
+    assert all(m["downloaded"] for m in report["models"] if m["kind"] == "diffusers checkpoint")
+
+
+def test_doctor_names_where_post_processing_weights_come_from(tmp_path, monkeypatch, capsys):
+    import huggingface_hub.constants as hf_constants
+
+    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("WAN_PIPELINE_STORAGE", str(tmp_path / "storage"))
+    assert main(["doctor", "wan22-ti2v-5b"]) == 1
+    lacks = capsys.readouterr().out.split("Lacks:")[1]
+    rife = next(line for line in lacks.splitlines() if line.strip().startswith("- interpolated:"))
+    esrgan = next(line for line in lacks.splitlines() if line.strip().startswith("- upscaled:"))
+    assert str(tmp_path / "storage" / "models" / "rife" / "flownet.pkl") in rife and "Practical-RIFE 4.6" in rife
+    assert str(tmp_path / "storage" / "models" / "realesrgan" / "RealESRGAN_x2plus.pth") in esrgan
+    assert "Real-ESRGAN v0.2.1 release" in esrgan
+    assert "hf download Wan-AI/Wan2.2-TI2V-5B-Diffusers" in lacks
+
+
+@pytest.mark.skipif(not SHARED.is_dir(), reason="shared/reference/wan-configs is not beside the checkout")
+def test_inspect_tells_configs_from_weights(tmp_path, capsys):
+    """A folder of configs only is found but not downloaded; a complete checkpoint lists its weights."""
+    assert main(["inspect", str(SHARED / "Wan2.2-TI2V-5B-Diffusers")]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["found"] is True and report["downloaded"] is False
+    assert report["weight_files"]["transformer"] == [] and report["weight_files"]["vae"] == []
+    from wan_pipeline.models.tiny import make_tiny_models
+
+    folder = make_tiny_models(tmp_path, names=("wan22-ti2v",))["wan22-ti2v"]
+    assert main(["inspect", str(folder)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["found"] and report["downloaded"]
+    assert all(files and all(f.endswith(".safetensors") for f in files) for files in report["weight_files"].values())
 
 
 def test_make_tiny_models_and_tools(tmp_path, capsys):
@@ -52,3 +99,20 @@ def test_make_tiny_models_and_tools(tmp_path, capsys):
     info = probe_video(tmp_path / "u.mp4")
     assert (info.width, info.height, info.frames) == (128, 96, 17)
     assert main(["interpolate", str(tmp_path / "missing.mp4"), str(tmp_path / "y.mp4"), "--factor", "2"]) == 2
+
+
+def test_tools_write_delivery_files_unless_lossless(tmp_path, capsys):
+    frames = np.stack([np.roll(fit_image(read_image(IMAGES / "coffee.png"), 96, 64), 3 * i, axis=1) for i in range(5)])
+    src = write_video(tmp_path / "in.mp4", Clip(frames, 12)).path
+    assert main(["interpolate", src, str(tmp_path / "d.mp4"), "--factor", "2"]) == 0
+    assert "yuv420p" in capsys.readouterr().err
+    assert main(["upscale", src, str(tmp_path / "c.mp4"), "--scale", "2", "--crf", "28"]) == 0
+    assert main(["upscale", src, str(tmp_path / "l.mp4"), "--scale", "2", "--lossless"]) == 0
+    assert probe_video(tmp_path / "d.mp4").pix_fmt == probe_video(tmp_path / "c.mp4").pix_fmt == "yuv420p"
+    assert probe_video(tmp_path / "l.mp4").pix_fmt != "yuv420p"
+    assert (tmp_path / "c.mp4").stat().st_size < (tmp_path / "l.mp4").stat().st_size
+    for bad in (["--crf", "60"], ["--crf", "20", "--lossless"]):
+        with pytest.raises(SystemExit) as exit_:
+            main(["interpolate", src, str(tmp_path / "x.mp4"), "--factor", "2", *bad])
+        assert exit_.value.code == 2
+    assert not (tmp_path / "x.mp4").exists()

@@ -281,7 +281,9 @@ def test_repo_id_resolved_through_hf_cache(tmp_path, monkeypatch):
         resolve_model("Wan-AI/Wan2.1-T2V-14B-Diffusers")
     assert "hf download Wan-AI/Wan2.1-T2V-14B-Diffusers" in str(err.value)
     report = inspect_report("Wan-AI/Wan2.2-TI2V-5B-Diffusers")
-    assert report["downloaded"] and report["download"] == "hf download Wan-AI/Wan2.2-TI2V-5B-Diffusers"
+    # the cached snapshot holds the configs only: found, but not downloaded (no weight files)
+    assert report["found"] and not report["downloaded"] and report["weight_files"]["transformer"] == []
+    assert report["download"] == "hf download Wan-AI/Wan2.2-TI2V-5B-Diffusers"
 
 
 def test_missing_local_folder_rejected(tmp_path):
@@ -309,7 +311,7 @@ def test_inspect_uncached_published_repo(tmp_path, monkeypatch):
     monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(tmp_path))
     report = inspect_report("Wan-AI/Wan2.2-I2V-A14B-Diffusers")
     json.dumps(report)
-    assert report["downloaded"] is False and report["variant"] == "Wan2.2-I2V-A14B"
+    assert report["found"] is False and report["downloaded"] is False and report["variant"] == "Wan2.2-I2V-A14B"
     assert report["download"] == "hf download Wan-AI/Wan2.2-I2V-A14B-Diffusers"
     assert report["parameters"]["transformer"] == report["parameters"]["transformer_2"] == 14_288_901_184
     with pytest.raises(InputError, match="hf download someone/unknown-model"):

@@ -12,7 +12,8 @@ import yaml
 from PIL import Image
 
 from wan_pipeline.errors import InputError
-from wan_pipeline.media.video_io import probe_video, read_video
+from wan_pipeline.media.clip import Clip
+from wan_pipeline.media.video_io import probe_video, read_video, write_video
 from wan_pipeline.models.tiny_esrgan import make_tiny_esrgan
 from wan_pipeline.postprocess import interpolate_file, upscale_file
 
@@ -83,7 +84,7 @@ def test_upscale_file_keeps_frames_fps_and_audio(tmp_path, tiny):
     src_audio = audio_duration_s(src)
     assert src_audio == pytest.approx(0.5, abs=0.05)
     preset = esrgan_preset(tmp_path, tiny["srvgg_x4"])
-    info = upscale_file(src, tmp_path / "out.mp4", preset=preset)
+    info = upscale_file(src, tmp_path / "out.mp4", preset=preset, lossless=True)
     assert (info.frames, info.fps, info.width, info.height) == (6, Fraction(12), 256, 192)
     assert info.has_audio
     assert audio_duration_s(tmp_path / "out.mp4") == pytest.approx(src_audio, abs=0.05)
@@ -141,7 +142,7 @@ def test_interpolate_file_rejects_factor_and_fps_together(tmp_path):
 def test_preview_interpolate_file_by_factor_and_fps_keeps_audio(tmp_path):
     src = make_video(tmp_path / "in.mp4", frames=6, fps=Fraction(12))
     src_audio = audio_duration_s(src)
-    info = interpolate_file(src, tmp_path / "x2.mp4", factor=2)
+    info = interpolate_file(src, tmp_path / "x2.mp4", factor=2, lossless=True)
     assert (info.frames, info.fps, info.width, info.height) == (11, Fraction(24), 64, 48)
     assert info.has_audio and audio_duration_s(tmp_path / "x2.mp4") == pytest.approx(src_audio, abs=0.1)
     # kept frames are the input frames (lossless), synthesised ones lie between their neighbours
@@ -150,7 +151,7 @@ def test_preview_interpolate_file_by_factor_and_fps_keeps_audio(tmp_path):
     info = interpolate_file(src, tmp_path / "x4.mp4", fps=48)
     assert (info.frames, info.fps) == (21, Fraction(48))
     # a rate that is not a multiple: output timestamps i/30 over the input's span (5/12 s) → 13 frames
-    info = interpolate_file(src, tmp_path / "odd.mp4", fps=30)
+    info = interpolate_file(src, tmp_path / "odd.mp4", fps=30, lossless=True)
     assert (info.frames, info.fps) == (int(Fraction(5, 12) * 30) + 1, Fraction(30))
     assert np.array_equal(read_video(tmp_path / "odd.mp4").frames[0], inp[0])
     with pytest.raises(InputError, match="not both"):
@@ -164,3 +165,56 @@ def test_preview_upscale_file_scale_and_height(tmp_path):
     info = upscale_file(src, tmp_path / "h.mp4", height=120)
     assert (info.width, info.height) == (160, 120)
     assert probe_video(src).frames == 3
+
+
+def _pan_video(path: Path, *, frames: int = 17, size=(416, 240), audio: bool = True) -> Path:
+    """A camera pan over the real photo at a delivery-like size (416x240), with an AAC track."""
+    w, h = size
+    img = np.asarray(Image.open(PHOTO).convert("RGB").resize((w + 3 * frames, h), Image.LANCZOS))
+    clip = Clip(np.stack([np.ascontiguousarray(img[:, 3 * i : 3 * i + w]) for i in range(frames)]), Fraction(16))
+    clip.audio = str(make_video(path.with_name("tone.mp4"), frames=frames, fps=Fraction(16))) if audio else None
+    write_video(path, clip, lossless=True)
+    return path
+
+
+def _decoded_frames(path: Path) -> int:
+    with av.open(str(path)) as c:
+        return sum(1 for _ in c.decode(video=0))
+
+
+@pytest.mark.parametrize("tool", ["interpolate", "upscale"])
+def test_tools_deliver_h264_420_by_default(tmp_path, tool):
+    """Default output: H.264 yuv420p that decodes frame by frame, audio kept, several times smaller
+    than the lossless intermediate (``lossless=True``) and close to it in pixels."""
+    src = _pan_video(tmp_path / "in.mp4")
+    run = interpolate_file if tool == "interpolate" else upscale_file
+    kwargs = {"factor": 2} if tool == "interpolate" else {"scale": 2}
+    delivery = run(src, tmp_path / "delivery.mp4", **kwargs)
+    lossless = run(src, tmp_path / "lossless.mp4", lossless=True, **kwargs)
+    assert (delivery.codec, delivery.pix_fmt) == ("h264", "yuv420p")
+    assert lossless.pix_fmt != "yuv420p"
+    assert (delivery.frames, delivery.fps, delivery.width, delivery.height) == (
+        lossless.frames,
+        lossless.fps,
+        lossless.width,
+        lossless.height,
+    )
+    assert _decoded_frames(tmp_path / "delivery.mp4") == delivery.frames
+    assert delivery.has_audio and audio_duration_s(tmp_path / "delivery.mp4") == pytest.approx(audio_duration_s(src), abs=0.1)
+    small, big = (tmp_path / "delivery.mp4").stat().st_size, (tmp_path / "lossless.mp4").stat().st_size
+    assert small * 4 < big, (small, big)
+    a, b = read_video(tmp_path / "delivery.mp4").frames, read_video(tmp_path / "lossless.mp4").frames
+    assert np.abs(a.astype(int) - b).mean() < 3.0  # visually lossless
+
+
+def test_crf_trades_size_for_quality_and_odd_sizes_are_named(tmp_path):
+    src = _pan_video(tmp_path / "in.mp4", audio=False)
+    hi = interpolate_file(src, tmp_path / "crf18.mp4", factor=2)
+    lo = interpolate_file(src, tmp_path / "crf30.mp4", factor=2, crf=30)
+    assert (tmp_path / "crf30.mp4").stat().st_size < (tmp_path / "crf18.mp4").stat().st_size
+    assert hi.frames == lo.frames == 33
+    odd = _pan_video(tmp_path / "odd.mp4", size=(415, 239), audio=False)
+    with pytest.raises(InputError, match=r"out\.mp4.*even width and height.*--lossless"):
+        interpolate_file(odd, tmp_path / "out.mp4", factor=2)
+    assert not (tmp_path / "out.mp4").exists()
+    assert interpolate_file(odd, tmp_path / "out.mp4", factor=2, lossless=True).width == 415

@@ -72,9 +72,12 @@ def test_clip_frame_count_fps_size_and_first_frame(preset, camera):
     assert clip.fps == Fraction(16) and clip.num_frames == round(1.5 * 16) + 1
     assert (clip.height, clip.width) == (preset.height, preset.width)
     assert _mad(clip.frames[0], first) == 0.0
-    moved = _mad(clip.frames[-1], first)
+    # a zoom-out inside the photo ends on the full frame (the keyframe); its move shows mid-clip
+    moved = _mad(clip.frames[clip.num_frames // 2 if camera == "zoom_out" else -1], first)
     assert (moved < 0.01) if camera == "static" else (moved > 3.0)
-    assert clip.meta["flf2v"] is False
+    if camera == "zoom_out":
+        assert np.array_equal(clip.frames[-1], first)
+    assert clip.meta["flf2v"] is False and clip.meta["transition_frames"] == 0
 
 
 def test_handoff_clip_ends_on_next_keyframe(preset):
@@ -157,3 +160,89 @@ def test_unknown_engine_and_bad_params_name_the_field(preset):
     bad = preset.stages.interpolated.model_copy(update={"factor": 3})
     with pytest.raises(InputError, match=r"stages.interpolated"):
         build_engine("interpolated", bad, preset)
+
+
+# ---- the preview clip looks like a film: camera inside the photo, short flow transition ----
+
+CAMERAS = ["static", "zoom_in", "zoom_out", "pan_left", "pan_right", "pan_up", "pan_down"]
+PHOTOS = ["rocket.jpg", "astronaut.png", "chelsea.png", "coffee.png"]
+
+
+def _crop_scaled(image: np.ndarray, window) -> np.ndarray:
+    """The window of ``image`` scaled to the image size by Pillow (bicubic): an independent
+    resampler to compare the engine's frames with."""
+    from PIL import Image
+
+    h, w = image.shape[:2]
+    return np.asarray(Image.fromarray(image).resize((w, h), Image.BICUBIC, box=tuple(window)))
+
+
+@pytest.mark.parametrize("camera", CAMERAS)
+def test_camera_moves_show_only_the_photo(preset, camera):
+    """Every frame is a window inside the photo scaled to the frame: the window never leaves the
+    photo, and the frame's edge rows and columns are the photo's own pixels there (a padded or
+    mirrored border would differ from the photo at the edges)."""
+    from wan_pipeline.engines.camera_motion import camera_window
+
+    strength = preset.stages.clip.model_dump()["motion_strength"]
+    for name in PHOTOS:
+        first = _keyframe(preset, name)
+        clip = _clip(preset, first, camera=camera, duration=1.5)
+        h, w = first.shape[:2]
+        for i, frame in enumerate(clip.frames):
+            x0, y0, x1, y1 = window = camera_window(camera, i / (clip.num_frames - 1), w, h, strength)
+            assert 0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h, (name, i, window)
+            expected = _crop_scaled(first, window)
+            inner = (slice(2, -2), slice(2, -2))
+            assert _mad(frame[inner], expected[inner]) < 2.0, (name, i)
+            edges = [(frame[1], expected[1]), (frame[-2], expected[-2]), (frame[:, 1], expected[:, 1]), (frame[:, -2], expected[:, -2])]
+            assert max(_mad(a, b) for a, b in edges) < 4.0, (name, i)
+
+
+def test_zoom_out_ends_on_the_full_photo(preset):
+    first = _keyframe(preset, "chelsea.png")
+    clip = _clip(preset, first, camera="zoom_out", duration=2.5)
+    n = clip.num_frames
+    # starts on the keyframe, is tighter mid-clip, and pulls back to the whole photo (whiskers at
+    # the bottom edge included) in the final frames
+    dist = [_mad(f, first) for f in clip.frames]
+    assert dist[0] == 0.0 and dist[-1] == 0.0 and max(dist) > 5.0
+    peak = int(np.argmax(dist))
+    assert peak < n // 2  # most of the clip is the zoom-out
+    assert all(a >= b - 1e-6 for a, b in zip(dist[peak:], dist[peak + 1 :]))
+    assert np.array_equal(clip.frames[-1][-3:], first[-3:])
+
+
+@pytest.mark.parametrize("handoff_s, expected", [(None, 8), (0.25, 4)])
+def test_handoff_is_a_short_flow_transition(preset, handoff_s, expected):
+    """A 2.5 s handoff clip at 16 fps: only its last 0.5 s (8 frames; or the preset's
+    ``handoff_s``) leave the own camera move; they flow into the next keyframe and end on it."""
+    section = preset.stages.clip if handoff_s is None else preset.stages.clip.model_copy(update={"handoff_s": handoff_s})
+    engine = build_engine("clip", section, preset)
+    first, nxt = _keyframe(preset, "rocket.jpg"), _keyframe(preset, "astronaut.png")
+
+    def render(last):
+        return engine.render(
+            ClipRequest(
+                scene_id="s", prompt="p", negative_prompt="", seed=1, width=preset.width, height=preset.height,
+                fps=preset.base_fps, duration_s=2.5, first=first, last=last, camera="pan_right",
+            )
+        )  # fmt: skip
+
+    own, handoff = render(None), render(nxt)
+    n = handoff.num_frames
+    assert n == own.num_frames == 41
+    assert handoff.meta["transition_frames"] == expected and handoff.meta["transition_s"] == expected / 16
+    start = n - 1 - expected
+    # no double exposure before the transition: the frames are the camera move alone
+    assert all(np.array_equal(handoff.frames[i], own.frames[i]) for i in range(start + 1))
+    assert not np.array_equal(handoff.frames[start + 1], own.frames[start + 1])
+    assert np.array_equal(handoff.frames[-1], nxt)
+    # the transition approaches the next keyframe step by step
+    to_next = [_mad(handoff.frames[i], nxt) for i in range(start, n)]
+    assert all(a > b for a, b in zip(to_next, to_next[1:]))
+    # flow-driven: the middle of the transition is not the plain dissolve of the two pictures
+    mid = start + expected // 2
+    a = ((mid - start) / expected) ** 2 * (3 - 2 * (mid - start) / expected)
+    dissolve = (1 - a) * own.frames[mid].astype(np.float64) + a * nxt
+    assert _mad(handoff.frames[mid], dissolve) > 2.0

@@ -203,7 +203,7 @@ def cmd_doctor(args) -> int:
 
     report = doctor_report(load_preset(args.preset))
     print(json.dumps(report, indent=2, default=str) if args.json else render_doctor_text(report))
-    return EXIT_OK
+    return EXIT_OK if report["ready"] else EXIT_FAILED
 
 
 def tiny_models_dir() -> Path:
@@ -221,12 +221,21 @@ def cmd_make_tiny_models(args) -> int:
     return EXIT_OK
 
 
+def _crf_or_default(crf: int | None) -> int:
+    from wan_pipeline.postprocess import DELIVERY_CRF
+
+    return DELIVERY_CRF if crf is None else crf
+
+
 def cmd_interpolate(args) -> int:
     from wan_pipeline.postprocess import interpolate_file
 
-    info = interpolate_file(args.input, args.output, factor=args.factor, fps=args.fps, preset=args.preset)
+    info = interpolate_file(
+        args.input, args.output, factor=args.factor, fps=args.fps, preset=args.preset, lossless=args.lossless, crf=_crf_or_default(args.crf)
+    )
     print(
-        f"{info.frames} frames at {info.fps} fps ({float(info.fps):.3f}), {info.width}x{info.height}, audio: {'kept' if info.has_audio else 'none'}",
+        f"{info.frames} frames at {info.fps} fps ({float(info.fps):.3f}), {info.width}x{info.height} {info.pix_fmt}, "
+        f"audio: {'kept' if info.has_audio else 'none'}",
         file=sys.stderr,
     )
     print(info.path)
@@ -236,9 +245,17 @@ def cmd_interpolate(args) -> int:
 def cmd_upscale(args) -> int:
     from wan_pipeline.postprocess import upscale_file
 
-    info = upscale_file(args.input, args.output, scale=args.scale, height=args.height, preset=args.preset)
+    info = upscale_file(
+        args.input,
+        args.output,
+        scale=args.scale,
+        height=args.height,
+        preset=args.preset,
+        lossless=args.lossless,
+        crf=_crf_or_default(args.crf),
+    )
     print(
-        f"{info.frames} frames at {info.fps} fps, {info.width}x{info.height}, audio: {'kept' if info.has_audio else 'none'}",
+        f"{info.frames} frames at {info.fps} fps, {info.width}x{info.height} {info.pix_fmt}, audio: {'kept' if info.has_audio else 'none'}",
         file=sys.stderr,
     )
     print(info.path)
@@ -282,6 +299,25 @@ def cmd_report(args) -> int:
 # ---------------------------------------------------------------------------------------------
 
 
+def _crf(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 51:
+        raise argparse.ArgumentTypeError(f"CRF must be 0..51 (x264), got {value}")
+    return value
+
+
+def _add_output_format(p: argparse.ArgumentParser) -> None:
+    g = p.add_mutually_exclusive_group()
+    g.add_argument(
+        "--crf",
+        type=_crf,
+        help="H.264 4:2:0 quality, 0..51, lower is better (default: postprocess.DELIVERY_CRF = 18, visually lossless)",
+    )
+    g.add_argument(
+        "--lossless", action="store_true", help="write the pipeline's lossless intermediate (RGB 4:4:4, large; few players open it)"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="wan-pipeline", description="Story-to-video rendering with Wan, orchestrated by Dagster.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -303,7 +339,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="local diffusers folder or Hugging Face repo id (looked up in the HF cache, offline)")
     p.set_defaults(func=cmd_inspect)
 
-    p = sub.add_parser("doctor", help="what this machine has and what a preset's models need")
+    p = sub.add_parser(
+        "doctor", help="what this machine has and what a preset's models need; exit 1, with each fix, when the preset cannot run here"
+    )
     p.add_argument("preset", nargs="?", default="preview", help="preset name or file (default: preview)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=cmd_doctor)
@@ -319,6 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--factor", type=int, help="2 or 4: n frames become factor*(n-1)+1")
     g.add_argument("--fps", help="target frame rate, e.g. 60 or 60000/1001")
     p.add_argument("--preset", default="preview", help="preset whose `interpolated` engine is used (default: preview)")
+    _add_output_format(p)
     p.set_defaults(func=cmd_interpolate)
 
     p = sub.add_parser("upscale", help="upscale any video with the preset's upscaling engine")
@@ -328,6 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--scale", type=float, help="scale factor")
     g.add_argument("--height", type=int, help="output height in pixels (width keeps the aspect, even)")
     p.add_argument("--preset", default="preview", help="preset whose `upscaled` engine is used (default: preview)")
+    _add_output_format(p)
     p.set_defaults(func=cmd_upscale)
 
     p = sub.add_parser("status", help="per scene and stage: materialized / stale (why) / missing / failed check; exit 1 unless all fresh")

@@ -2,9 +2,11 @@
 
 The same engines as the ``interpolated`` and ``upscaled`` stages, picked by the preset
 (``preview`` → optical flow / Lanczos; a model preset → RIFE / Real-ESRGAN), with the factor,
-frame rate or size overridden from the arguments. Output is a lossless intermediate MP4 that keeps
-the input's audio; the engine is built (weights loaded) before any frame is decoded, and the
-output is written atomically, so a bad model file never touches an existing output.
+frame rate or size overridden from the arguments. Output is a delivery MP4 that every player
+opens (H.264 4:2:0, CRF :data:`DELIVERY_CRF` unless given), or with ``lossless=True`` the
+pipeline's lossless intermediate format; either keeps the input's audio. The engine is built
+(weights loaded) before any frame is decoded, and the output is written atomically, so a bad model
+file never touches an existing output.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from wan_pipeline.preset import Preset, StageConfig, load_preset
 
 #: Engines whose output scale is their own ``factor`` parameter (no fixed model scale).
 FACTOR_SCALED_UPSCALERS = {"lanczos"}
+#: x264 CRF of the delivery file: 18 is generally regarded as visually lossless (x264 / FFmpeg H.264 guide).
+DELIVERY_CRF = 18
 
 
 def _preset(preset: str | os.PathLike | Preset) -> Preset:
@@ -37,9 +41,12 @@ def _section(preset: Preset, stage: str, overrides: dict, drop: tuple[str, ...] 
     return StageConfig.model_validate(data)
 
 
-def _run(stage: str, method: str, input, output, preset: Preset, config: StageConfig) -> VideoInfo:
+def _run(
+    stage: str, method: str, input, output, preset: Preset, config: StageConfig, lossless: bool = False, crf: int = DELIVERY_CRF
+) -> VideoInfo:
     """Run ``stage`` on the video ``input`` through the stage runner (device lock, telemetry
-    sidecar and preview beside ``output``, out-of-memory retry), exactly as the asset does."""
+    sidecar and preview beside ``output``, out-of-memory retry), exactly as the asset does; the
+    output is H.264 4:2:0 at ``crf`` (delivery), or the lossless intermediate format."""
     import logging
 
     from wan_pipeline.engines.context import EngineContext
@@ -64,7 +71,13 @@ def _run(stage: str, method: str, input, output, preset: Preset, config: StageCo
             result = getattr(engine, method)(clip)
             if result.audio is None and clip.audio is not None:
                 result.audio = clip.audio
-            info = write_video(output, result, lossless=True)
+            if not lossless and (result.width % 2 or result.height % 2):
+                raise InputError(
+                    str(output),
+                    f"H.264 4:2:0 needs an even width and height, the result is {result.width}x{result.height}: "
+                    "pass --lossless (4:4:4 keeps any size) or choose an even output size",
+                )
+            info = write_video(output, result, lossless=lossless, crf=crf)
             run.output, run.preview = Path(info.path), result.frames
             run.meta.update(result.meta)
             run.meta.update(input=str(Path(input).resolve()), input_frames=clip.num_frames, input_fps=float(clip.fps), preset=preset.name)
@@ -81,14 +94,18 @@ def interpolate_file(
     factor: int | None = None,
     fps: float | str | Fraction | None = None,
     preset: str | os.PathLike | Preset = "preview",
+    lossless: bool = False,
+    crf: int = DELIVERY_CRF,
 ) -> VideoInfo:
-    """Interpolate the video ``input`` to ``output`` (lossless MP4, audio kept).
+    """Interpolate the video ``input`` to ``output`` (H.264 4:2:0 at ``crf``, or the lossless
+    intermediate format with ``lossless``; audio kept).
 
     factor: frame multiplier (n frames → factor·(n−1)+1); fps: target frame rate (exact rational,
     e.g. ``"48000/1001"``); at most one of them, neither → the preset's own. The preset's
     ``interpolated`` engine does the work: an fps that is an integer multiple of the input's is
     passed as its ``factor``, any other as ``target_fps`` (engines without it reject it by name).
-    Returns the output's measured :class:`VideoInfo`. Raises :class:`InputError`.
+    Returns the output's measured :class:`VideoInfo`. Raises :class:`InputError` (also for an odd
+    width or height without ``lossless``: 4:2:0 needs even sizes).
     """
     if factor is not None and fps is not None:
         raise InputError(None, "interpolate: give --factor or --fps, not both")
@@ -106,7 +123,7 @@ def interpolate_file(
         else:
             overrides["target_fps"] = str(as_fps(fps))
             drop = ("factor",)
-    return _run("interpolated", "interpolate", input, output, p, _section(p, "interpolated", overrides, drop))
+    return _run("interpolated", "interpolate", input, output, p, _section(p, "interpolated", overrides, drop), lossless, crf)
 
 
 def upscale_file(
@@ -116,13 +133,17 @@ def upscale_file(
     scale: float | None = None,
     height: int | None = None,
     preset: str | os.PathLike | Preset = "preview",
+    lossless: bool = False,
+    crf: int = DELIVERY_CRF,
 ) -> VideoInfo:
-    """Upscale the video ``input`` to ``output`` (lossless MP4, audio kept).
+    """Upscale the video ``input`` to ``output`` (H.264 4:2:0 at ``crf``, or the lossless
+    intermediate format with ``lossless``; audio kept).
 
     scale: output size / input size (for Lanczos its ``factor``; for a model upscaler the model's
     own scale, or another value reached by a final Lanczos resize); height: output height in
     pixels (aspect kept, even width); at most one of them, neither → the preset's own.
-    Returns the output's measured :class:`VideoInfo`. Raises :class:`InputError`.
+    Returns the output's measured :class:`VideoInfo`. Raises :class:`InputError` (also for an odd
+    width or height without ``lossless``: 4:2:0 needs even sizes).
     """
     if scale is not None and height is not None:
         raise InputError(None, "upscale: give --scale or --height, not both")
@@ -139,4 +160,4 @@ def upscale_file(
     elif height is not None:
         overrides["height"] = int(height)
         drop = ("scale",)
-    return _run("upscaled", "upscale", input, output, p, _section(p, "upscaled", overrides, drop))
+    return _run("upscaled", "upscale", input, output, p, _section(p, "upscaled", overrides, drop), lossless, crf)

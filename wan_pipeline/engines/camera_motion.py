@@ -1,7 +1,14 @@
-"""Preview clip engine: a camera move (zoom / pan) over the keyframe, dissolving into the next one.
+"""Preview clip engine: a camera move inside the keyframe, then a short optical-flow transition.
 
-With a handoff, the same camera move is applied to the next keyframe, arranged so that it lands
-exactly on the un-warped next keyframe at the last frame: clip[i] ends where clip[i+1] begins.
+The camera is a crop window that always lies inside the keyframe, scaled to the frame size
+(a "Ken Burns" move): no pixel of a frame comes from outside the photo, so there is never padding
+or mirrored content at the borders. Frame 0 is the keyframe itself (the window is the full frame),
+as for every clip engine, so handoff seams stay exact.
+
+With a handoff (``request.last``, the next scene's keyframe) the clip's last ``handoff_s`` seconds
+are a flow-driven morph from the scene's own frames into the next keyframe (OpenCV DIS flow, the
+intermediate-flow synthesis of :class:`~wan_pipeline.engines.optical_flow.FlowInterpolator`),
+ending exactly on it: clip[i] ends where clip[i+1] begins.
 """
 
 from __future__ import annotations
@@ -13,13 +20,22 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from wan_pipeline.engines.base import ClipRequest, parse_params
+from wan_pipeline.engines.optical_flow import FlowInterpolator
 from wan_pipeline.media.clip import Clip
+
+#: Fraction of a ``zoom_out`` clip spent pushing in before the long pull-back to the full frame.
+#: The first frame must be the keyframe (the full photo) and nothing outside the photo exists, so a
+#: zoom-out can only show a wider view than an earlier, tighter one: it eases in over this first
+#: part, then zooms out for the rest of the clip and ends on the full frame.
+ZOOM_OUT_PUSH = 0.25
 
 
 class _Params(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    handoff_blend: float = Field(0.4, gt=0, le=1, description="fraction of the clip (at its end) that dissolves into the next keyframe")
-    motion_strength: float = Field(0.12, ge=0, le=0.5, description="zoom factor growth / pan distance over the clip")
+    handoff_s: float = Field(
+        0.5, gt=0, le=2.0, description="seconds, at the clip's end, of the optical-flow transition into the next keyframe"
+    )
+    motion_strength: float = Field(0.12, ge=0, le=0.5, description="zoom factor growth over the clip (pans zoom by it to gain room)")
 
 
 def base_frame_count(duration_s: float, fps: Fraction) -> int:
@@ -28,51 +44,10 @@ def base_frame_count(duration_s: float, fps: Fraction) -> int:
     return max(2, round(duration_s * fps) + 1)
 
 
-def camera_matrix(camera: str, t: float, width: int, height: int, strength: float) -> np.ndarray:
-    """The 2x3 affine map (output pixel → source pixel) of a camera move at time t ∈ [0, 1].
-
-    Identity at t = 0. Zoom scales about the centre by 1 + strength·t; pans combine a zoom with a
-    shift of strength·t/2.2 of the frame, which keeps the view inside the image (no borders).
-    """
-    cx, cy = (width - 1) / 2, (height - 1) / 2
-    s = 1.0 + strength * t
-    dx = dy = 0.0
-    if camera == "zoom_out":
-        s = 1.0 / (1.0 + strength * t)
-    shift = strength * t / 2.2
-    if camera == "pan_left":
-        dx = -shift * width
-    elif camera == "pan_right":
-        dx = shift * width
-    elif camera == "pan_up":
-        dy = -shift * height
-    elif camera == "pan_down":
-        dy = shift * height
-    elif camera == "static":
-        s = 1.0
-    # output (x, y) samples source (cx + dx + (x - cx)/s, cy + dy + (y - cy)/s)
-    inv = 1.0 / s
-    return np.array([[inv, 0.0, cx + dx - cx * inv], [0.0, inv, cy + dy - cy * inv]], dtype=np.float64)
-
-
-def _compose(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Affine composition: (a ∘ b)(p) = a(b(p)) for 2x3 matrices."""
-    A = np.vstack([a, [0, 0, 1]])
-    B = np.vstack([b, [0, 0, 1]])
-    return (A @ B)[:2]
-
-
-def _invert(m: np.ndarray) -> np.ndarray:
-    return cv2.invertAffineTransform(m)
-
-
-def _warp(image: np.ndarray, m: np.ndarray) -> np.ndarray:
-    h, w = image.shape[:2]
-    if np.allclose(m, [[1, 0, 0], [0, 1, 0]]):
-        return image.astype(np.float32)
-    return cv2.warpAffine(
-        image.astype(np.float32), m, (w, h), flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REFLECT101
-    )
+def transition_frame_count(handoff_s: float, fps: Fraction, frames: int) -> int:
+    """Frames of the handoff transition: round(handoff_s·fps), at least 1, at most frames − 1
+    (frame 0 always stays the keyframe)."""
+    return int(min(frames - 1, max(1, round(handoff_s * fps))))
 
 
 def _smoothstep(x: float) -> float:
@@ -80,27 +55,83 @@ def _smoothstep(x: float) -> float:
     return x * x * (3 - 2 * x)
 
 
-class CameraMotionClip:
-    """Clip engine ``camera_motion``: frames = camera move over the keyframe at the base fps.
+def camera_window(camera: str, t: float, width: int, height: int, strength: float) -> tuple[float, float, float, float]:
+    """The part of the keyframe shown at time t ∈ [0, 1]: (x0, y0, x1, y1) in pixels, edge
+    coordinates (the full frame is (0, 0, width, height)), always inside the frame.
 
-    Frame count: :func:`base_frame_count`. Frame 0 equals the keyframe. With ``request.last``
-    (handoff), the last ``handoff_blend`` of the clip dissolves (smoothstep) into the next
-    keyframe carried by the same camera move, composed so that it reaches the un-warped next
-    keyframe at the final frame — which therefore equals ``request.last`` exactly.
+    zoom_in: the window shrinks about the centre to 1/(1 + strength) of the frame. zoom_out: the
+    full frame at t = 0 and t = 1, tightest (1/(1 + strength)) at t = :data:`ZOOM_OUT_PUSH`, so most
+    of the clip is a pull-back that ends on the whole photo. pan_*: the window zooms like zoom_in
+    and slides over the whole margin this gives, towards the named side. static: the full frame.
+    """
+    if camera == "static" or strength == 0:
+        zoom = 0.0
+    elif camera == "zoom_out":
+        zoom = _smoothstep(t / ZOOM_OUT_PUSH) if t < ZOOM_OUT_PUSH else 1.0 - _smoothstep((t - ZOOM_OUT_PUSH) / (1.0 - ZOOM_OUT_PUSH))
+    else:
+        zoom = t
+    s = 1.0 + strength * zoom
+    ww, wh = width / s, height / s
+    x0, y0 = (width - ww) / 2, (height - wh) / 2  # centred; the margin on each side is x0 / y0
+    if camera == "pan_left":
+        x0 = 0.0
+    elif camera == "pan_right":
+        x0 = width - ww
+    elif camera == "pan_up":
+        y0 = 0.0
+    elif camera == "pan_down":
+        y0 = height - wh
+    return (x0, y0, x0 + ww, y0 + wh)
+
+
+def window_matrix(window: tuple[float, float, float, float], width: int, height: int) -> np.ndarray:
+    """The 2x3 affine map (output pixel centre → source pixel coordinates) that scales ``window``
+    to a ``width`` × ``height`` frame."""
+    x0, y0, x1, y1 = window
+    sx, sy = (x1 - x0) / width, (y1 - y0) / height
+    return np.array([[sx, 0.0, x0 + 0.5 * sx - 0.5], [0.0, sy, y0 + 0.5 * sy - 0.5]], dtype=np.float64)
+
+
+def render_window(image: np.ndarray, window: tuple[float, float, float, float]) -> np.ndarray:
+    """``image`` uint8 (H, W, 3) cropped to ``window`` (see :func:`camera_window`) and scaled back to
+    (H, W) with bicubic interpolation; the full-frame window returns the image unchanged. Samples
+    that fall between the outermost pixel centres and the photo's edge repeat the edge pixel
+    (``BORDER_REPLICATE``), never mirrored content."""
+    h, w = image.shape[:2]
+    if np.allclose(window, (0, 0, w, h)):
+        return image.copy()
+    m = window_matrix(window, w, h)
+    return cv2.warpAffine(image, m, (w, h), flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE)
+
+
+class CameraMotionClip:
+    """Clip engine ``camera_motion``: a camera move inside the keyframe at the base fps.
+
+    Frame count: :func:`base_frame_count`; frame 0 is the keyframe. Each frame shows the window
+    :func:`camera_window` of the keyframe at t = i / (frames − 1). With
+    ``request.last`` (handoff), the last :func:`transition_frame_count` frames morph along optical
+    flow from the camera move into the next keyframe (smoothstep timing); the final frame equals
+    ``request.last`` exactly. meta: ``flf2v``, ``camera``, ``transition_frames``, ``transition_s``.
+    Raises ``ValueError`` when a keyframe is not ``width`` × ``height``.
     """
 
     name = "camera_motion"
 
     def __init__(self, params: dict, preset):
         self.params = parse_params(_Params, params, preset, "clip")
+        self._dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
 
     def describe(self) -> dict:
         return {
             "engine": self.name,
             "model": None,
-            "handoff_blend": self.params.handoff_blend,
+            "handoff_s": self.params.handoff_s,
             "motion_strength": self.params.motion_strength,
         }
+
+    def _flows(self, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        ga, gb = cv2.cvtColor(a, cv2.COLOR_RGB2GRAY), cv2.cvtColor(b, cv2.COLOR_RGB2GRAY)
+        return self._dis.calc(ga, gb, None), self._dis.calc(gb, ga, None)
 
     def render(self, request: ClipRequest) -> Clip:
         n = base_frame_count(request.duration_s, request.fps)
@@ -113,21 +144,27 @@ class CameraMotionClip:
                 + (f" and {last.shape[1]}x{last.shape[0]}" if last is not None else "")
             )
         strength = self.params.motion_strength
-        end = camera_matrix(request.camera, 1.0, w, h, strength)
-        end_inv = _invert(end)
+        transition = transition_frame_count(self.params.handoff_s, request.fps, n) if last is not None else 0
+        start = n - 1 - transition  # the last frame of the camera move alone
+        ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+        grid = np.dstack([xs, ys])
         frames = np.empty((n, h, w, 3), dtype=np.uint8)
-        blend_start = 1.0 - self.params.handoff_blend
         for i in range(n):
-            t = i / (n - 1)
-            m = camera_matrix(request.camera, t, w, h, strength)
-            own = _warp(first, m)
-            if last is not None and t > blend_start:
-                a = _smoothstep((t - blend_start) / self.params.handoff_blend)
-                # the next keyframe moves with the same camera, landing on identity at t = 1
-                nxt = _warp(last, _compose(end_inv, m))
-                out = (1 - a) * own + a * nxt
+            own = render_window(first, camera_window(request.camera, i / (n - 1), w, h, strength))
+            if last is not None and i == n - 1:
+                frames[i] = last
+            elif last is not None and i > start:
+                # the camera keeps moving while the shot flows into the next keyframe
+                a = _smoothstep((i - start) / transition)
+                f01, f10 = self._flows(own, last)
+                frames[i] = FlowInterpolator.synthesise(own, last, f01, f10, a, grid)
             else:
-                out = own
-            frames[i] = np.clip(np.rint(out), 0, 255).astype(np.uint8)
+                frames[i] = own
             request.progress(i + 1, n)
-        return Clip(frames, request.fps, meta={"flf2v": last is not None, "camera": request.camera})
+        meta = {
+            "flf2v": last is not None,
+            "camera": request.camera,
+            "transition_frames": transition,
+            "transition_s": float(Fraction(transition) / request.fps),
+        }
+        return Clip(frames, request.fps, meta=meta)

@@ -14,11 +14,60 @@ from pathlib import Path
 
 from wan_pipeline.errors import InputError
 from wan_pipeline.models.catalog import catalog_checkpoint
-from wan_pipeline.models.checkpoint import REPO_ID, Checkpoint, download_command, find_cached_snapshot, hf_cache_dir, read_checkpoint
+from wan_pipeline.models.checkpoint import (
+    REPO_ID,
+    Checkpoint,
+    check_loadable,
+    download_command,
+    find_cached_snapshot,
+    hf_cache_dir,
+    read_checkpoint,
+)
 from wan_pipeline.models.memory import MIB, STRATEGIES, plan_memory
 from wan_pipeline.models.variants import identify
 
 FILE_MODEL_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt", ".onnx", ".pkl")
+MAKE_TINY = "wan-pipeline make-tiny-models"
+"""The command that writes the random-weight miniatures of the ``tiny`` preset (<storage>/models/tiny)."""
+WEIGHT_SOURCES = {
+    "rife": "train_log/flownet.pkl of Practical-RIFE 4.6 (github.com/hzwer/Practical-RIFE, v4.6 in its model list)",
+    "realesrgan": "RealESRGAN_x2plus.pth of the Real-ESRGAN v0.2.1 release (github.com/xinntao/Real-ESRGAN/releases)",
+}
+"""Where the post-processing engines' weight files come from (the releases the engines are written for)."""
+
+
+def local_model_path(model: str) -> Path | None:
+    """Where a preset's ``model:`` lies on disk, resolved like the engines do (absolute, or
+    relative to the storage root), without generating anything; None for a Hugging Face repo id
+    (``owner/name`` that is no local path)."""
+    from wan_pipeline.storage import storage_root
+
+    path = Path(model).expanduser()
+    local = path if path.is_absolute() else storage_root() / path
+    if (
+        local.exists()
+        or path.is_absolute()
+        or model.startswith(".")
+        or model.count("/") != 1
+        or local.suffix.lower() in FILE_MODEL_SUFFIXES
+    ):
+        return local
+    return None
+
+
+def _is_tiny(local: Path | None) -> bool:
+    from wan_pipeline.storage import storage_root
+
+    return local is not None and local.is_relative_to(storage_root() / "models" / "tiny")
+
+
+def weights_fix(engine: str | None, local: Path) -> str:
+    """How to get a missing weights file: the ``make-tiny-models`` command for a miniature, the
+    release file (:data:`WEIGHT_SOURCES`) for RIFE / Real-ESRGAN."""
+    if _is_tiny(local):
+        return f"run `{MAKE_TINY}`"
+    source = WEIGHT_SOURCES.get(engine or "")
+    return f"download {source} and put it there" if source else f"put the {engine} engine's weights file there"
 
 
 def load_checkpoint_info(model_ref: str) -> tuple[Checkpoint, bool]:
@@ -38,7 +87,9 @@ def load_checkpoint_info(model_ref: str) -> tuple[Checkpoint, bool]:
 def inspect_report(model_ref: str) -> dict:
     """What a checkpoint is (JSON-serialisable).
 
-    Keys: ``model``, ``source``, ``downloaded``, ``variant``, ``family``, ``size``, ``miniature``,
+    Keys: ``model``, ``source``, ``found`` (configs located: a folder or the HF cache),
+    ``downloaded`` (found and every component's files are present, weights included: loadable),
+    ``weight_files`` (per component, the safetensors files present), ``variant``, ``family``, ``size``, ``miniature``,
     ``pipeline_class``, ``pipeline_classes`` (per capability), ``capabilities``, ``experts``,
     ``boundary_ratio``, ``expand_timesteps``, ``vae_z_dim``, ``fps`` (frames/s), ``max_frames``,
     ``valid_frames`` ("4k+1"), ``size_multiple`` (pixels), ``native_sizes`` ([width, height]),
@@ -48,10 +99,16 @@ def inspect_report(model_ref: str) -> dict:
     """
     from wan_pipeline.models.memory import component_parameters
 
-    ckpt, downloaded = load_checkpoint_info(model_ref)
+    ckpt, found = load_checkpoint_info(model_ref)
     info = identify(ckpt)
     stats = component_parameters(ckpt)
-    report = {"model": model_ref, "source": ckpt.source, "downloaded": downloaded}
+    report = {
+        "model": model_ref,
+        "source": ckpt.source,
+        "found": found,
+        "downloaded": found and _loadable(ckpt),
+        "weight_files": {c.name: c.weights for c in ckpt.components.values() if c.needs_weights},
+    }
     report.update(info.model_dump(exclude={"frame_step", "transformer"}))
     report["native_sizes"] = [list(s) for s in info.native_sizes]
     report["valid_frames"] = f"{info.frame_step}k+1, at most {info.max_frames}" if info.max_frames else None
@@ -59,11 +116,19 @@ def inspect_report(model_ref: str) -> dict:
     report["parameters"] = {n: s.total for n, s in stats.items()}
     report["parameter_sources"] = {n: s.source for n, s in stats.items()}
     report["total_parameters"] = sum(s.total for s in stats.values())
-    missing = ["all files (not downloaded)"] if not downloaded else ckpt.missing_components()
+    missing = ["all files (not downloaded)"] if not found else ckpt.missing_components()
     report["missing"] = missing
     is_repo = bool(REPO_ID.match(model_ref)) and not Path(model_ref).exists()
-    report["download"] = download_command(model_ref) if (is_repo and missing) else None
+    report["download"] = download_command(model_ref) if (is_repo and (missing or not report["downloaded"])) else None
     return report
+
+
+def _loadable(ckpt: Checkpoint) -> bool:
+    try:
+        check_loadable(ckpt)
+    except InputError:
+        return False
+    return True
 
 
 def machine_info() -> dict:
@@ -217,15 +282,21 @@ def _target_gpu(preset, machine: dict) -> dict | None:
 
 def _model_entry(stage: str, section: dict, preset, gpu: dict | None) -> dict:
     model = str(section.get("model"))
-    entry = {"stage": stage, "engine": section.get("engine"), "model": model, "missing": [], "problems": []}
+    engine = section.get("engine")
+    entry = {"stage": stage, "engine": engine, "model": model, "missing": [], "problems": []}
+    local = local_model_path(model)
     if Path(model).suffix.lower() in FILE_MODEL_SUFFIXES:
-        exists = Path(model).expanduser().is_file()
-        entry.update(kind="weights file", present=exists)
+        exists = local.is_file()
+        entry.update(kind="weights file", path=str(local), present=exists)
         if not exists:
-            entry["missing"].append(f"weights file {model} not found")
+            entry["missing"].append(f"weights file {local} not found: {weights_fix(engine, local)}")
+        return entry
+    if _is_tiny(local) and not local.exists():
+        entry.update(kind="diffusers checkpoint", path=str(local), found=False, downloaded=False, miniature=True)
+        entry["missing"].append(f"miniature checkpoint {local} not found: run `{MAKE_TINY}`")
         return entry
     try:
-        ckpt, downloaded = load_checkpoint_info(model)
+        ckpt, found = load_checkpoint_info(str(local) if local is not None else model)
     except InputError as err:
         entry["problems"].append(str(err))
         return entry
@@ -233,18 +304,22 @@ def _model_entry(stage: str, section: dict, preset, gpu: dict | None) -> dict:
     entry.update(
         kind="diffusers checkpoint",
         source=ckpt.source,
-        downloaded=downloaded,
+        found=found,
+        downloaded=found and _loadable(ckpt),
+        miniature=info.miniature,
         variant=info.variant,
         pipeline_class=info.pipeline_class,
         capabilities=info.capabilities,
         experts=info.experts,
     )
-    if not downloaded:
+    if not found:
         entry["missing"].append(f"not in the Hugging Face cache: run `{download_command(model)}`")
     else:
         entry["missing"] += [f"{m}" for m in ckpt.missing_components()]
-        if entry["missing"] and REPO_ID.match(model) and not Path(model).exists():
+        if entry["missing"] and local is None:
             entry["missing"].append(f"complete it with `{download_command(model)}`")
+        elif entry["missing"] and _is_tiny(local):
+            entry["missing"].append(f"rewrite the miniatures with `{MAKE_TINY}`")
     dtype = str(section.get("dtype", "auto"))
     if dtype == "auto":
         dtype = "bfloat16" if gpu else "float32"
@@ -293,8 +368,11 @@ def doctor_report(preset, machine: dict | None = None) -> dict:
     variant, parameter count, estimated peak VRAM (MiB), chosen strategy and what is missing.
 
     machine: a :func:`machine_info` dict (measured when None; tests pass their own). Unknown keys
-    of a stage section are ignored. ``lacks`` lists, in words, what this machine needs to run the
-    preset.
+    of a stage section are ignored. Model paths resolve like the engines' (relative to the storage
+    root). ``lacks`` lists, in words, what this machine needs to run the preset, each missing file
+    with its fix (``make-tiny-models`` for miniatures, the release a RIFE / Real-ESRGAN weight file
+    comes from, the ``hf download`` command); ``ready`` is True when nothing lacks (``doctor``
+    exits 1 otherwise).
     """
     machine = machine if machine is not None else machine_info()
     gpu = _target_gpu(preset, machine)
@@ -309,7 +387,7 @@ def doctor_report(preset, machine: dict | None = None) -> dict:
         if section.get("model"):
             models.append(_model_entry(stage, section, preset, gpu))
     lacks = []
-    if models and any(m.get("kind") == "diffusers checkpoint" for m in models) and gpu is None:
+    if gpu is None and any(m.get("kind") == "diffusers checkpoint" and not m.get("miniature") for m in models):
         lacks.append("no CUDA GPU in use: diffusion stages would run on the CPU (hours per clip at full size)")
     for m in models:
         lacks += [f"{m['stage']}: {x}" for x in m["missing"]] + [f"{m['stage']}: {x}" for x in m["problems"]]
