@@ -13,20 +13,22 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from wan_pipeline.devices import free_device_memory
 from wan_pipeline.errors import InputError
+from wan_pipeline.models.model_files import ModelFileFields, uses_single_file
 from wan_pipeline.storage import storage_root
 
 MemoryStrategy = Literal["auto", "full_gpu", "model_cpu_offload", "group_offload", "sequential_cpu_offload"]
 
 
-class ModelParams(BaseModel):
+class ModelParams(ModelFileFields):
     """Preset fields every model engine accepts.
 
     model: repo id (``Wan-AI/Wan2.2-TI2V-5B-Diffusers``), absolute folder, or folder relative to
-        the storage root (``models/tiny/wan21-i2v``).
+        the storage root (``models/tiny/wan21-i2v``); or a single ``.safetensors`` / ``.gguf``
+        transformer file, with the other single-file keys of :class:`ModelFileFields`.
     memory_strategy: how the pipeline sits on the GPU (ignored on CPU); ``auto`` is ``full_gpu``.
     vae_tiling / vae_slicing: decode the VAE in spatial tiles / one sample at a time.
     dtype: ``auto`` (bf16 on CUDA, fp32 on CPU), ``float32``, ``float16``, ``bfloat16``.
@@ -56,7 +58,7 @@ def resolve_model_source(model: str) -> str:
 
     path = Path(model).expanduser()
     local = path if path.is_absolute() else storage_root() / path
-    if (local / "model_index.json").is_file():
+    if (local / "model_index.json").is_file() or (local.is_file() and uses_single_file(local)):
         return str(local)
     if local.parent.name == "tiny" and local.name in TINY_MODELS:
         make_tiny_models(local.parent, names=(local.name,))
@@ -88,6 +90,15 @@ def load_pipeline(
     from wan_pipeline.devices import torch_dtype
     from wan_pipeline.models import check_loadable, identify, read_checkpoint
 
+    if uses_single_file(params):
+        from wan_pipeline.models.model_files import load_files_pipeline, resolve_model_files
+
+        files = resolve_model_files(params, file, storage_root())
+        quiet_hub_progress()
+        pipe = load_files_pipeline(pipeline_cls, files, torch_dtype(params.dtype, device))
+        pipe.set_progress_bar_config(disable=True)
+        pipe.wan_model_info = files.info
+        return pipe, apply_memory_strategy(pipe, device, params)
     source = resolve_model_source(model)
     try:
         ckpt = read_checkpoint(source)
@@ -245,6 +256,10 @@ class DiffusersEngine:
         self.file = getattr(preset, "source_path", None)
         check_steps(self.params.steps, f"stages.{self.stage}.steps", self.file)
         self.device = pick_device(getattr(preset, "device", "auto"))
+        if uses_single_file(self.params):  # checked now (file headers only), so preflight reports it
+            from wan_pipeline.models.model_files import resolve_model_files
+
+            resolve_model_files(self.params, self.file, storage_root())
         self._pipe = None
         self._strategy: str | None = None
 

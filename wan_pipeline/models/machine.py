@@ -47,7 +47,10 @@ def inspect_report(model_ref: str) -> dict:
     :func:`~wan_pipeline.models.checkpoint.read_checkpoint`).
     """
     from wan_pipeline.models.memory import component_parameters
+    from wan_pipeline.models.single_file import inspect_file_report, is_single_file
 
+    if is_single_file(model_ref):
+        return inspect_file_report(model_ref)
     ckpt, downloaded = load_checkpoint_info(model_ref)
     info = identify(ckpt)
     stats = component_parameters(ckpt)
@@ -218,33 +221,45 @@ def _target_gpu(preset, machine: dict) -> dict | None:
 def _model_entry(stage: str, section: dict, preset, gpu: dict | None) -> dict:
     model = str(section.get("model"))
     entry = {"stage": stage, "engine": section.get("engine"), "model": model, "missing": [], "problems": []}
-    if Path(model).suffix.lower() in FILE_MODEL_SUFFIXES:
+    from wan_pipeline.models.model_files import files_checkpoint, uses_single_file
+
+    if uses_single_file(model) and str(section.get("engine") or "").startswith(("wan", "diffusers")):
+        try:
+            ckpt, facts = files_checkpoint(section, getattr(preset, "source_path", None))
+        except InputError as err:
+            entry.update(kind="single file")
+            entry["problems"].append(str(err))
+            return entry
+        info = identify(ckpt)
+        entry.update(facts, variant=info.variant, pipeline_class=info.pipeline_class, capabilities=info.capabilities, experts=info.experts)
+    elif Path(model).suffix.lower() in FILE_MODEL_SUFFIXES:
         exists = Path(model).expanduser().is_file()
         entry.update(kind="weights file", present=exists)
         if not exists:
             entry["missing"].append(f"weights file {model} not found")
         return entry
-    try:
-        ckpt, downloaded = load_checkpoint_info(model)
-    except InputError as err:
-        entry["problems"].append(str(err))
-        return entry
-    info = identify(ckpt)
-    entry.update(
-        kind="diffusers checkpoint",
-        source=ckpt.source,
-        downloaded=downloaded,
-        variant=info.variant,
-        pipeline_class=info.pipeline_class,
-        capabilities=info.capabilities,
-        experts=info.experts,
-    )
-    if not downloaded:
-        entry["missing"].append(f"not in the Hugging Face cache: run `{download_command(model)}`")
     else:
-        entry["missing"] += [f"{m}" for m in ckpt.missing_components()]
-        if entry["missing"] and REPO_ID.match(model) and not Path(model).exists():
-            entry["missing"].append(f"complete it with `{download_command(model)}`")
+        try:
+            ckpt, downloaded = load_checkpoint_info(model)
+        except InputError as err:
+            entry["problems"].append(str(err))
+            return entry
+        info = identify(ckpt)
+        entry.update(
+            kind="diffusers checkpoint",
+            source=ckpt.source,
+            downloaded=downloaded,
+            variant=info.variant,
+            pipeline_class=info.pipeline_class,
+            capabilities=info.capabilities,
+            experts=info.experts,
+        )
+        if not downloaded:
+            entry["missing"].append(f"not in the Hugging Face cache: run `{download_command(model)}`")
+        else:
+            entry["missing"] += [f"{m}" for m in ckpt.missing_components()]
+            if entry["missing"] and REPO_ID.match(model) and not Path(model).exists():
+                entry["missing"].append(f"complete it with `{download_command(model)}`")
     dtype = str(section.get("dtype", "auto"))
     if dtype == "auto":
         dtype = "bfloat16" if gpu else "float32"
@@ -307,7 +322,7 @@ def doctor_report(preset, machine: dict | None = None) -> dict:
         if section.get("model"):
             models.append(_model_entry(stage, section, preset, gpu))
     lacks = []
-    if models and any(m.get("kind") == "diffusers checkpoint" for m in models) and gpu is None:
+    if models and any(m.get("kind") in ("diffusers checkpoint", "single file") for m in models) and gpu is None:
         lacks.append("no CUDA GPU in use: diffusion stages would run on the CPU (hours per clip at full size)")
     for m in models:
         lacks += [f"{m['stage']}: {x}" for x in m["missing"]] + [f"{m['stage']}: {x}" for x in m["problems"]]
