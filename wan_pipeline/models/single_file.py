@@ -433,11 +433,8 @@ def checkpoint_for_shape(shape: TransformerShape, name: str, config: str | None)
     from wan_pipeline.models.configs import ModelIndex, TransformerConfig
 
     if config is not None:
-        ckpt = read_checkpoint(CONFIGS_DIR / config)
-        update = {"ref": name}
-        if ckpt.transformer_2 is not None:  # one file is one expert: describe the model with one expert
-            update["transformer_2"] = None
-        return ckpt.model_copy(update=update)
+        # the whole model the file belongs to (both experts of an A14B: its ``expert`` is reported apart)
+        return read_checkpoint(CONFIGS_DIR / config).model_copy(update={"ref": name})
     head_dim = 128 if shape.hidden_dim % 128 == 0 else shape.hidden_dim
     transformer = TransformerConfig(
         _class_name="WanVACETransformer3DModel"
