@@ -329,3 +329,28 @@ def test_shipped_configs_are_the_reference_data():
     assert len(shipped_configs()) == 12
     for folder in shipped_configs().values():
         identify(read_checkpoint(folder))  # every shipped folder reads and identifies
+
+
+def test_fp8_file_can_stay_fp8_in_memory(files, storage):
+    """On CUDA an fp8 file is kept in fp8 and computed in the stage dtype (layerwise casting):
+    the blocks' matrices are float8 in memory and the output equals the upcast model's within
+    the rounding of the few higher-precision tensors the fp8 file stored (biases)."""
+    from wan_pipeline.models.model_files import load_transformer
+
+    folder = storage / "models" / "tiny" / "wan21-i2v"
+    upcast = load_transformer(files["wan21-i2v-fp8"], folder, "transformer", torch.float32)
+    kept = load_transformer(files["wan21-i2v-fp8"], folder, "transformer", torch.float32, keep_fp8=True)
+    assert kept.blocks[0].attn1.to_q.weight.dtype == torch.float8_e4m3fn and upcast.blocks[0].attn1.to_q.weight.dtype == torch.float32
+    assert kept.blocks[0].norm2.weight.dtype == torch.float32  # norms are never stored in fp8
+    gen = torch.Generator().manual_seed(0)
+    inputs = {
+        "hidden_states": torch.randn(1, 36, 3, 8, 8, generator=gen),
+        "timestep": torch.tensor([500]),
+        "encoder_hidden_states": torch.randn(1, 8, 32, generator=gen),
+        "encoder_hidden_states_image": torch.randn(2, 17, 16, generator=gen),  # first + last frame (FLF2V)
+        "return_dict": False,
+    }
+    with torch.no_grad():
+        a, b = upcast(**inputs)[0], kept(**inputs)[0]
+    assert a.shape == b.shape == (1, 16, 3, 8, 8)
+    assert torch.allclose(a, b, atol=0.05 * a.abs().max().item()) and not torch.equal(a, b)

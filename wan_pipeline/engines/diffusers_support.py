@@ -95,10 +95,10 @@ def load_pipeline(
 
         files = resolve_model_files(params, file, storage_root())
         quiet_hub_progress()
-        pipe = load_files_pipeline(pipeline_cls, files, torch_dtype(params.dtype, device))
+        pipe = load_files_pipeline(pipeline_cls, files, torch_dtype(params.dtype, device), keep_fp8=device.startswith("cuda"))
         pipe.set_progress_bar_config(disable=True)
         pipe.wan_model_info = files.info
-        return pipe, apply_memory_strategy(pipe, device, params)
+        return pipe, apply_memory_strategy(pipe, device, params, str(files.config_dir), plan_size)
     source = resolve_model_source(model)
     try:
         ckpt = read_checkpoint(source)

@@ -236,10 +236,12 @@ def _transformer_class(config_dir: Path, sub: str):
     return getattr(diffusers, name)
 
 
-def load_transformer(path: Path, config_dir: Path, subfolder: str, dtype):
+def load_transformer(path: Path, config_dir: Path, subfolder: str, dtype, keep_fp8: bool = False):
     """One Wan denoiser from a single file through ``from_single_file`` (``config=`` the local
     ``config_dir``, never the Hub); ``.gguf`` keeps its quantized weights
-    (``GGUFQuantizationConfig(compute_dtype=dtype)``).
+    (``GGUFQuantizationConfig(compute_dtype=dtype)``). keep_fp8: for a file whose weights are
+    mostly fp8, store the layers in that fp8 type and compute in ``dtype`` (diffusers'
+    ``enable_layerwise_casting``; half the memory of bf16; norms and embeddings stay in ``dtype``).
 
     diffusers 0.42's Wan key conversion has no rule for FLF2V's ``img_emb.emb_pos`` (it would be
     left uninitialised), so that one tensor is renamed here before the conversion.
@@ -263,6 +265,11 @@ def load_transformer(path: Path, config_dir: Path, subfolder: str, dtype):
         raise InputError(
             str(path), f"{len(meta)} transformer weights are missing from this file (e.g. {meta[0]}): a partial or foreign export"
         )
+    import torch
+
+    file_dtype = transformer_shape(read_tensor_index(path), str(path)).dtype if keep_fp8 else ""
+    if file_dtype.startswith("float8"):
+        model.enable_layerwise_casting(storage_dtype=getattr(torch, file_dtype), compute_dtype=dtype)
     return model.eval()
 
 
@@ -349,9 +356,10 @@ def load_image_encoder(files: ModelFiles, dtype):
     return CLIPVisionModelWithProjection.from_pretrained(str(_subfolder(Path(src), "image_encoder")), torch_dtype=dtype), processor
 
 
-def load_files_pipeline(pipeline_cls, files: ModelFiles, dtype):
+def load_files_pipeline(pipeline_cls, files: ModelFiles, dtype, keep_fp8: bool = False):
     """Build ``pipeline_cls`` (a diffusers Wan pipeline class) from resolved files; float weights
-    in ``dtype``. Returns the pipeline; its ``config`` carries ``boundary_ratio`` /
+    in ``dtype`` (fp8 transformer files stay fp8 in memory with ``keep_fp8``, see
+    :func:`load_transformer`). Returns the pipeline; its ``config`` carries ``boundary_ratio`` /
     ``expand_timesteps`` from the config folder's ``model_index.json``."""
     import json
 
@@ -359,12 +367,12 @@ def load_files_pipeline(pipeline_cls, files: ModelFiles, dtype):
 
     index = json.loads((files.config_dir / "model_index.json").read_text())
     wanted = set(inspect.signature(pipeline_cls.__init__).parameters)
-    parts: dict = {"transformer": load_transformer(files.transformer, files.config_dir, "transformer", dtype)}
+    parts: dict = {"transformer": load_transformer(files.transformer, files.config_dir, "transformer", dtype, keep_fp8)}
     if "transformer_2" in wanted:
         parts["transformer_2"] = None
         if files.transformer_2 is not None:
             sub = "transformer_2" if (files.config_dir / "transformer_2").is_dir() else "transformer"
-            parts["transformer_2"] = load_transformer(files.transformer_2, files.config_dir, sub, dtype)
+            parts["transformer_2"] = load_transformer(files.transformer_2, files.config_dir, sub, dtype, keep_fp8)
     parts["vae"] = load_vae(files, dtype)
     parts["text_encoder"], parts["tokenizer"] = load_text_encoder(files, dtype)
     parts["scheduler"] = UniPCMultistepScheduler.from_pretrained(str(files.config_dir), subfolder="scheduler")
