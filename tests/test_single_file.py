@@ -299,6 +299,62 @@ def test_bad_file_sets_are_refused_before_loading(files):
     )
 
 
+def test_component_gaps_are_named(files, storage, tmp_path):
+    """A components folder holding only configs and tokenizer (the few-MB download) cannot supply
+    weights; an original-layout Wan2.2 VAE file is refused with the folder to use instead; a text
+    encoder file in another key layout is refused when it would load, not left half random."""
+    import shutil
+
+    folder = storage / "models" / "tiny" / "wan21-i2v"
+    configs_only = tmp_path / "configs-only"
+    shutil.copytree(folder, configs_only, ignore=shutil.ignore_patterns("*.safetensors"))
+
+    def problems(**params):
+        with pytest.raises(InputError) as err:
+            WanI2VClip({**BASE, "comfyui_models": COMFY, **params}, _preset())
+        return str(err.value)
+
+    msg = problems(model="wan21-i2v_fp16.safetensors", components=str(configs_only))
+    assert all(f"{r}: {configs_only}/{r}/ has no .safetensors weights" in msg for r in ("vae", "text_encoder", "image_encoder"))
+    # with every weighted component given as a file, the configs-only folder is enough
+    engine = WanI2VClip(
+        {
+            **BASE,
+            "model": "wan21-i2v_fp16.safetensors",
+            "vae": "tiny_wan_vae_fp16.safetensors",
+            "text_encoder": "tiny_umt5_fp16.safetensors",
+            "image_encoder": "tiny_clip_vision_fp16.safetensors",
+            "components": str(configs_only),
+            "comfyui_models": COMFY,
+        },
+        _preset(),
+    )
+    engine.close()
+    vae22 = _header_file(
+        tmp_path / "wan2.2_vae.safetensors",
+        {"conv1.weight": (96, 96, 1, 1, 1), "decoder.upsamples.0.upsamples.0.residual.0.gamma": (256, 1, 1, 1)},
+    )
+    msg = problems(model="wan22-ti2v_fp16.safetensors", vae=str(vae22), components="models/tiny/wan22-ti2v")
+    assert "Wan2.2 VAE in its original key layout" in msg and "Wan2.2-TI2V-5B-Diffusers --include 'vae/*'" in msg
+    wrong = tmp_path / "umt5_wrong_layout.safetensors"
+    from safetensors.torch import save_file
+
+    save_file({"t5.layers.0.weight": torch.zeros(2)}, str(wrong))
+    engine = WanI2VClip(
+        {
+            **BASE,
+            "model": "wan21-i2v_fp16.safetensors",
+            "text_encoder": str(wrong),
+            "components": "models/tiny/wan21-i2v",
+            "comfyui_models": COMFY,
+        },
+        _preset(),
+    )
+    with pytest.raises(InputError, match="weights are not in this file"):
+        engine.render(_request())
+    engine.close()
+
+
 def test_preflight_and_doctor_accept_single_files(workspace, files, tmp_path):
     data = yaml.safe_load((REPO / "workflows" / "tiny.yaml").read_text())
     comfy = str(files["wan21-i2v-fp16"].parents[1])
@@ -354,3 +410,21 @@ def test_fp8_file_can_stay_fp8_in_memory(files, storage):
         a, b = upcast(**inputs)[0], kept(**inputs)[0]
     assert a.shape == b.shape == (1, 16, 3, 8, 8)
     assert torch.allclose(a, b, atol=0.05 * a.abs().max().item()) and not torch.equal(a, b)
+
+
+def test_keyframe_from_a_t2v_file(files):
+    """The keyframe stage (Wan T2V with one frame) from a single file renders the folder's image."""
+    from wan_pipeline.engines.base import KeyframeRequest
+    from wan_pipeline.engines.diffusers_keyframe import DiffusersT2IKeyframe
+
+    def keyframe(**params):
+        engine = DiffusersT2IKeyframe({"steps": 2, "max_sequence_length": 32, **params}, _preset())
+        try:
+            return engine.render(KeyframeRequest(scene_id="s1", prompt="a red cat", negative_prompt="", seed=5, width=SIZE, height=SIZE))
+        finally:
+            engine.close()
+
+    from_file = keyframe(model="t2i_fp16.safetensors", components="models/tiny/t2i", comfyui_models=COMFY)
+    from_folder = keyframe(model="models/tiny/t2i")
+    assert from_file.shape == from_folder.shape == (SIZE, SIZE, 3)
+    assert np.abs(from_file.astype(int) - from_folder.astype(int)).max() <= 1

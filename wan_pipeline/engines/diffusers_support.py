@@ -58,7 +58,9 @@ def resolve_model_source(model: str) -> str:
 
     path = Path(model).expanduser()
     local = path if path.is_absolute() else storage_root() / path
-    if (local / "model_index.json").is_file() or (local.is_file() and uses_single_file(local)):
+    if uses_single_file(model):  # a transformer file: found by models.model_files (ComfyUI folders too)
+        return str(local) if local.is_file() else model
+    if (local / "model_index.json").is_file():
         return str(local)
     if local.parent.name == "tiny" and local.name in TINY_MODELS:
         make_tiny_models(local.parent, names=(local.name,))

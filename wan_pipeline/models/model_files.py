@@ -96,13 +96,48 @@ def vae_z_dim(vae: Path | None, components: Path | None) -> int | None:
         index = read_tensor_index(vae)
         for key in ("conv1.weight", "quant_conv.weight"):
             if key in index:
-                return index[key].shape[0] // 2
+                z = index[key].shape[0] // 2
+                if z == 48 and any(k.startswith("decoder.upsamples.") for k in index):
+                    raise InputError(
+                        str(vae),
+                        "the Wan2.2 VAE in its original key layout cannot be loaded: diffusers' Wan VAE conversion covers "
+                        "the Wan2.1 VAE only; set `vae:` to the vae/ folder of Wan-AI/Wan2.2-TI2V-5B-Diffusers "
+                        "(`hf download Wan-AI/Wan2.2-TI2V-5B-Diffusers --include 'vae/*'`, 1.4 GB)",
+                    )
+                return z
         raise InputError(str(vae), "not a Wan VAE file (no conv1 / quant_conv tensor): give the VAE file (ComfyUI: models/vae/)")
     folder = vae if vae is not None else (components / "vae" if components is not None else None)
     if folder is None:
         return None
     cfg = _subfolder(folder, "vae") / "config.json"
     return int(json.loads(cfg.read_text()).get("z_dim", 16)) if cfg.is_file() else None
+
+
+def _components_gaps(found: dict, components: Path | None, needs_image_encoder: bool) -> list[str]:
+    """What the ``components`` folder must supply (a component not given as a file or folder:
+    its weights; always a tokenizer unless the ``text_encoder`` folder has one) and lacks."""
+    te = found["text_encoder"]
+    out = []
+    has_tok = te is not None and te.is_dir() and (_has_tokenizer(te) or _has_tokenizer(te / "tokenizer"))
+    if not has_tok and not (components is not None and _has_tokenizer(components / "tokenizer")):
+        out.append(
+            "tokenizer: none found: set `components:` to a diffusers Wan folder with tokenizer/ (a few MB: "
+            "`hf download Wan-AI/Wan2.1-T2V-1.3B-Diffusers --include 'tokenizer/*' 'text_encoder/config.json' --local-dir models/wan-components`)"
+        )
+    roles = [("vae", "vae"), ("text_encoder", "text_encoder")] + ([("image_encoder", "image_encoder")] if needs_image_encoder else [])
+    for role, sub in roles:
+        if found[role] is not None:
+            continue
+        if components is None:
+            if role != "vae":  # the missing VAE is reported on its own
+                out.append(f"{role}: not given: set `{role}:` to its file or folder, or `components:` to a diffusers folder holding {sub}/")
+        elif not any((components / sub).glob("*.safetensors")) and not any((components / sub).glob("*.safetensors.index.json")):
+            out.append(
+                f"{role}: {components}/{sub}/ has no .safetensors weights: set `{role}:` to its file, or download {sub}/ into that folder"
+            )
+    if needs_image_encoder and components is not None and not (components / "image_processor").is_dir():
+        out.append(f"image_processor: {components}/image_processor/ is missing: download it (`--include 'image_processor/*'`, a few kB)")
+    return out
 
 
 def _find(role: str, ref: str, params, root: Path | None) -> tuple[Path | None, list[str]]:
@@ -202,6 +237,7 @@ def resolve_model_files(params, file: str | None, root: Path | None = None) -> M
                 else "use the Wan2.1 VAE (wan_2.1_vae.safetensors)"
             )
         )
+    problems += _components_gaps(found, components, shape.image_dim is not None)
     if problems:
         raise InputError(file, problems)
     try:
@@ -302,8 +338,20 @@ def _encoder_from_file(cls, weights: Path, config_folder: Path | None, what: str
         raise InputError(
             str(weights), f"{what} file given but no config.json for it: set `components:` to a diffusers folder holding {what}/config.json"
         )
+    import torch
+
     config = AutoConfig.from_pretrained(str(config_folder))
+    with torch.device("meta"):
+        expected = set(cls(config).state_dict())
     state = load_file(str(weights))
+    missing = sorted(expected - set(state) - {"encoder.embed_tokens.weight"})  # tied to shared.weight in T5
+    if missing:
+        raise InputError(
+            str(weights),
+            f"{len(missing)} of the {what}'s {len(expected)} weights are not in this file (e.g. {missing[0]}; the file has "
+            f"{next(iter(state), 'no tensors')} …): it is in another key layout or for another model; give a {cls.__name__} "
+            f"file in transformers' layout, or a diffusers folder",
+        )
     return cls.from_pretrained(None, config=config, state_dict=state, torch_dtype=dtype)
 
 

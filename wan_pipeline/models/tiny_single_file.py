@@ -139,7 +139,7 @@ def make_tiny_single_files(directory: str | os.PathLike, names: tuple[str, ...] 
     from wan_pipeline.models.tiny import TINY_MODELS, make_tiny_models
 
     root = Path(directory)
-    names = names or tuple(n for n in TINY_MODELS if n != "t2i")
+    names = names or TINY_MODELS
     folders = make_tiny_models(root, names=tuple(set(names) | {"wan21-i2v"}))
     comfy = root / "comfyui" / "models"
     out: dict[str, Path] = {}
