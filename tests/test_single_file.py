@@ -428,3 +428,28 @@ def test_keyframe_from_a_t2v_file(files):
     from_folder = keyframe(model="models/tiny/t2i")
     assert from_file.shape == from_folder.shape == (SIZE, SIZE, 3)
     assert np.abs(from_file.astype(int) - from_folder.astype(int)).max() <= 1
+
+
+def test_gguf_with_reshaped_tensors_is_refused(storage, tmp_path):
+    """ComfyUI-GGUF may store a tensor flattened with its shape in ``comfy.gguf.orig_shape.<name>``;
+    detection reads that shape, and the file is refused because diffusers' loader would not."""
+    import gguf
+
+    from wan_pipeline.models.tiny_single_file import wan_state_dict
+
+    state = wan_state_dict(storage / "models" / "tiny" / "wan21-i2v")
+    path = tmp_path / "reshaped.gguf"
+    writer = gguf.GGUFWriter(str(path), arch="wan")
+    for name, tensor in state.items():
+        arr = tensor.half().numpy()
+        if name == "blocks.0.ffn.0.weight":
+            writer.add_array(f"comfy.gguf.orig_shape.{name}", list(arr.shape))
+            arr = arr.reshape(-1)
+        writer.add_tensor(name, arr)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    report = inspect_file_report(path)
+    assert report["transformer_config"]["ffn_dim"] == 32 and report["variant"] == "Wan2.1-FLF2V-miniature"
+    assert not report["loadable"] and "orig_shape" in report["problems"][0] and "blocks.0.ffn.0.weight" in report["problems"][0]

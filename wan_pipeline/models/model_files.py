@@ -344,6 +344,11 @@ def _encoder_from_file(cls, weights: Path, config_folder: Path | None, what: str
     with torch.device("meta"):
         expected = set(cls(config).state_dict())
     state = load_file(str(weights))
+    if any(k.endswith(("scale_weight", "scaled_fp8")) for k in state):
+        raise InputError(
+            str(weights),
+            f"a ComfyUI 'fp8_scaled' {what} file (per-tensor scales) cannot be loaded: use the fp16 / bf16 file or a diffusers folder",
+        )
     missing = sorted(expected - set(state) - {"encoder.embed_tokens.weight"})  # tied to shared.weight in T5
     if missing:
         raise InputError(

@@ -61,6 +61,8 @@ class TensorInfo(BaseModel):
     name: str
     shape: tuple[int, ...]
     dtype: str
+    reshaped: bool = False
+    """GGUF only: stored flattened, its shape from ComfyUI-GGUF's ``comfy.gguf.orig_shape.<name>``."""
 
 
 def is_single_file(ref: str | Path) -> bool:
@@ -113,7 +115,10 @@ def _gguf_index(p: Path) -> dict[str, TensorInfo]:
     out = {}
     for t in reader.tensors:
         shape = tuple(int(d) for d in reversed([int(x) for x in t.shape]))  # ggml dims are innermost-first
-        out[t.name] = TensorInfo(name=t.name, shape=shape, dtype=t.tensor_type.name)
+        orig = reader.get_field(f"comfy.gguf.orig_shape.{t.name}")
+        if orig is not None:
+            shape = tuple(int(orig.parts[i][0]) for i in orig.data)
+        out[t.name] = TensorInfo(name=t.name, shape=shape, dtype=t.tensor_type.name, reshaped=orig is not None)
     return out
 
 
@@ -169,6 +174,7 @@ class TransformerShape(BaseModel):
     animate: bool = False
     dtypes: dict[str, int] = Field(default_factory=dict)
     scaled_fp8: bool = False
+    reshaped: list[str] = Field(default_factory=list)
     parameters: int = 0
 
     @property
@@ -236,6 +242,7 @@ def transformer_shape(index: dict[str, TensorInfo], file: str = "") -> Transform
         animate=names["motion"] in keys,
         dtypes=dtypes,
         scaled_fp8=any(k.endswith("scale_weight") for k in keys),
+        reshaped=sorted(k for k, t in keys.items() if t.reshaped),
         parameters=params,
     )
 
@@ -398,7 +405,7 @@ def inspect_file_report(path: str | Path) -> dict:
         notes.append("miniature test checkpoint: give its diffusers folder as `components:` (the configs of the same weights)")
     report.update(
         native_sizes=[list(s) for s in info.native_sizes],
-        transformer_config=shape.model_dump(exclude={"dtypes", "scaled_fp8", "parameters", "layout"}),
+        transformer_config=shape.model_dump(exclude={"dtypes", "scaled_fp8", "reshaped", "parameters", "layout"}),
         parameters=shape.parameters,
         size_bytes=p.stat().st_size,
         loadable=not problems,
@@ -415,6 +422,11 @@ def file_problems(shape: TransformerShape, path: Path) -> list[str]:
         out.append(
             f"{path.name} is a ComfyUI 'fp8_scaled' file (per-tensor scale_weight factors), which diffusers cannot load: "
             "use the fp16 / bf16 / plain fp8_e4m3fn file or a GGUF quantization of the same model"
+        )
+    if shape.reshaped:
+        out.append(
+            f"{path.name} stores {len(shape.reshaped)} tensors flattened with ComfyUI-GGUF's orig_shape metadata "
+            f"(e.g. {shape.reshaped[0]}), which diffusers' GGUF loader does not read: use a GGUF without it or the safetensors file"
         )
     if path.suffix.lower() == ".gguf":
         try:
