@@ -294,6 +294,8 @@ def test_bad_file_sets_are_refused_before_loading(files):
     msg = problems(model="wan21-i2v_fp16.safetensors", vae="tiny_wan_vae_fp16.safetensors")
     assert "components" in msg and "match no published Wan checkpoint" in msg
     assert "no VAE" in problems(model="wan21-i2v_fp16.safetensors")
+    msg = problems(model="wan21-i2v_fp16.safetensors", model_2="wan21-i2v_bf16.safetensors", components="models/tiny/wan21-i2v")
+    assert "model_2: wan21-i2v is a one-expert model" in msg
     assert "looks like a VAE" in problems(
         model=str(files["vae16"]), vae="tiny_wan_vae_fp16.safetensors", components="models/tiny/wan21-i2v"
     )
@@ -377,8 +379,11 @@ def test_preflight_and_doctor_accept_single_files(workspace, files, tmp_path):
     (workspace["workflows"] / "tiny.yaml").write_text(yaml.safe_dump(data))
     report = doctor_report(load_preset("tiny"), machine={"cpu": {}, "ram": {"total_mib": 65536, "available_mib": 60000}, "gpus": []})
     entry = next(m for m in report["models"] if m["stage"] == "clip")
-    assert entry["kind"] == "single file" and entry["variant"] == "Wan2.1-FLF2V-14B-720P" and entry["problems"] == []
-    assert entry["config"] == "Wan2.1-FLF2V-14B-720P-diffusers" and entry["parameters"] > 16e9
+    assert entry["kind"] == "single file" and entry["variant"] == "Wan2.1-FLF2V-14B-720P" and entry["layout"] == "wan"
+    assert entry["config"] == "Wan2.1-FLF2V-14B-720P-diffusers" and entry["parameters"] > 16e9 and entry["chosen_strategy"]
+    # no text encoder, tokenizer or CLIP vision given: named, with the fix
+    lacks = " ".join(report["lacks"])
+    assert not report["ready"] and "tokenizer" in lacks and "text_encoder: not given" in lacks and "image_encoder: not given" in lacks
 
 
 def test_shipped_configs_are_the_reference_data():

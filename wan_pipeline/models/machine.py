@@ -224,14 +224,13 @@ def _model_entry(stage: str, section: dict, preset, gpu: dict | None) -> dict:
     from wan_pipeline.models.model_files import files_checkpoint, uses_single_file
 
     if uses_single_file(model) and str(section.get("engine") or "").startswith(("wan", "diffusers")):
-        try:
-            ckpt, facts = files_checkpoint(section, getattr(preset, "source_path", None))
-        except InputError as err:
-            entry.update(kind="single file")
-            entry["problems"].append(str(err))
+        ckpt, facts, problems = files_checkpoint(section, getattr(preset, "source_path", None))
+        entry.update(facts)
+        entry["problems"] += problems
+        if ckpt is None:
             return entry
         info = identify(ckpt)
-        entry.update(facts, variant=info.variant, pipeline_class=info.pipeline_class, capabilities=info.capabilities, experts=info.experts)
+        entry.update(variant=info.variant, pipeline_class=info.pipeline_class, capabilities=info.capabilities, experts=info.experts)
     elif Path(model).suffix.lower() in FILE_MODEL_SUFFIXES:
         exists = Path(model).expanduser().is_file()
         entry.update(kind="weights file", present=exists)

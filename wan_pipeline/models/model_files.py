@@ -221,6 +221,8 @@ def resolve_model_files(params, file: str | None, root: Path | None = None) -> M
     two_experts = (config_dir / "transformer_2" / "config.json").is_file()
     if two_experts and found["model_2"] is None:
         notes.append("a two-expert model given one file: only that expert runs (set model_2: for the low-noise expert)")
+    if found["model_2"] is not None and not two_experts and config_dir != CONFIGS_DIR:
+        problems.append(f"model_2: {config_dir.name} is a one-expert model (no transformer_2 config); model_2 is for Wan2.2 A14B")
     if found["vae"] is None and components is None:
         problems.append("vae: no VAE given: set `vae:` to the VAE file (ComfyUI: models/vae/wan_2.1_vae.safetensors) or `components:`")
     try:
@@ -232,7 +234,7 @@ def resolve_model_files(params, file: str | None, root: Path | None = None) -> M
         problems.append(
             f"vae: latent channels (z_dim) {z} do not match the transformer's {shape.out_channels}: "
             + (
-                "Wan2.2 TI2V-5B needs the Wan2.2 VAE (wan2.2_vae.safetensors)"
+                "Wan2.2 TI2V-5B needs the Wan2.2 VAE (the vae/ folder of Wan-AI/Wan2.2-TI2V-5B-Diffusers)"
                 if shape.out_channels == 48
                 else "use the Wan2.1 VAE (wan_2.1_vae.safetensors)"
             )
@@ -444,36 +446,49 @@ def load_files_pipeline(pipeline_cls, files: ModelFiles, dtype, keep_fp8: bool =
 
 
 def files_checkpoint(section: dict, file: str | None):
-    """``(Checkpoint, facts)`` for a preset stage section naming a single-file model: the
-    checkpoint whose configs describe it (``components`` or the shipped config; for the memory
-    planner and :func:`~wan_pipeline.models.variants.identify`) and the doctor's facts (``kind``,
-    ``source``, ``layout``, ``dtype``, ``config``, ``notes``). Raises :class:`InputError` as
-    :func:`resolve_model_files` does."""
+    """``(Checkpoint or None, facts, problems)`` for a preset stage section naming a single-file
+    model, for the doctor: the checkpoint whose configs describe the model (``components``, else
+    the shipped config the file matches, else one built from the file's shapes; for the memory
+    planner and :func:`~wan_pipeline.models.variants.identify`), the facts (``kind``, ``source``,
+    ``layout``, ``file_dtype``, ``config``, ``notes``) and what keeps the set from loading (the
+    problems of :func:`resolve_model_files`). The model file is identified even when the set is
+    incomplete; the checkpoint is None only when the model file itself cannot be read."""
     from wan_pipeline.models.checkpoint import read_checkpoint
     from wan_pipeline.models.single_file import checkpoint_for_shape
     from wan_pipeline.storage import storage_root
 
-    fields = {k: section.get(k) for k in ModelFileFields.model_fields}
-
     class _Section(ModelFileFields):
         model: str
 
-    params = _Section.model_validate({**fields, "model": section["model"]})
-    files = resolve_model_files(params, file, storage_root())
-    shape = transformer_shape(read_tensor_index(files.transformer), str(files.transformer))
-    if files.components is not None:
-        ckpt = read_checkpoint(files.components)
-    elif files.variant_config is not None:
-        ckpt = read_checkpoint(files.config_dir)
-    else:
-        ckpt = checkpoint_for_shape(shape, files.transformer.name, None)
-    facts = {
-        "kind": "single file",
-        "source": str(files.transformer),
-        "downloaded": True,
-        "layout": shape.layout,
-        "file_dtype": shape.dtype,
-        "config": files.variant_config or str(files.config_dir),
-        "notes": files.notes,
-    }
-    return ckpt, facts
+    params = _Section.model_validate({**{k: section.get(k) for k in ModelFileFields.model_fields}, "model": section["model"]})
+    facts: dict = {"kind": "single file", "notes": []}
+    problems: list[str] = []
+    components = None
+    try:
+        files = resolve_model_files(params, file, storage_root())
+        path, components, facts["notes"] = files.transformer, files.components, files.notes
+    except InputError as exc:
+        problems = list(exc.problems)
+        path, _ = _find("model", params.model, params, storage_root())
+        if path is None or not path.is_file():
+            return None, facts, problems
+    try:
+        shape = transformer_shape(read_tensor_index(path), str(path))
+        config, notes = pick_config(shape, path.name)
+        if components is not None:
+            ckpt = read_checkpoint(components)
+        elif config is not None:
+            ckpt = read_checkpoint(CONFIGS_DIR / config)
+        else:
+            ckpt = checkpoint_for_shape(shape, path.name, None)
+    except InputError as exc:
+        return None, facts, problems or list(exc.problems)
+    facts.update(
+        source=str(path),
+        downloaded=True,
+        layout=shape.layout,
+        file_dtype=shape.dtype,
+        config=config or (str(components) if components else None),
+        notes=facts["notes"] or notes,
+    )
+    return ckpt, facts, problems
