@@ -335,8 +335,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="show Dagster's INFO log")
     p.set_defaults(func=cmd_render)
 
-    p = sub.add_parser("inspect", help="identify a Wan checkpoint from its configs (no weights read); JSON")
-    p.add_argument("model", help="local diffusers folder or Hugging Face repo id (looked up in the HF cache, offline)")
+    p = sub.add_parser("inspect", help="identify a Wan checkpoint from its configs or tensor shapes (no weights read); JSON")
+    p.add_argument(
+        "model", help="local diffusers folder, Hugging Face repo id (HF cache, offline), or a .safetensors / .gguf transformer file"
+    )
     p.set_defaults(func=cmd_inspect)
 
     p = sub.add_parser(

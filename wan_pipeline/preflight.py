@@ -49,7 +49,10 @@ def preset_problems(preset: Preset, stages: tuple[str, ...] | None = None, ctx=N
 def _checkpoint_problems(stage: str, model: str, root) -> list[str]:
     from wan_pipeline.engines.diffusers_support import resolve_model_source
     from wan_pipeline.models import check_loadable, read_checkpoint
+    from wan_pipeline.models.model_files import uses_single_file
 
+    if uses_single_file(model):  # single files are checked when the engine is built (model_files.resolve_model_files)
+        return []
     try:
         check_loadable(read_checkpoint(resolve_model_source(model, root)))
     except InputError as exc:

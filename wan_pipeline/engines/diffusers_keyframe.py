@@ -21,6 +21,7 @@ from wan_pipeline.engines.diffusers_support import (
     resolve_model_source,
     step_progress,
     to_uint8_frames,
+    uses_single_file,
 )
 from wan_pipeline.media.image_io import fit_image
 
@@ -51,7 +52,7 @@ class DiffusersT2IKeyframe(DiffusersEngine):
         if self._pipe is None:
             source = resolve_model_source(self.params.model)
             cls_name = pipeline_class_name(source) or ""
-            self._wan = cls_name.startswith("Wan") or "wan" in source.lower()
+            self._wan = cls_name.startswith("Wan") or uses_single_file(source) or "wan" in source.lower()
             if self._wan:
                 from diffusers import WanPipeline as cls
             else:

@@ -13,21 +13,23 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from wan_pipeline.devices import free_device_memory
 from wan_pipeline.errors import InputError
 from wan_pipeline.models.hub import quiet_hub_progress  # noqa: F401 (loaders below and callers use it)
+from wan_pipeline.models.model_files import ModelFileFields, uses_single_file
 from wan_pipeline.storage import storage_root
 
 MemoryStrategy = Literal["auto", "full_gpu", "model_cpu_offload", "group_offload", "sequential_cpu_offload"]
 
 
-class ModelParams(BaseModel):
+class ModelParams(ModelFileFields):
     """Preset fields every model engine accepts.
 
     model: repo id (``Wan-AI/Wan2.2-TI2V-5B-Diffusers``), absolute folder, or folder relative to
-        the storage root (``models/tiny/wan21-i2v``).
+        the storage root (``models/tiny/wan21-i2v``); or a single ``.safetensors`` / ``.gguf``
+        transformer file, with the other single-file keys of :class:`ModelFileFields`.
     memory_strategy: how the pipeline sits on the GPU (ignored on CPU); ``auto`` is ``full_gpu``.
     vae_tiling / vae_slicing: decode the VAE in spatial tiles / one sample at a time.
     dtype: ``auto`` (bf16 on CUDA, fp32 on CPU), ``float32``, ``float16``, ``bfloat16``.
@@ -59,6 +61,8 @@ def resolve_model_source(model: str, root: Path | None = None) -> str:
     root = root or storage_root()
     path = Path(model).expanduser()
     local = path if path.is_absolute() else root / path
+    if uses_single_file(model):  # a transformer file: found by models.model_files (ComfyUI folders too)
+        return str(local) if local.is_file() else model
     if (local / "model_index.json").is_file():
         return str(local)
     if local.parent.name == "tiny" and local.name in TINY_MODELS:
@@ -99,6 +103,15 @@ def load_pipeline(
     from wan_pipeline.devices import torch_dtype
     from wan_pipeline.models import check_loadable, identify, read_checkpoint
 
+    if uses_single_file(params):
+        from wan_pipeline.models.model_files import load_files_pipeline, resolve_model_files
+
+        files = resolve_model_files(params, file, root or storage_root())
+        quiet_hub_progress()
+        pipe = load_files_pipeline(pipeline_cls, files, torch_dtype(params.dtype, device), keep_fp8=device.startswith("cuda"))
+        pipe.set_progress_bar_config(disable=True)
+        pipe.wan_model_info = files.info
+        return pipe, apply_memory_strategy(pipe, device, params, str(files.config_dir), plan_size)
     source = resolve_model_source(model, root)
     try:
         ckpt = read_checkpoint(source)
@@ -245,6 +258,10 @@ class DiffusersEngine:
         self.file = ctx.source_path
         check_steps(self.params.steps, f"stages.{self.stage}.steps", self.file)
         self.device = ctx.device
+        if uses_single_file(self.params):  # checked now (file headers only), so preflight reports it
+            from wan_pipeline.models.model_files import resolve_model_files
+
+            resolve_model_files(self.params, self.file, ctx.storage_root)
         self._pipe = None
         self._strategy: str | None = None
 

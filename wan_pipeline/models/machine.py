@@ -98,7 +98,10 @@ def inspect_report(model_ref: str) -> dict:
     :func:`~wan_pipeline.models.checkpoint.read_checkpoint`).
     """
     from wan_pipeline.models.memory import component_parameters
+    from wan_pipeline.models.single_file import inspect_file_report, is_single_file
 
+    if is_single_file(model_ref):
+        return inspect_file_report(model_ref)
     ckpt, found = load_checkpoint_info(model_ref)
     info = identify(ckpt)
     stats = component_parameters(ckpt)
@@ -284,42 +287,53 @@ def _model_entry(stage: str, section: dict, preset, gpu: dict | None) -> dict:
     model = str(section.get("model"))
     engine = section.get("engine")
     entry = {"stage": stage, "engine": engine, "model": model, "missing": [], "problems": []}
+    from wan_pipeline.models.model_files import files_checkpoint, uses_single_file
+
     local = local_model_path(model)
-    if Path(model).suffix.lower() in FILE_MODEL_SUFFIXES:
+    if uses_single_file(model) and str(engine or "").startswith(("wan", "diffusers")):
+        ckpt, facts, problems = files_checkpoint(section, getattr(preset, "source_path", None))
+        entry.update(facts)
+        entry["problems"] += problems
+        if ckpt is None:
+            return entry
+        info = identify(ckpt)
+        entry.update(variant=info.variant, pipeline_class=info.pipeline_class, capabilities=info.capabilities, experts=info.experts)
+    elif Path(model).suffix.lower() in FILE_MODEL_SUFFIXES:
         exists = local.is_file()
         entry.update(kind="weights file", path=str(local), present=exists)
         if not exists:
             entry["missing"].append(f"weights file {local} not found: {weights_fix(engine, local)}")
         return entry
-    if _is_tiny(local) and not local.exists():
+    elif _is_tiny(local) and not local.exists():
         entry.update(kind="diffusers checkpoint", path=str(local), found=False, downloaded=False, miniature=True)
         entry["missing"].append(f"miniature checkpoint {local} not found: run `{MAKE_TINY}`")
         return entry
-    try:
-        ckpt, found = load_checkpoint_info(str(local) if local is not None else model)
-    except InputError as err:
-        entry["problems"].append(str(err))
-        return entry
-    info = identify(ckpt)
-    entry.update(
-        kind="diffusers checkpoint",
-        source=ckpt.source,
-        found=found,
-        downloaded=found and _loadable(ckpt),
-        miniature=info.miniature,
-        variant=info.variant,
-        pipeline_class=info.pipeline_class,
-        capabilities=info.capabilities,
-        experts=info.experts,
-    )
-    if not found:
-        entry["missing"].append(f"not in the Hugging Face cache: run `{download_command(model)}`")
     else:
-        entry["missing"] += [f"{m}" for m in ckpt.missing_components()]
-        if entry["missing"] and local is None:
-            entry["missing"].append(f"complete it with `{download_command(model)}`")
-        elif entry["missing"] and _is_tiny(local):
-            entry["missing"].append(f"rewrite the miniatures with `{MAKE_TINY}`")
+        try:
+            ckpt, found = load_checkpoint_info(str(local) if local is not None else model)
+        except InputError as err:
+            entry["problems"].append(str(err))
+            return entry
+        info = identify(ckpt)
+        entry.update(
+            kind="diffusers checkpoint",
+            source=ckpt.source,
+            found=found,
+            downloaded=found and _loadable(ckpt),
+            miniature=info.miniature,
+            variant=info.variant,
+            pipeline_class=info.pipeline_class,
+            capabilities=info.capabilities,
+            experts=info.experts,
+        )
+        if not found:
+            entry["missing"].append(f"not in the Hugging Face cache: run `{download_command(model)}`")
+        else:
+            entry["missing"] += [f"{m}" for m in ckpt.missing_components()]
+            if entry["missing"] and local is None:
+                entry["missing"].append(f"complete it with `{download_command(model)}`")
+            elif entry["missing"] and _is_tiny(local):
+                entry["missing"].append(f"rewrite the miniatures with `{MAKE_TINY}`")
     dtype = str(section.get("dtype", "auto"))
     if dtype == "auto":
         dtype = "bfloat16" if gpu else "float32"
@@ -387,7 +401,7 @@ def doctor_report(preset, machine: dict | None = None) -> dict:
         if section.get("model"):
             models.append(_model_entry(stage, section, preset, gpu))
     lacks = []
-    if gpu is None and any(m.get("kind") == "diffusers checkpoint" and not m.get("miniature") for m in models):
+    if gpu is None and any(m.get("kind") in ("diffusers checkpoint", "single file") and not m.get("miniature") for m in models):
         lacks.append("no CUDA GPU in use: diffusion stages would run on the CPU (hours per clip at full size)")
     for m in models:
         lacks += [f"{m['stage']}: {x}" for x in m["missing"]] + [f"{m['stage']}: {x}" for x in m["problems"]]

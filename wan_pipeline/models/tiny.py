@@ -274,10 +274,11 @@ def make_tiny_lora(path: str | os.PathLike, model: str = "wan21-i2v", rank: int 
     return path
 
 
-def make_all_tiny_models(directory: str | os.PathLike, kinds: tuple[str, ...] = ("wan", "rife", "esrgan")) -> dict[str, Path]:
+def make_all_tiny_models(directory: str | os.PathLike, kinds: tuple[str, ...] = ("wan", "rife", "esrgan", "single")) -> dict[str, Path]:
     """Every miniature the ``tiny`` preset uses, under ``directory``: the Wan checkpoints
-    (``<name>/``), RIFE (``rife/flownet.pkl|.safetensors``) and Real-ESRGAN (``esrgan/*.pth``).
-    Returns ``{name: path}``; existing Wan folders are kept."""
+    (``<name>/``), RIFE (``rife/flownet.pkl|.safetensors``), Real-ESRGAN (``esrgan/*.pth``) and the
+    Wan miniatures as single files in a ComfyUI ``comfyui/models/`` tree
+    (:mod:`wan_pipeline.models.tiny_single_file`). Returns ``{name: path}``; existing files are kept."""
     from wan_pipeline.models.tiny_esrgan import make_tiny_esrgan
     from wan_pipeline.models.tiny_rife import make_tiny_rife_files
 
@@ -289,6 +290,10 @@ def make_all_tiny_models(directory: str | os.PathLike, kinds: tuple[str, ...] = 
         written.update({f"rife-{k}": v for k, v in make_tiny_rife_files(root / "rife").items()})
     if "esrgan" in kinds:
         written.update({f"esrgan-{k}": v for k, v in make_tiny_esrgan(root / "esrgan").items()})
+    if "single" in kinds:
+        from wan_pipeline.models.tiny_single_file import make_tiny_single_files
+
+        written.update({f"file-{k}": v for k, v in make_tiny_single_files(root).items()})
     return written
 
 
