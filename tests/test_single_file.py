@@ -34,7 +34,10 @@ COMFY = "models/tiny/comfyui/models"
 
 @pytest.fixture(scope="module")
 def files(storage):
-    return make_tiny_single_files(storage / "models" / "tiny")
+    from wan_pipeline.models.tiny import make_tiny_models
+
+    root = storage / "models" / "tiny"
+    return make_tiny_single_files(root, make_tiny_models(root))
 
 
 def _preset():

@@ -284,8 +284,9 @@ def make_all_tiny_models(directory: str | os.PathLike, kinds: tuple[str, ...] = 
 
     root = Path(directory)
     written: dict[str, Path] = {}
+    folders = make_tiny_models(root) if ("wan" in kinds or "single" in kinds) else {}
     if "wan" in kinds:
-        written.update(make_tiny_models(root))
+        written.update(folders)
     if "rife" in kinds:
         written.update({f"rife-{k}": v for k, v in make_tiny_rife_files(root / "rife").items()})
     if "esrgan" in kinds:
@@ -293,7 +294,7 @@ def make_all_tiny_models(directory: str | os.PathLike, kinds: tuple[str, ...] = 
     if "single" in kinds:
         from wan_pipeline.models.tiny_single_file import make_tiny_single_files
 
-        written.update({f"file-{k}": v for k, v in make_tiny_single_files(root).items()})
+        written.update({f"file-{k}": v for k, v in make_tiny_single_files(root, folders).items()})
     return written
 
 

@@ -130,17 +130,15 @@ def write_gguf(state: dict, path: Path, arch: str = "wan") -> Path:
     return path
 
 
-def make_tiny_single_files(directory: str | os.PathLike, names: tuple[str, ...] | None = None) -> dict[str, Path]:
-    """Write the single-file miniatures (see the module doc) from the miniature folders under
-    ``directory`` (written first when missing) into ``directory/comfyui/models``. Existing files are
-    kept. Returns ``{label: path}``; the GGUF file is left out when the ``gguf`` package is missing."""
+def make_tiny_single_files(directory: str | os.PathLike, folders: dict[str, Path]) -> dict[str, Path]:
+    """Write the single-file miniatures (see the module doc) from the miniature folders ``folders``
+    (``{name: folder}``, as :func:`wan_pipeline.models.tiny.make_tiny_models` returns them; must
+    include ``wan21-i2v``) into ``directory/comfyui/models``. Existing files are kept. Returns
+    ``{label: path}``; the GGUF file is left out when the ``gguf`` package is missing."""
     import torch
 
-    from wan_pipeline.models.tiny import TINY_MODELS, make_tiny_models
-
     root = Path(directory)
-    names = names or TINY_MODELS
-    folders = make_tiny_models(root, names=tuple(set(names) | {"wan21-i2v"}))
+    names = tuple(folders)
     comfy = root / "comfyui" / "models"
     out: dict[str, Path] = {}
 
