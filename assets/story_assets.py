@@ -294,6 +294,6 @@ def _resolved_loras(story: Story, scene) -> list:
 
     out = []
     for lora in scene.loras:
-        path = (story.base_dir / lora.path).resolve()
+        path = story.lora_path(lora)  # inside the story folder, an existing file
         out.append(LoraSpec(path=str(path), strength=lora.strength))
     return out

@@ -8,6 +8,7 @@ the Dagster UI would, so runs, materializations and telemetry show up there.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import warnings
@@ -16,6 +17,14 @@ from pathlib import Path
 from wan_pipeline.errors import InputError, WanPipelineError
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+EXIT_SIGINT = 130  # 128 + SIGINT (shell convention)
+
+#: Largest frame ``upscale`` writes: 8K UHD (7680x4320) in pixels; the whole clip is held in memory.
+MAX_OUTPUT_PIXELS = 7680 * 4320
+#: Smallest output side (pixels); the preset schema's own lower bound for width and height.
+MIN_OUTPUT_SIDE = 16
+#: Highest frame rate ``interpolate --fps`` accepts (fps).
+MAX_FPS = 1000
 
 
 def _err(message: str) -> None:
@@ -23,18 +32,139 @@ def _err(message: str) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# argument types: a bad value is an argparse error (usage line, exit 2) naming the option
+
+
+def _fps_arg(text: str) -> str:
+    """``--fps``: a positive, finite frame rate up to :data:`MAX_FPS` (``60``, ``29.97``,
+    ``60000/1001``); returned as given."""
+    from wan_pipeline.media.clip import as_fps
+
+    try:
+        fps = as_fps(text.strip())
+    except (ValueError, ZeroDivisionError, OverflowError):
+        fps = None
+    if fps is None or not 0 < fps <= MAX_FPS:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a frame rate: give a number of frames per second in (0, {MAX_FPS}], e.g. 60 or 60000/1001"
+        )
+    return text.strip()
+
+
+def _factor_arg(text: str) -> int:
+    """``--factor``: a whole number ≥ 2 (the engine decides which ones it supports)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an interpolation factor: give a whole number such as 2 or 4")
+    return value
+
+
+def _scale_arg(text: str) -> float:
+    """``--scale``: a finite number > 0 (the output size is checked against the input's)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a scale factor: give a positive number such as 2 or 1.5")
+    return value
+
+
+def _height_arg(text: str) -> int:
+    """``--height``: output height in pixels, at least :data:`MIN_OUTPUT_SIDE`."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < MIN_OUTPUT_SIDE:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an output height: give a whole number of pixels ≥ {MIN_OUTPUT_SIDE}, e.g. 1080")
+    return value
+
+
+def _scenes_arg(text: str) -> str:
+    """``--scenes``: comma-separated scene ids, at least one; returned normalised (``a,b``)."""
+    ids = [s.strip() for s in text.split(",") if s.strip()]
+    if not ids:
+        raise argparse.ArgumentTypeError(f"{text!r} names no scene: give scene ids separated by commas, e.g. intro,finale")
+    return ",".join(ids)
+
+
+def _output_file(path: str) -> Path:
+    """Raise :class:`InputError` unless ``path`` can be written as a file (not a folder, its
+    folder creatable and writable)."""
+    p = Path(path)
+    if p.is_dir():
+        raise InputError(path, "output: this is a folder; give the path of the file to write, e.g. out.mp4")
+    parent = p.absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise InputError(path, f"output: {parent} is a file, so no folder can be created there; choose another output path")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(path, f"output: the folder {parent} is not writable; choose another output path")
+    return p
+
+
+def _blame_option(exc: InputError, preset_name: str, stage: str, option: str) -> InputError:
+    """An engine error about a value the command line put into the preset's ``stage`` section is
+    re-addressed to ``option``: when the preset's own section builds, the option is at fault."""
+    from wan_pipeline.preflight import preset_problems
+    from wan_pipeline.preset import load_preset
+
+    try:
+        preset = load_preset(preset_name)
+    except InputError:
+        return exc
+    if exc.file != preset.source_path or preset_problems(preset, (stage,)):
+        return exc
+    head = f"stages.{stage}."
+    problems = [p.removeprefix(head).removeprefix("(top level): ") for p in exc.problems]
+    return InputError(None, [f"{option}: {p} (engine {preset.stage(stage).engine!r} of preset {preset.name!r})" for p in problems])
+
+
+# ---------------------------------------------------------------------------------------------
 # validate
 
 
 def cmd_validate(args) -> int:
+    """Check the story (schema, images decoded, LoRA files) and its preset (schema and the same
+    per-stage checks as ``render``); print every problem of both files at once."""
+    from wan_pipeline.config_files import load_document
+    from wan_pipeline.preflight import preset_problems
     from wan_pipeline.preset import load_preset
     from wan_pipeline.story import load_story
 
-    story = load_story(args.story)
-    load_preset(args.preset or story.preset)
-    print(
-        f"ok: {args.story}: story {story.id!r}, {len(story.scenes)} scenes ({', '.join(story.scene_ids)}), preset {args.preset or story.preset!r}"
-    )
+    errors: list[InputError] = []
+    story = None
+    preset_name = args.preset
+    try:
+        story = load_story(args.story)
+        preset_name = preset_name or story.preset
+    except InputError as exc:
+        errors.append(exc)
+        if preset_name is None:  # still check the preset the file names, if it names one
+            try:
+                doc = load_document(args.story)
+            except InputError:
+                doc = None
+            named = doc.get("preset", "preview") if isinstance(doc, dict) else None
+            preset_name = named if isinstance(named, str) and named.strip() else None
+    if preset_name is not None:
+        try:
+            preset = load_preset(preset_name)
+            problems = preset_problems(preset)
+            if problems:
+                errors.append(InputError(preset.source_path, problems))
+        except InputError as exc:
+            errors.append(exc)
+    if errors:
+        for exc in errors:
+            _err(f"error: {exc}")
+        return EXIT_BAD_INPUT
+    print(f"ok: {args.story}: story {story.id!r}, {len(story.scenes)} scenes ({', '.join(story.scene_ids)}), preset {preset_name!r}")
     return EXIT_OK
 
 
@@ -349,7 +479,12 @@ def cmd_make_tiny_models(args) -> int:
 def cmd_interpolate(args) -> int:
     from wan_pipeline.postprocess import interpolate_file
 
-    info = interpolate_file(args.input, args.output, factor=args.factor, fps=args.fps, preset=args.preset)
+    _output_file(args.output)
+    try:
+        info = interpolate_file(args.input, args.output, factor=args.factor, fps=args.fps, preset=args.preset)
+    except InputError as exc:
+        option = f"--factor {args.factor}" if args.factor is not None else f"--fps {args.fps}"
+        raise _blame_option(exc, args.preset, "interpolated", option) from None
     print(
         f"{info.frames} frames at {info.fps} fps ({float(info.fps):.3f}), {info.width}x{info.height}, audio: {'kept' if info.has_audio else 'none'}",
         file=sys.stderr,
@@ -359,9 +494,27 @@ def cmd_interpolate(args) -> int:
 
 
 def cmd_upscale(args) -> int:
+    from wan_pipeline.media.video_io import probe_video
     from wan_pipeline.postprocess import upscale_file
 
-    info = upscale_file(args.input, args.output, scale=args.scale, height=args.height, preset=args.preset)
+    _output_file(args.output)
+    option = f"--scale {args.scale:g}" if args.scale is not None else f"--height {args.height}" if args.height is not None else None
+    if option is not None:
+        src = probe_video(args.input)
+        f = args.scale if args.scale is not None else args.height / src.height
+        w, h = round(src.width * f), round(src.height * f)
+        if min(w, h) < MIN_OUTPUT_SIDE or w * h > MAX_OUTPUT_PIXELS:
+            raise InputError(
+                None,
+                f"{option}: the {src.width}x{src.height} input would become {w}x{h}; the output must be at least "
+                f"{MIN_OUTPUT_SIDE} pixels a side and at most {MAX_OUTPUT_PIXELS / 1e6:.1f} million pixels (8K UHD)",
+            )
+    try:
+        info = upscale_file(args.input, args.output, scale=args.scale, height=args.height, preset=args.preset)
+    except InputError as exc:
+        if option is None:
+            raise
+        raise _blame_option(exc, args.preset, "upscaled", option) from None
     print(
         f"{info.frames} frames at {info.fps} fps, {info.width}x{info.height}, audio: {'kept' if info.has_audio else 'none'}",
         file=sys.stderr,
@@ -419,7 +572,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("render", help="render a story through Dagster; prints the film's path last")
     p.add_argument("story", help="story file (YAML or JSON), anywhere on disk")
     p.add_argument("--preset", help="preset name (workflows/<name>.yaml) or file; default: the story's own")
-    p.add_argument("--scenes", help="comma-separated scene ids to (re)render; default: all")
+    p.add_argument("--scenes", type=_scenes_arg, help="comma-separated scene ids to (re)render; default: all")
     p.add_argument("--stale", action="store_true", help="render only what is stale or missing (one run), see `status`")
     p.add_argument("-v", "--verbose", action="store_true", help="show Dagster's INFO log")
     p.set_defaults(func=cmd_render)
@@ -441,8 +594,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input")
     p.add_argument("output")
     g = p.add_mutually_exclusive_group(required=True)
-    g.add_argument("--factor", type=int, help="2 or 4: n frames become factor*(n-1)+1")
-    g.add_argument("--fps", help="target frame rate, e.g. 60 or 60000/1001")
+    g.add_argument("--factor", type=_factor_arg, help="2 or 4: n frames become factor*(n-1)+1")
+    g.add_argument("--fps", type=_fps_arg, help="target frame rate, e.g. 60 or 60000/1001")
     p.add_argument("--preset", default="preview", help="preset whose `interpolated` engine is used (default: preview)")
     p.set_defaults(func=cmd_interpolate)
 
@@ -450,8 +603,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input")
     p.add_argument("output")
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--scale", type=float, help="scale factor")
-    g.add_argument("--height", type=int, help="output height in pixels (width keeps the aspect, even)")
+    g.add_argument("--scale", type=_scale_arg, help="scale factor")
+    g.add_argument("--height", type=_height_arg, help="output height in pixels (width keeps the aspect, even)")
     p.add_argument("--preset", default="preview", help="preset whose `upscaled` engine is used (default: preview)")
     p.set_defaults(func=cmd_upscale)
 
@@ -476,11 +629,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: The commands that open the storage root (Dagster instance, outputs); checked before they run.
+STORAGE_COMMANDS = ("render", "status", "recover", "report")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``wan-pipeline`` console script; returns the exit code."""
     args = build_parser().parse_args(argv)
     warnings.filterwarnings("ignore", module=r"dagster(\..*)?$")
     try:
+        if args.command in STORAGE_COMMANDS:
+            from wan_pipeline.storage import check_storage_root
+
+            check_storage_root()
         return args.func(args)
     except InputError as exc:
         _err(f"error: {exc}")
@@ -490,7 +651,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_FAILED
     except KeyboardInterrupt:
         _err("interrupted")
-        return 130
+        return EXIT_SIGINT
 
 
 if __name__ == "__main__":
