@@ -424,12 +424,18 @@ def cmd_reload(args) -> int:
 
 def cmd_recover(args) -> int:
     from assets.recovery import recover_killed_runs
+    from wan_pipeline.media.atomic import remove_stale_parts
+    from wan_pipeline.storage import StorageLayout
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         recovered = recover_killed_runs(_instance(), log=print)
     if not recovered:
         print("no killed runs: nothing to recover")
+    layout = StorageLayout.default()
+    removed = [p for folder in (layout.outputs, layout.models) for p in remove_stale_parts(folder, recursive=True)]
+    for path in removed:
+        print(f"removed the leftover temporary file of a killed writer: {path}")
     return EXIT_OK
 
 

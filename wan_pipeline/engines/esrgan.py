@@ -19,6 +19,7 @@ tests).
 from __future__ import annotations
 
 import math
+import pickle
 from pathlib import Path
 from typing import Literal
 
@@ -41,6 +42,8 @@ CPU_MEMORY_FRACTION = 0.25
 #: pixels each: upsample, conv in/out, activation) plus eight at input resolution (dense blocks).
 HR_MAPS, LR_MAPS = 4, 8
 TILE_MIN, TILE_MAX, TILE_ROUND = 64, 2048, 16
+#: Weight files in torch's pickle format, loaded weights-only (see :func:`load_sr_model`).
+PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin")
 
 
 class RealEsrganParams(BaseModel):
@@ -48,7 +51,7 @@ class RealEsrganParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    model: str = Field(description="weights file (.pth/.safetensors); relative paths are under the storage root")
+    model: str = Field(description="weights file (.pth/.pt state dict or .safetensors); relative paths are under the storage root")
     tile: int | None = Field(None, ge=16, description="input tile size in pixels; default from free memory")
     tile_overlap: int = Field(16, ge=0, description="context pixels on each side of a tile, discarded")
     batch_size: int | None = Field(None, ge=1, description="frames per forward pass; default 4 on CUDA, 1 on CPU")
@@ -62,18 +65,42 @@ class RealEsrganParams(BaseModel):
 def load_sr_model(path: Path, device: str = "cpu"):
     """Load a single-image super-resolution model with spandrel.
 
+    Pickle-based files (``.pt``, ``.pth``, ``.ckpt``, ``.bin``) are read with
+    ``torch.load(weights_only=True)``: tensors and plain containers only, never a TorchScript
+    program or arbitrary pickled objects (spandrel itself would run ``torch.jit.load`` on a
+    ``.pt``); ``.safetensors`` go through spandrel's loader.
+
     Returns the spandrel ``ImageModelDescriptor`` (in eval mode, on ``device``). Raises
     :class:`InputError` naming ``path`` when the file is missing, unreadable, not a model spandrel
     knows (spandrel's message included), or not an RGB super-resolution model (scale > 1).
     """
     import spandrel
+    import torch
 
     if not path.is_file():
         raise InputError(
             str(path), "model: weights file not found; put the Real-ESRGAN weights there or fix `stages.upscaled.model` in the preset"
         )
+    loader = spandrel.ModelLoader(device=device)
     try:
-        desc = spandrel.ModelLoader(device=device).load_from_file(path)
+        if path.suffix.lower() in PICKLE_SUFFIXES:
+            try:
+                state = torch.load(path, map_location=device, weights_only=True)
+            except Exception as exc:  # noqa: BLE001 - torch raises UnpicklingError, RuntimeError…
+                # torch's own text suggests weights_only=False, which is exactly what must not happen
+                why = "it holds objects other than tensors" if isinstance(exc, pickle.UnpicklingError) else str(exc).splitlines()[0][:200]
+                raise InputError(
+                    str(path),
+                    f"model: cannot load the weights ({type(exc).__name__}: {why}); only plain tensors are read "
+                    "(no TorchScript, no pickled objects): give a state dict (.pth) or a .safetensors file",
+                ) from None
+            if not isinstance(state, dict):
+                raise InputError(str(path), "model: the file holds no state dict; give a state dict (.pth) or a .safetensors file")
+            desc = loader.load_from_state_dict(state)
+        else:
+            desc = loader.load_from_file(path)
+    except InputError:
+        raise
     except Exception as exc:  # spandrel / torch raise many types for bad files
         raise InputError(
             str(path),
