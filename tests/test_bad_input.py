@@ -316,6 +316,8 @@ def clip_file(tmp_path_factory):
         ["interpolate", "--fps", "abc"],
         ["interpolate", "--fps", "nan"],
         ["interpolate", "--fps", "1/0"],
+        ["interpolate", "--fps", "1e-10"],
+        ["interpolate", "--fps", "1.00000000001"],
         ["interpolate", "--factor", "x"],
         ["upscale", "--scale", "0.001"],
         ["upscale", "--scale", "nan"],

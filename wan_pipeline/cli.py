@@ -23,8 +23,9 @@ EXIT_SIGINT = 130  # 128 + SIGINT (shell convention)
 MAX_OUTPUT_PIXELS = 7680 * 4320
 #: Smallest output side (pixels); the preset schema's own lower bound for width and height.
 MIN_OUTPUT_SIDE = 16
-#: Highest frame rate ``interpolate --fps`` accepts (fps).
-MAX_FPS = 1000
+#: Frame rates ``interpolate --fps`` accepts (fps); numerator and denominator must also fit the
+#: 32-bit rational of FFmpeg's time base (AVRational).
+MIN_FPS, MAX_FPS = 1, 1000
 
 
 def _err(message: str) -> None:
@@ -36,7 +37,7 @@ def _err(message: str) -> None:
 
 
 def _fps_arg(text: str) -> str:
-    """``--fps``: a positive, finite frame rate up to :data:`MAX_FPS` (``60``, ``29.97``,
+    """``--fps``: a frame rate from :data:`MIN_FPS` to :data:`MAX_FPS` (``60``, ``29.97``,
     ``60000/1001``); returned as given."""
     from wan_pipeline.media.clip import as_fps
 
@@ -44,9 +45,11 @@ def _fps_arg(text: str) -> str:
         fps = as_fps(text.strip())
     except (ValueError, ZeroDivisionError, OverflowError):
         fps = None
-    if fps is None or not 0 < fps <= MAX_FPS:
+    if fps is not None and MIN_FPS <= fps <= MAX_FPS and max(fps.numerator, fps.denominator) >= 2**31:
+        raise argparse.ArgumentTypeError(f"{text!r} has too many digits for a video time base: round it, e.g. 29.97 or 30000/1001")
+    if fps is None or not MIN_FPS <= fps <= MAX_FPS:
         raise argparse.ArgumentTypeError(
-            f"{text!r} is not a frame rate: give a number of frames per second in (0, {MAX_FPS}], e.g. 60 or 60000/1001"
+            f"{text!r} is not a frame rate: give frames per second from {MIN_FPS} to {MAX_FPS}, e.g. 60, 29.97 or 60000/1001"
         )
     return text.strip()
 
