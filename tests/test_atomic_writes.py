@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from wan_pipeline.media.atomic import HOST_TAG, UNKNOWN_WRITER_MAX_AGE_S, atomic_path, remove_stale_parts, write_text_atomic
+from wan_pipeline.media.atomic import HOST_TAG, MIN_IDLE_S, UNKNOWN_WRITER_MAX_AGE_S, atomic_path, remove_stale_parts, write_text_atomic
 from wan_pipeline.media.clip import Clip
 from wan_pipeline.media.image_io import write_image
 from wan_pipeline.media.video_io import write_video
@@ -44,6 +44,12 @@ def _holder(target: Path) -> subprocess.Popen:
     )
     assert proc.stdout.readline().strip() == "writing"
     return proc
+
+
+def _age(path: Path, seconds: float) -> None:
+    """Set ``path``'s times ``seconds`` into the past."""
+    t = time.time() - seconds
+    os.utime(path, (t, t))
 
 
 def _parts(folder: Path) -> list[Path]:
@@ -78,11 +84,17 @@ def test_leftover_of_a_killed_writer_is_removed_by_the_next_write(tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait(5)
     assert target.read_text() == "good" and leftover.exists()
+    write_text_atomic(tmp_path / "other.json", "x")
+    assert leftover.exists()  # written to a moment ago: left alone for MIN_IDLE_S, whoever wrote it
+    _age(leftover, MIN_IDLE_S + 1)
     write_text_atomic(tmp_path / "other.json", "x")  # any write into the folder cleans it
     assert _parts(tmp_path) == [] and target.read_text() == "good"
 
 
-def test_a_live_writers_temporary_file_is_never_removed(tmp_path):
+def test_a_live_writers_temporary_file_is_never_removed(tmp_path, monkeypatch):
+    from wan_pipeline.media import atomic
+
+    monkeypatch.setattr(atomic, "MIN_IDLE_S", 0.0)  # judged by its writer alone, not by its age
     target = tmp_path / "clip.json"
     proc = _holder(target)
     try:
@@ -108,14 +120,17 @@ def test_reused_pid_old_names_and_other_hosts(tmp_path):
     other_host_recent = tmp_path / ".clip.ffffffff-1.0123abcd.part.mp4"
     other_host_old = tmp_path / ".interpolated.ffffffff-1.0123abce.part.mp4"
     unrelated = tmp_path / ".notes.part"
-    for p in (reused, dead, old_scheme_recent, old_scheme_old, other_host_recent, other_host_old, unrelated):
+    just_written = tmp_path / f".film.{HOST_TAG}-{child.stdout.strip()}.0123abcf.part.mp4"  # dead PID, but fresh
+    for p in (reused, dead, old_scheme_recent, old_scheme_old, other_host_recent, other_host_old, unrelated, just_written):
         p.write_text("partial")
+    for p in (dead, old_scheme_recent, other_host_recent, unrelated):
+        _age(p, MIN_IDLE_S + 1)
     os.utime(reused, (now - 3 * 24 * 3600, now - 3 * 24 * 3600))
     for p in (old_scheme_old, other_host_old):
         os.utime(p, (now - UNKNOWN_WRITER_MAX_AGE_S - 60,) * 2)
     removed = set(remove_stale_parts(tmp_path))
     assert removed == {reused, dead, old_scheme_old, other_host_old}
-    assert old_scheme_recent.exists() and other_host_recent.exists() and unrelated.exists()
+    assert old_scheme_recent.exists() and other_host_recent.exists() and unrelated.exists() and just_written.exists()
 
 
 def test_atomic_path_leaves_nothing_when_the_body_fails(tmp_path):
@@ -139,6 +154,7 @@ def test_recover_command_cleans_leftovers_under_the_outputs(tmp_path, monkeypatc
     proc.send_signal(signal.SIGKILL)
     proc.wait(5)
     (leftover,) = _parts(scene)
+    _age(leftover, MIN_IDLE_S + 1)
     assert main(["recover"]) == 0
     assert str(leftover) in capsys.readouterr().out
     assert _parts(scene) == [] and good.read_bytes() == b"good output" and not target.exists()

@@ -191,6 +191,15 @@ def test_bad_lora_paths_fail_validation(tmp_path, capsys, lora, expected):
     assert rc == 2 and expected in err
 
 
+@pytest.mark.parametrize("field", ["image", "lora"])
+@pytest.mark.parametrize("name", ["a" * 300 + ".png", "a\x00b.png"])
+def test_unusable_paths_are_field_errors(tmp_path, field, name):
+    scene = {**GOOD_SCENE, "keyframe": {"image": name}} if field == "image" else {**GOOD_SCENE, "loras": [{"path": name}]}
+    msg = str(_error(write_story(tmp_path, [scene], preset="preview")))
+    where = "scenes[0].keyframe" if field == "image" else "scenes[0].loras[0].path"
+    assert where in msg and "not a usable path" in msg
+
+
 def test_fingerprint_never_reads_a_lora_outside_the_story_folder(tmp_path):
     from wan_pipeline.fingerprint import scene_fingerprint
 

@@ -212,3 +212,46 @@ def test_scene_list_argument_is_exit_2_or_a_non_empty_list(scenes):
         return
     ids = args.scenes.split(",")
     assert ids and all(s and s == s.strip() for s in ids)
+
+
+PRESET_PATHS = [
+    ("name",),
+    ("width",),
+    ("height",),
+    ("fps",),
+    ("device",),
+    ("checks",),
+    ("stages",),
+    ("stages", "keyframe"),
+    ("stages", "clip", "engine"),
+    ("stages", "clip", "handoff_blend"),
+    ("stages", "clip", "motion_strength"),
+    ("stages", "interpolated", "factor"),
+    ("stages", "interpolated", "engine"),
+    ("stages", "upscaled", "factor"),
+    ("stages", "upscaled", "model"),
+    ("stages", "film", "crossfade_frames"),
+    ("stages", "film", "crf"),
+]
+
+
+@pytest.fixture(scope="module")
+def preset_folder(tmp_path_factory):
+    from tests.conftest import REPO
+
+    folder = tmp_path_factory.mktemp("fuzz-presets")
+    base = yaml.safe_load((REPO / "workflows" / "preview.yaml").read_text())
+    return folder, base
+
+
+@FAST
+@given(path=st.sampled_from(PRESET_PATHS), action=st.sampled_from(["set", "delete", "extra"]), value=values)
+def test_mutated_presets_never_give_a_traceback(story_folder, preset_folder, path, action, value):
+    folder, base = preset_folder
+    preset = folder / "mutant.yaml"
+    preset.write_text(yaml.safe_dump(_mutate(base, path, action, value), allow_unicode=True))
+    rc, out, err = _run(["validate", str(story_folder / "good.yaml"), "--preset", str(preset)])
+    assert rc in (0, 2), err
+    assert "Traceback" not in err + out
+    if rc == 2:
+        assert str(preset) in err or "stages." in err, err

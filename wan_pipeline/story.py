@@ -182,12 +182,19 @@ def contained_file(base: Path, relative: str, what: str) -> Path:
     """``base / relative`` resolved; raises ValueError (message with the fix) unless it is a regular
     file inside ``base`` (symlinks are followed first, so a link out of the folder is refused)."""
     base = base.resolve()
-    path = (base / relative).resolve()
-    if not path.is_relative_to(base):
+    try:
+        path = (base / relative).resolve()
+        inside, exists, is_file = path.is_relative_to(base), path.exists(), path.is_file()
+    except (OSError, ValueError) as exc:  # a name too long, a NUL byte
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise ValueError(
+            f"{what} {relative[:80]!r} is not a usable path ({reason}): give a short path relative to the story file"
+        ) from None
+    if not inside:
         raise ValueError(f"{what} {relative!r} is outside the story's folder {base}: copy it into that folder")
-    if not path.exists():
+    if not exists:
         raise ValueError(f"{what} {relative!r} not found (looked at {path}); paths are relative to the story file")
-    if not path.is_file():
+    if not is_file:
         raise ValueError(f"{what} {relative!r} is not a regular file ({path})")
     return path
 

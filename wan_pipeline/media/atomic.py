@@ -1,9 +1,10 @@
 """Atomic file writes: write to a temporary file beside the target, then rename into place.
 
 The temporary file is ``.<stem>.<host>-<pid>.<random>.part<suffix>``: hidden, never read as an
-output, and naming its writer, so that a leftover from a killed writer can be told apart from a
-file another live process is still writing (:func:`remove_stale_parts`). Files are created with
-mode 0666 minus the umask (0644 under the usual 022), as ``open()`` would, not 0600.
+output, and naming its writer (``host`` tags the PID space: host, boot and PID namespace), so
+that a leftover from a killed writer can be told apart from a file another live process is still
+writing (:func:`remove_stale_parts`). Files are created with mode 0666 minus the umask (0644
+under the usual 022), as ``open()`` would, not 0600.
 """
 
 from __future__ import annotations
@@ -20,8 +21,22 @@ from pathlib import Path
 
 import psutil
 
-#: This machine in temporary names (shared storage: a PID means nothing on another host).
-HOST_TAG = hashlib.sha1(socket.gethostname().encode(), usedforsecurity=False).hexdigest()[:8]
+
+def _pid_space() -> str:
+    """What makes a PID meaningful: the host, its boot and the PID namespace (containers)."""
+    parts = [socket.gethostname()]
+    with contextlib.suppress(OSError):
+        parts.append(Path("/proc/sys/kernel/random/boot_id").read_text().strip())
+    with contextlib.suppress(OSError):
+        parts.append(str(os.stat("/proc/self/ns/pid").st_ino))
+    return "/".join(parts)
+
+
+#: This PID space in temporary names: a PID written by another host, boot or container means
+#: nothing here (shared storage), so such files are judged by age only.
+HOST_TAG = hashlib.sha1(_pid_space().encode(), usedforsecurity=False).hexdigest()[:8]
+#: A temporary file written to within this many seconds is never removed, whoever wrote it (s).
+MIN_IDLE_S = 60.0
 #: A temporary file whose writer cannot be identified (another host, or an older naming scheme)
 #: is removed only after this many seconds without a write (s); no single write takes a day.
 UNKNOWN_WRITER_MAX_AGE_S = 24 * 3600
@@ -45,6 +60,8 @@ def _part_path(target: Path) -> Path:
 
 def _writer_gone(host: str | None, pid: str | None, mtime: float, now: float) -> bool:
     """Whether the process that wrote a temporary file can no longer be writing it."""
+    if now - mtime < MIN_IDLE_S:
+        return False
     if host != HOST_TAG or pid is None:
         return now - mtime > UNKNOWN_WRITER_MAX_AGE_S
     try:
@@ -62,8 +79,9 @@ def _writer_gone(host: str | None, pid: str | None, mtime: float, now: float) ->
 def remove_stale_parts(folder: str | os.PathLike, recursive: bool = False) -> list[Path]:
     """Delete the temporary files of :func:`atomic_path` in ``folder`` whose writer is gone.
 
-    Gone: the PID in the name is not running, or is a process started after the file was last
-    written (PID reuse). A file from another host or without a PID is removed only after
+    Gone: the file was not written to for :data:`MIN_IDLE_S`, and the PID in its name is not
+    running or is a process started after the file was last written (PID reuse). A file from
+    another PID space (host, boot, container) or without a PID is removed only after
     :data:`UNKNOWN_WRITER_MAX_AGE_S`. A file a live process is writing is never touched.
     Returns the removed paths.
     """
