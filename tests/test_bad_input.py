@@ -379,3 +379,47 @@ def test_corrupt_telemetry_sidecar_in_report(workspace, capsys):
     _write(sidecar, b"[1, 2]")
     rc, err = _cli(["report", workspace["story"]], capsys)
     assert rc == 2 and str(sidecar) in err
+
+
+@pytest.mark.parametrize("command", ["validate", "status", "render", "report", "upscale-in", "upscale-out", "doctor", "inspect"])
+def test_path_arguments_too_long_for_the_os_are_exit_2(clip_file, tmp_path, capsys, command):
+    long = str(tmp_path / ("x" * 300 + ".yaml"))
+    argv = {
+        "upscale-in": ["upscale", long, tmp_path / "o.mp4"],
+        "upscale-out": ["upscale", clip_file, long],
+    }.get(command, [command, long])
+    rc, err = _cli(argv, capsys)
+    assert rc == 2 and "File name too long" in err and "shorter path" in err
+
+
+def test_make_tiny_models_into_a_folder_under_a_file(tmp_path, capsys):
+    blocker = _write(tmp_path / "blocker", b"x")
+    rc, err = _cli(["make-tiny-models", blocker / "tiny"], capsys)
+    assert rc == 2 and str(blocker / "tiny") in err and "Not a directory" in err
+
+
+def test_image_broken_after_loading_fails_its_stage_at_once_and_keeps_the_good_output(workspace):
+    """Validation at load cannot see an image replaced while a render runs: the keyframe stage
+    then fails with the file named, without retries (bad input is not transient)."""
+    import dagster as dg
+
+    from assets.story_assets import build_story_assets
+    from resources import default_resources
+
+    story = load_story(workspace["story"])
+    key = dg.AssetSelection.assets([story.id, "keyframe"])
+    tags = {"dagster/partition": "one"}
+    with dg.instance_for_test() as instance:
+        assets = build_story_assets(story)
+        assert dg.materialize(assets, selection=key, instance=instance, resources=default_resources(), tags=tags).success
+        from wan_pipeline.storage import StorageLayout
+
+        good = StorageLayout.default().output(story.id, "one", "keyframe")
+        before = good.read_bytes()
+        (workspace["story"].parent / "images" / "rocket.jpg").write_bytes(b"this is not a jpeg")
+        result = dg.materialize(assets, selection=key, instance=instance, resources=default_resources(), tags=tags, raise_on_error=False)
+        assert not result.success
+        (failure,) = result.get_step_failure_events()
+        assert "rocket.jpg" in str(failure.step_failure_data.error) and "cannot be read as an image" in str(failure.step_failure_data.error)
+        assert instance.all_logs(result.run_id, of_type=dg.DagsterEventType.STEP_UP_FOR_RETRY) == []
+        assert good.read_bytes() == before

@@ -8,6 +8,7 @@ the Dagster UI would, so runs, materializations and telemetry show up there.
 from __future__ import annotations
 
 import argparse
+import errno
 import math
 import os
 import sys
@@ -85,6 +86,21 @@ def _height_arg(text: str) -> int:
     if value < MIN_OUTPUT_SIDE:
         raise argparse.ArgumentTypeError(f"{text!r} is not an output height: give a whole number of pixels ≥ {MIN_OUTPUT_SIDE}, e.g. 1080")
     return value
+
+
+def _path_arg(text: str) -> str:
+    """A file or folder argument: a name the operating system can use (each component at most
+    255 bytes, the whole at most 4096); whether it exists is checked by the command."""
+    try:
+        os.stat(text)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        if exc.errno in (errno.ENAMETOOLONG, errno.EINVAL):
+            raise argparse.ArgumentTypeError(f"{text[:60]!r}…: {exc.strerror}; give a shorter path") from None
+    except ValueError as exc:  # embedded NUL
+        raise argparse.ArgumentTypeError(f"{text[:60]!r}: {exc}") from None
+    return text
 
 
 def _scenes_arg(text: str) -> str:
@@ -574,51 +590,51 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("validate", help="check a story file (exit 0 if valid, 2 with the errors)")
-    p.add_argument("story", help="story file (YAML or JSON)")
-    p.add_argument("--preset", help="also check this preset instead of the story's own")
+    p.add_argument("story", type=_path_arg, help="story file (YAML or JSON)")
+    p.add_argument("--preset", type=_path_arg, help="also check this preset instead of the story's own")
     p.set_defaults(func=cmd_validate)
 
     p = sub.add_parser("render", help="render a story through Dagster; prints the film's path last")
-    p.add_argument("story", help="story file (YAML or JSON), anywhere on disk")
-    p.add_argument("--preset", help="preset name (workflows/<name>.yaml) or file; default: the story's own")
+    p.add_argument("story", type=_path_arg, help="story file (YAML or JSON), anywhere on disk")
+    p.add_argument("--preset", type=_path_arg, help="preset name (workflows/<name>.yaml) or file; default: the story's own")
     p.add_argument("--scenes", type=_scenes_arg, help="comma-separated scene ids to (re)render; default: all")
     p.add_argument("--stale", action="store_true", help="render only what is stale or missing (one run), see `status`")
     p.add_argument("-v", "--verbose", action="store_true", help="show Dagster's INFO log")
     p.set_defaults(func=cmd_render)
 
     p = sub.add_parser("inspect", help="identify a Wan checkpoint from its configs (no weights read); JSON")
-    p.add_argument("model", help="local diffusers folder or Hugging Face repo id (looked up in the HF cache, offline)")
+    p.add_argument("model", type=_path_arg, help="local diffusers folder or Hugging Face repo id (looked up in the HF cache, offline)")
     p.set_defaults(func=cmd_inspect)
 
     p = sub.add_parser("doctor", help="what this machine has and what a preset's models need")
-    p.add_argument("preset", nargs="?", default="preview", help="preset name or file (default: preview)")
+    p.add_argument("preset", type=_path_arg, nargs="?", default="preview", help="preset name or file (default: preview)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=cmd_doctor)
 
     p = sub.add_parser("make-tiny-models", help="write the random-weight miniature checkpoints of the `tiny` preset")
-    p.add_argument("dir", nargs="?", help="target folder (default: <storage>/models/tiny)")
+    p.add_argument("dir", type=_path_arg, nargs="?", help="target folder (default: <storage>/models/tiny)")
     p.set_defaults(func=cmd_make_tiny_models)
 
     p = sub.add_parser("interpolate", help="interpolate any video with the preset's interpolation engine")
-    p.add_argument("input")
-    p.add_argument("output")
+    p.add_argument("input", type=_path_arg)
+    p.add_argument("output", type=_path_arg)
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--factor", type=_factor_arg, help="2 or 4: n frames become factor*(n-1)+1")
     g.add_argument("--fps", type=_fps_arg, help="target frame rate, e.g. 60 or 60000/1001")
-    p.add_argument("--preset", default="preview", help="preset whose `interpolated` engine is used (default: preview)")
+    p.add_argument("--preset", type=_path_arg, default="preview", help="preset whose `interpolated` engine is used (default: preview)")
     p.set_defaults(func=cmd_interpolate)
 
     p = sub.add_parser("upscale", help="upscale any video with the preset's upscaling engine")
-    p.add_argument("input")
-    p.add_argument("output")
+    p.add_argument("input", type=_path_arg)
+    p.add_argument("output", type=_path_arg)
     g = p.add_mutually_exclusive_group()
     g.add_argument("--scale", type=_scale_arg, help="scale factor")
     g.add_argument("--height", type=_height_arg, help="output height in pixels (width keeps the aspect, even)")
-    p.add_argument("--preset", default="preview", help="preset whose `upscaled` engine is used (default: preview)")
+    p.add_argument("--preset", type=_path_arg, default="preview", help="preset whose `upscaled` engine is used (default: preview)")
     p.set_defaults(func=cmd_upscale)
 
     p = sub.add_parser("status", help="per scene and stage: materialized / stale (why) / missing / failed check; exit 1 unless all fresh")
-    p.add_argument("story", help="story file (YAML or JSON)")
+    p.add_argument("story", type=_path_arg, help="story file (YAML or JSON)")
     p.set_defaults(func=cmd_status)
 
     p = sub.add_parser(
@@ -631,12 +647,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_recover)
 
     p = sub.add_parser("report", help="print the render telemetry of a story: one row per scene and stage, and the film")
-    p.add_argument("story", help="story file (YAML or JSON)")
+    p.add_argument("story", type=_path_arg, help="story file (YAML or JSON)")
     p.add_argument("--chart", action="store_true", help="also (re)write outputs/<story>/render-report.png and print its path")
     p.set_defaults(func=cmd_report)
 
     return parser
 
+
+#: OS errors on a path that mean the path is wrong (exit 2), not that the machine failed (exit 1).
+BAD_PATH_ERRNOS = {errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.EEXIST, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENAMETOOLONG}
 
 #: The commands that open the storage root (Dagster instance, outputs); checked before they run.
 STORAGE_COMMANDS = ("render", "status", "recover", "report")
@@ -658,6 +677,12 @@ def main(argv: list[str] | None = None) -> int:
     except WanPipelineError as exc:
         _err(f"error: {exc}")
         return EXIT_FAILED
+    except OSError as exc:
+        # a path the user gave or pointed at (storage, output, model folder) that cannot be used
+        if exc.filename is None:
+            raise
+        _err(f"error: {exc.filename}: {exc.strerror or exc}; check the path and its permissions")
+        return EXIT_BAD_INPUT if exc.errno in BAD_PATH_ERRNOS else EXIT_FAILED
     except KeyboardInterrupt:
         _err("interrupted")
         return EXIT_SIGINT
