@@ -148,6 +148,39 @@ def test_16_bit_png_keeps_its_tones(tmp_path):
     assert load_story(story).scene_ids == ["dawn"]
 
 
+@pytest.mark.parametrize("mode", ["P", "LA", "L", "1", "CMYK", "RGBA", "I", "F"])
+def test_other_image_modes_convert_to_rgb(tmp_path, mode):
+    from PIL import Image
+
+    src = Image.open(IMAGES / "coffee.png").convert("RGB").resize((64, 48))
+    expected = np.asarray(src.convert("L").convert("RGB") if mode in ("LA", "L", "I", "F") else src, dtype=np.int16)
+    img = src.convert(mode) if mode not in ("I", "F") else src.convert("L").convert(mode)
+    if mode == "I":  # 16-bit range, as a 16-bit PNG decodes
+        img = Image.fromarray(np.asarray(img, dtype=np.int32) * 257, mode="I")
+    if mode == "F":  # float 0..1
+        img = Image.fromarray(np.asarray(img, dtype=np.float32) / 255.0, mode="F")
+    if mode == "P":  # the palette's own colours (quantised and dithered from the photo)
+        expected = np.asarray(img.convert("RGB"), dtype=np.int16)
+    path = tmp_path / ("x.jpg" if mode == "CMYK" else "x.tif" if mode in ("I", "F") else "x.png")
+    img.save(path)
+    out = read_image(path)
+    assert out.shape == (48, 64, 3) and out.dtype == np.uint8
+    if mode != "1":  # 1-bit is dithered: only its brightness is comparable
+        tolerance = {"CMYK": 8}.get(mode, 1)  # JPEG quantisation, mean grey levels
+        assert np.abs(out.astype(np.int16) - expected).mean() <= tolerance
+    assert 20 < out.mean() < 235  # never a white (or black) frame
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    from PIL import Image
+
+    img = Image.new("RGB", (40, 20), (200, 30, 30))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° clockwise to display
+    img.save(tmp_path / "phone.jpg", exif=exif)
+    assert read_image(tmp_path / "phone.jpg").shape == (40, 20, 3)
+
+
 def _lora_file(path: Path) -> Path:
     from safetensors.numpy import save_file
 
