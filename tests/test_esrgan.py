@@ -184,3 +184,33 @@ def test_cuda_fp16_matches_cpu_fp32(tiny, crop):
     a, b = gpu.upscale_frames(frames), cpu.upscale_frames(frames)
     assert a.shape == b.shape == (3, 1024, 1024, 3)
     assert np.abs(a.astype(int) - b.astype(int)).mean() < 1.0
+
+
+class _Payload:
+    """Pickled, it runs ``Path(marker).touch()`` when unpickled by an unrestricted loader."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_pt_weights_are_loaded_weights_only(tmp_path, tiny, preset):
+    """A ``.pt`` upscaler file is read as tensors only: a state dict loads, a TorchScript program
+    or a pickle that runs code is refused naming the file, and the code never runs."""
+    state = torch.load(tiny["srvgg_x4"], weights_only=True)
+    plain = tmp_path / "plain.pt"
+    torch.save(state, plain)
+    assert load_sr_model(plain).scale == 4
+    marker = tmp_path / "code-ran"
+    evil = tmp_path / "evil.pt"
+    torch.save({"params": _Payload(marker)}, evil)
+    with pytest.raises(InputError, match="evil.pt.*no TorchScript, no pickled objects"):
+        RealEsrganUpscaler({"model": str(evil)}, preset)
+    assert not marker.exists()
+    # a TorchScript program of a working upscaler (spandrel would run it through torch.jit.load)
+    scripted = tmp_path / "scripted.pt"
+    torch.jit.save(torch.jit.trace(load_sr_model(plain).model, torch.zeros(1, 3, 16, 16)), str(scripted))
+    with pytest.raises(InputError, match="scripted.pt.*cannot load"):
+        RealEsrganUpscaler({"model": str(scripted)}, preset)

@@ -8,6 +8,8 @@ the Dagster UI would, so runs, materializations and telemetry show up there.
 from __future__ import annotations
 
 import argparse
+import errno
+import math
 import os
 import sys
 import warnings
@@ -16,6 +18,15 @@ from pathlib import Path
 from wan_pipeline.errors import InputError, WanPipelineError
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+EXIT_SIGINT = 130  # 128 + SIGINT (shell convention)
+
+#: Largest frame ``upscale`` writes: 8K UHD (7680x4320) in pixels; the whole clip is held in memory.
+MAX_OUTPUT_PIXELS = 7680 * 4320
+#: Smallest output side (pixels); the preset schema's own lower bound for width and height.
+MIN_OUTPUT_SIDE = 16
+#: Frame rates ``interpolate --fps`` accepts (fps); numerator and denominator must also fit the
+#: 32-bit rational of FFmpeg's time base (AVRational).
+MIN_FPS, MAX_FPS = 1, 1000
 
 
 def _err(message: str) -> None:
@@ -23,18 +34,156 @@ def _err(message: str) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# argument types: a bad value is an argparse error (usage line, exit 2) naming the option
+
+
+def _fps_arg(text: str) -> str:
+    """``--fps``: a frame rate from :data:`MIN_FPS` to :data:`MAX_FPS` (``60``, ``29.97``,
+    ``60000/1001``); returned as given."""
+    from wan_pipeline.media.clip import as_fps
+
+    try:
+        fps = as_fps(text.strip())
+    except (ValueError, ZeroDivisionError, OverflowError):
+        fps = None
+    if fps is not None and MIN_FPS <= fps <= MAX_FPS and max(fps.numerator, fps.denominator) >= 2**31:
+        raise argparse.ArgumentTypeError(f"{text!r} has too many digits for a video time base: round it, e.g. 29.97 or 30000/1001")
+    if fps is None or not MIN_FPS <= fps <= MAX_FPS:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a frame rate: give frames per second from {MIN_FPS} to {MAX_FPS}, e.g. 60, 29.97 or 60000/1001"
+        )
+    return text.strip()
+
+
+def _factor_arg(text: str) -> int:
+    """``--factor``: a whole number ≥ 2 (the engine decides which ones it supports)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an interpolation factor: give a whole number such as 2 or 4")
+    return value
+
+
+def _scale_arg(text: str) -> float:
+    """``--scale``: a finite number > 0 (the output size is checked against the input's)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a scale factor: give a positive number such as 2 or 1.5")
+    return value
+
+
+def _height_arg(text: str) -> int:
+    """``--height``: output height in pixels, at least :data:`MIN_OUTPUT_SIDE`."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < MIN_OUTPUT_SIDE:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an output height: give a whole number of pixels ≥ {MIN_OUTPUT_SIDE}, e.g. 1080")
+    return value
+
+
+def _path_arg(text: str) -> str:
+    """A file or folder argument: a name the operating system can use (each component at most
+    255 bytes, the whole at most 4096); whether it exists is checked by the command."""
+    try:
+        os.stat(text)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        if exc.errno in (errno.ENAMETOOLONG, errno.EINVAL):
+            raise argparse.ArgumentTypeError(f"{text[:60]!r}…: {exc.strerror}; give a shorter path") from None
+    except ValueError as exc:  # embedded NUL
+        raise argparse.ArgumentTypeError(f"{text[:60]!r}: {exc}") from None
+    return text
+
+
+def _scenes_arg(text: str) -> str:
+    """``--scenes``: comma-separated scene ids, at least one; returned normalised (``a,b``)."""
+    ids = [s.strip() for s in text.split(",") if s.strip()]
+    if not ids:
+        raise argparse.ArgumentTypeError(f"{text!r} names no scene: give scene ids separated by commas, e.g. intro,finale")
+    return ",".join(ids)
+
+
+def _output_file(path: str) -> Path:
+    """Raise :class:`InputError` unless ``path`` can be written as a file (not a folder, its
+    folder creatable and writable)."""
+    p = Path(path)
+    if p.is_dir():
+        raise InputError(path, "output: this is a folder; give the path of the file to write, e.g. out.mp4")
+    parent = p.absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise InputError(path, f"output: {parent} is a file, so no folder can be created there; choose another output path")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(path, f"output: the folder {parent} is not writable; choose another output path")
+    return p
+
+
+def _blame_option(exc: InputError, preset_name: str, stage: str, option: str) -> InputError:
+    """An engine error about a value the command line put into the preset's ``stage`` section is
+    re-addressed to ``option``: when the preset's own section builds, the option is at fault."""
+    from wan_pipeline.preflight import preset_problems
+    from wan_pipeline.preset import load_preset
+
+    try:
+        preset = load_preset(preset_name)
+    except InputError:
+        return exc
+    if exc.file != preset.source_path or preset_problems(preset, (stage,)):
+        return exc
+    head = f"stages.{stage}."
+    problems = [p.removeprefix(head).removeprefix("(top level): ") for p in exc.problems]
+    return InputError(None, [f"{option}: {p} (engine {preset.stage(stage).engine!r} of preset {preset.name!r})" for p in problems])
+
+
+# ---------------------------------------------------------------------------------------------
 # validate
 
 
 def cmd_validate(args) -> int:
+    """Check the story (schema, images decoded, LoRA files) and its preset (schema and the same
+    per-stage checks as ``render``); print every problem of both files at once."""
+    from wan_pipeline.config_files import load_document
+    from wan_pipeline.preflight import preset_problems
     from wan_pipeline.preset import load_preset
     from wan_pipeline.story import load_story
 
-    story = load_story(args.story)
-    load_preset(args.preset or story.preset)
-    print(
-        f"ok: {args.story}: story {story.id!r}, {len(story.scenes)} scenes ({', '.join(story.scene_ids)}), preset {args.preset or story.preset!r}"
-    )
+    errors: list[InputError] = []
+    story = None
+    preset_name = args.preset
+    try:
+        story = load_story(args.story)
+        preset_name = preset_name or story.preset
+    except InputError as exc:
+        errors.append(exc)
+        if preset_name is None:  # still check the preset the file names, if it names one
+            try:
+                doc = load_document(args.story)
+            except InputError:
+                doc = None
+            named = doc.get("preset", "preview") if isinstance(doc, dict) else None
+            preset_name = named if isinstance(named, str) and named.strip() else None
+    if preset_name is not None:
+        try:
+            preset = load_preset(preset_name)
+            problems = preset_problems(preset)
+            if problems:
+                errors.append(InputError(preset.source_path, problems))
+        except InputError as exc:
+            errors.append(exc)
+    if errors:
+        for exc in errors:
+            _err(f"error: {exc}")
+        return EXIT_BAD_INPUT
+    print(f"ok: {args.story}: story {story.id!r}, {len(story.scenes)} scenes ({', '.join(story.scene_ids)}), preset {preset_name!r}")
     return EXIT_OK
 
 
@@ -173,12 +322,18 @@ def cmd_reload(args) -> int:
 
 def cmd_recover(args) -> int:
     from assets.recovery import recover_killed_runs
+    from wan_pipeline.media.atomic import remove_stale_parts
+    from wan_pipeline.storage import StorageLayout
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         recovered = recover_killed_runs(_instance(), log=print)
     if not recovered:
         print("no killed runs: nothing to recover")
+    layout = StorageLayout.default()
+    removed = [p for folder in (layout.outputs, layout.models) for p in remove_stale_parts(folder, recursive=True)]
+    for path in removed:
+        print(f"removed the leftover temporary file of a killed writer: {path}")
     return EXIT_OK
 
 
@@ -230,9 +385,20 @@ def _crf_or_default(crf: int | None) -> int:
 def cmd_interpolate(args) -> int:
     from wan_pipeline.postprocess import interpolate_file
 
-    info = interpolate_file(
-        args.input, args.output, factor=args.factor, fps=args.fps, preset=args.preset, lossless=args.lossless, crf=_crf_or_default(args.crf)
-    )
+    _output_file(args.output)
+    try:
+        info = interpolate_file(
+            args.input,
+            args.output,
+            factor=args.factor,
+            fps=args.fps,
+            preset=args.preset,
+            lossless=args.lossless,
+            crf=_crf_or_default(args.crf),
+        )
+    except InputError as exc:
+        option = f"--factor {args.factor}" if args.factor is not None else f"--fps {args.fps}"
+        raise _blame_option(exc, args.preset, "interpolated", option) from None
     print(
         f"{info.frames} frames at {info.fps} fps ({float(info.fps):.3f}), {info.width}x{info.height} {info.pix_fmt}, "
         f"audio: {'kept' if info.has_audio else 'none'}",
@@ -243,17 +409,35 @@ def cmd_interpolate(args) -> int:
 
 
 def cmd_upscale(args) -> int:
+    from wan_pipeline.media.video_io import probe_video
     from wan_pipeline.postprocess import upscale_file
 
-    info = upscale_file(
-        args.input,
-        args.output,
-        scale=args.scale,
-        height=args.height,
-        preset=args.preset,
-        lossless=args.lossless,
-        crf=_crf_or_default(args.crf),
-    )
+    _output_file(args.output)
+    option = f"--scale {args.scale:g}" if args.scale is not None else f"--height {args.height}" if args.height is not None else None
+    if option is not None:
+        src = probe_video(args.input)
+        f = args.scale if args.scale is not None else args.height / src.height
+        w, h = round(src.width * f), round(src.height * f)
+        if min(w, h) < MIN_OUTPUT_SIDE or w * h > MAX_OUTPUT_PIXELS:
+            raise InputError(
+                None,
+                f"{option}: the {src.width}x{src.height} input would become {w}x{h}; the output must be at least "
+                f"{MIN_OUTPUT_SIDE} pixels a side and at most {MAX_OUTPUT_PIXELS / 1e6:.1f} million pixels (8K UHD)",
+            )
+    try:
+        info = upscale_file(
+            args.input,
+            args.output,
+            scale=args.scale,
+            height=args.height,
+            preset=args.preset,
+            lossless=args.lossless,
+            crf=_crf_or_default(args.crf),
+        )
+    except InputError as exc:
+        if option is None:
+            raise
+        raise _blame_option(exc, args.preset, "upscaled", option) from None
     print(
         f"{info.frames} frames at {info.fps} fps, {info.width}x{info.height} {info.pix_fmt}, audio: {'kept' if info.has_audio else 'none'}",
         file=sys.stderr,
@@ -323,57 +507,59 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("validate", help="check a story file (exit 0 if valid, 2 with the errors)")
-    p.add_argument("story", help="story file (YAML or JSON)")
-    p.add_argument("--preset", help="also check this preset instead of the story's own")
+    p.add_argument("story", type=_path_arg, help="story file (YAML or JSON)")
+    p.add_argument("--preset", type=_path_arg, help="also check this preset instead of the story's own")
     p.set_defaults(func=cmd_validate)
 
     p = sub.add_parser("render", help="render a story through Dagster; prints the film's path last")
-    p.add_argument("story", help="story file (YAML or JSON), anywhere on disk")
-    p.add_argument("--preset", help="preset name (workflows/<name>.yaml) or file; default: the story's own")
-    p.add_argument("--scenes", help="comma-separated scene ids to (re)render; default: all")
+    p.add_argument("story", type=_path_arg, help="story file (YAML or JSON), anywhere on disk")
+    p.add_argument("--preset", type=_path_arg, help="preset name (workflows/<name>.yaml) or file; default: the story's own")
+    p.add_argument("--scenes", type=_scenes_arg, help="comma-separated scene ids to (re)render; default: all")
     p.add_argument("--stale", action="store_true", help="render only what is stale or missing (one run), see `status`")
     p.add_argument("-v", "--verbose", action="store_true", help="show Dagster's INFO log")
     p.set_defaults(func=cmd_render)
 
     p = sub.add_parser("inspect", help="identify a Wan checkpoint from its configs or tensor shapes (no weights read); JSON")
     p.add_argument(
-        "model", help="local diffusers folder, Hugging Face repo id (HF cache, offline), or a .safetensors / .gguf transformer file"
+        "model",
+        type=_path_arg,
+        help="local diffusers folder, Hugging Face repo id (HF cache, offline), or a .safetensors / .gguf transformer file",
     )
     p.set_defaults(func=cmd_inspect)
 
     p = sub.add_parser(
         "doctor", help="what this machine has and what a preset's models need; exit 1, with each fix, when the preset cannot run here"
     )
-    p.add_argument("preset", nargs="?", default="preview", help="preset name or file (default: preview)")
+    p.add_argument("preset", type=_path_arg, nargs="?", default="preview", help="preset name or file (default: preview)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=cmd_doctor)
 
     p = sub.add_parser("make-tiny-models", help="write the random-weight miniature checkpoints of the `tiny` preset")
-    p.add_argument("dir", nargs="?", help="target folder (default: <storage>/models/tiny)")
+    p.add_argument("dir", type=_path_arg, nargs="?", help="target folder (default: <storage>/models/tiny)")
     p.set_defaults(func=cmd_make_tiny_models)
 
     p = sub.add_parser("interpolate", help="interpolate any video with the preset's interpolation engine")
-    p.add_argument("input")
-    p.add_argument("output")
+    p.add_argument("input", type=_path_arg)
+    p.add_argument("output", type=_path_arg)
     g = p.add_mutually_exclusive_group(required=True)
-    g.add_argument("--factor", type=int, help="2 or 4: n frames become factor*(n-1)+1")
-    g.add_argument("--fps", help="target frame rate, e.g. 60 or 60000/1001")
-    p.add_argument("--preset", default="preview", help="preset whose `interpolated` engine is used (default: preview)")
+    g.add_argument("--factor", type=_factor_arg, help="2 or 4: n frames become factor*(n-1)+1")
+    g.add_argument("--fps", type=_fps_arg, help="target frame rate, e.g. 60 or 60000/1001")
+    p.add_argument("--preset", type=_path_arg, default="preview", help="preset whose `interpolated` engine is used (default: preview)")
     _add_output_format(p)
     p.set_defaults(func=cmd_interpolate)
 
     p = sub.add_parser("upscale", help="upscale any video with the preset's upscaling engine")
-    p.add_argument("input")
-    p.add_argument("output")
+    p.add_argument("input", type=_path_arg)
+    p.add_argument("output", type=_path_arg)
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--scale", type=float, help="scale factor")
-    g.add_argument("--height", type=int, help="output height in pixels (width keeps the aspect, even)")
-    p.add_argument("--preset", default="preview", help="preset whose `upscaled` engine is used (default: preview)")
+    g.add_argument("--scale", type=_scale_arg, help="scale factor")
+    g.add_argument("--height", type=_height_arg, help="output height in pixels (width keeps the aspect, even)")
+    p.add_argument("--preset", type=_path_arg, default="preview", help="preset whose `upscaled` engine is used (default: preview)")
     _add_output_format(p)
     p.set_defaults(func=cmd_upscale)
 
     p = sub.add_parser("status", help="per scene and stage: materialized / stale (why) / missing / failed check; exit 1 unless all fresh")
-    p.add_argument("story", help="story file (YAML or JSON)")
+    p.add_argument("story", type=_path_arg, help="story file (YAML or JSON)")
     p.set_defaults(func=cmd_status)
 
     p = sub.add_parser(
@@ -386,11 +572,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_recover)
 
     p = sub.add_parser("report", help="print the render telemetry of a story: one row per scene and stage, and the film")
-    p.add_argument("story", help="story file (YAML or JSON)")
+    p.add_argument("story", type=_path_arg, help="story file (YAML or JSON)")
     p.add_argument("--chart", action="store_true", help="also (re)write outputs/<story>/render-report.png and print its path")
     p.set_defaults(func=cmd_report)
 
     return parser
+
+
+#: OS errors on a path that mean the path is wrong (exit 2), not that the machine failed (exit 1).
+BAD_PATH_ERRNOS = {errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.EEXIST, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENAMETOOLONG}
+
+#: The commands that open the storage root (Dagster instance, outputs); checked before they run.
+STORAGE_COMMANDS = ("render", "status", "recover", "report")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -398,6 +591,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     warnings.filterwarnings("ignore", module=r"dagster(\..*)?$")
     try:
+        if args.command in STORAGE_COMMANDS:
+            from wan_pipeline.storage import check_storage_root
+
+            check_storage_root()
         return args.func(args)
     except InputError as exc:
         _err(f"error: {exc}")
@@ -405,9 +602,15 @@ def main(argv: list[str] | None = None) -> int:
     except WanPipelineError as exc:
         _err(f"error: {exc}")
         return EXIT_FAILED
+    except OSError as exc:
+        # a path the user gave or pointed at (storage, output, model folder) that cannot be used
+        if exc.filename is None:
+            raise
+        _err(f"error: {exc.filename}: {exc.strerror or exc}; check the path and its permissions")
+        return EXIT_BAD_INPUT if exc.errno in BAD_PATH_ERRNOS else EXIT_FAILED
     except KeyboardInterrupt:
         _err("interrupted")
-        return 130
+        return EXIT_SIGINT
 
 
 if __name__ == "__main__":

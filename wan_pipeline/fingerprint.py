@@ -58,7 +58,7 @@ def scene_payload(story: Story, scene_id: str, preset: Preset | None = None) -> 
     if img is not None:
         payload["image_sha256"] = file_sha256(img)
     payload["loras"] = [
-        {"path": lora.path, "strength": lora.strength, "sha256": file_sha256(story.base_dir / lora.path)} for lora in scene.loras
+        {"path": lora.path, "strength": lora.strength, "sha256": file_sha256(story.lora_path(lora))} for lora in scene.loras
     ]
     if preset is not None:
         payload["preset"] = {stage: preset.stage_hash(stage) for stage in STAGES.names()}

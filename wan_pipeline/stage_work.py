@@ -202,7 +202,8 @@ def film_work(job: StageJob, run) -> None:
 
 
 def resolved_loras(story, scene) -> list:
-    """The scene's LoRAs with paths resolved against the story folder."""
+    """The scene's LoRAs with paths resolved against the story folder (an existing file inside it,
+    else :class:`InputError`)."""
     from wan_pipeline.story import LoraSpec
 
-    return [LoraSpec(path=str((story.base_dir / lora.path).resolve()), strength=lora.strength) for lora in scene.loras]
+    return [LoraSpec(path=str(story.lora_path(lora)), strength=lora.strength) for lora in scene.loras]  # inside the story folder

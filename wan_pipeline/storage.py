@@ -95,3 +95,22 @@ class StorageLayout:
         if not target.exists() and TEMPLATE_DAGSTER_YAML.is_file() and TEMPLATE_DAGSTER_YAML.resolve() != target.resolve():
             shutil.copyfile(TEMPLATE_DAGSTER_YAML, target)
         return home
+
+
+def check_storage_root(root: Path | None = None) -> Path:
+    """Create the storage root (default :func:`storage_root`) if needed and return it; raises
+    :class:`InputError` naming it and ``WAN_PIPELINE_STORAGE`` when it is a file, cannot be
+    created, or is not writable."""
+    from wan_pipeline.errors import InputError
+
+    root = root or storage_root()
+    fix = "set WAN_PIPELINE_STORAGE to a writable folder"
+    if root.exists() and not root.is_dir():
+        raise InputError(str(root), f"the storage root is a file, not a folder: {fix}")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(str(root), f"the storage root cannot be created ({exc.strerror or exc}): {fix}") from None
+    if not os.access(root, os.W_OK | os.X_OK):
+        raise InputError(str(root), f"the storage root is not writable: {fix}")
+    return root

@@ -16,15 +16,20 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 
 from wan_pipeline.config_files import load_document, validation_problems
 from wan_pipeline.errors import InputError
+from wan_pipeline.media.image_io import read_image
 
 ID_PATTERN = r"^[a-z0-9_]+$"
+#: Longest story or scene id: ids name folders (``outputs/<story>/<scene>/``), Dagster partition
+#: keys and run tags; 64 keeps every path component far below the 255-byte file-name limit.
+ID_MAX_LENGTH = 64
 CAMERA_MOTIONS = ("static", "zoom_in", "zoom_out", "pan_left", "pan_right", "pan_up", "pan_down")
 Camera = Literal["static", "zoom_in", "zoom_out", "pan_left", "pan_right", "pan_up", "pan_down"]
 Transition = Literal["handoff", "cut"]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict numbers: YAML ``true`` is not 1 s; NaN and infinity are not numbers
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class KeyframeSpec(_Strict):
@@ -43,25 +48,37 @@ class KeyframeSpec(_Strict):
 
 
 class LoraSpec(_Strict):
-    """A LoRA adapter (safetensors file) applied to the video model with ``strength`` (0..2)."""
+    """A LoRA adapter (safetensors file) applied to the video model with ``strength`` (0..2).
+
+    ``path`` is relative to the story file and must name an existing ``.safetensors`` file inside
+    the story's folder (checked when the story is loaded, header read only).
+    """
 
     path: str
-    strength: float = Field(1.0, ge=0.0, le=2.0)
+    strength: float = Field(1.0, ge=0.0, le=2.0, strict=True)
+
+    @field_validator("path")
+    @classmethod
+    def _inside_story(cls, v: str, info: ValidationInfo) -> str:
+        base = (info.context or {}).get("base_dir")
+        if base is not None:
+            _check_safetensors(contained_file(Path(base), v, "LoRA"))
+        return v
 
 
 class Scene(_Strict):
     """One scene of a story: one partition of every per-scene asset."""
 
-    id: str = Field(pattern=ID_PATTERN)
+    id: str = Field(pattern=ID_PATTERN, max_length=ID_MAX_LENGTH)
     prompt: str
     negative_prompt: str = ""
-    duration_s: float = Field(gt=0, le=600, description="seconds of finished film for this scene")
-    seed: int | None = Field(None, ge=0, le=2**32 - 1)
+    duration_s: float = Field(gt=0, le=600, strict=True, description="seconds of finished film for this scene")
+    seed: int | None = Field(None, ge=0, le=2**32 - 1, strict=True)
     keyframe: KeyframeSpec | None = None
     camera: Camera = "static"
     transition: Transition = "handoff"
-    guidance_scale: float | None = Field(None, ge=0, le=30)
-    steps: int | None = Field(None, ge=1, le=200)
+    guidance_scale: float | None = Field(None, ge=0, le=30, strict=True)
+    steps: int | None = Field(None, ge=1, le=200, strict=True)
     loras: tuple[LoraSpec, ...] = ()
 
     @field_validator("prompt")
@@ -77,27 +94,30 @@ class Scene(_Strict):
         base = (info.context or {}).get("base_dir")
         if v is None or v.image is None or base is None:
             return v
-        base = Path(base).resolve()
-        img = (base / v.image).resolve()
-        if not img.is_relative_to(base):
-            raise ValueError(f"image {v.image!r} is outside the story's folder {base}: copy it into that folder")
-        if not img.is_file():
-            raise ValueError(f"image {v.image!r} not found (looked at {img}); paths are relative to the story file")
+        img = contained_file(Path(base), v.image, "image")
+        try:
+            read_image(img)  # decodable, within the pixel limit, convertible to RGB
+        except InputError as exc:
+            raise ValueError(f"image {v.image!r}: {'; '.join(exc.problems)}") from None
         return v
 
 
 class Story(_Strict):
     """A story file: ``id`` (asset key prefix), ``title``, default ``preset`` and the ``scenes``."""
 
-    id: str = Field(pattern=ID_PATTERN)
+    id: str = Field(pattern=ID_PATTERN, max_length=ID_MAX_LENGTH)
     title: str = ""
-    preset: str = Field("preview", pattern=r"^[A-Za-z0-9_.-]+$")
-    scenes: tuple[Scene, ...] = Field(min_length=1)
+    preset: str = Field("preview", pattern=r"^[A-Za-z0-9_.-]+$", max_length=200)
+    # "at least one scene" is checked in _unique_ids, not with min_length: pydantic counts only the
+    # scenes that validated, so one bad scene would add a false "should have at least 1 item"
+    scenes: tuple[Scene, ...]
     source_path: str | None = Field(None, exclude=True)
 
     @field_validator("scenes")
     @classmethod
     def _unique_ids(cls, scenes: tuple[Scene, ...]) -> tuple[Scene, ...]:
+        if not scenes:
+            raise ValueError("a story needs at least one scene")
         seen: set[str] = set()
         for s in scenes:
             if s.id in seen:
@@ -137,6 +157,14 @@ class Story(_Strict):
             return None
         return (self.base_dir / scene.keyframe.image).resolve()
 
+    def lora_path(self, lora: LoraSpec) -> Path:
+        """The absolute path of a scene's LoRA; raises :class:`InputError` (the story file) unless
+        it is a file inside the story's folder (also for a story built without a source)."""
+        try:
+            return contained_file(self.base_dir, lora.path, "LoRA")
+        except ValueError as exc:
+            raise InputError(self.source_path, str(exc)) from None
+
     def seed(self, scene: Scene) -> int:
         """The scene's seed, or one derived from ``story.id/scene.id`` (stable across runs)."""
         if scene.seed is not None:
@@ -148,6 +176,41 @@ class Story(_Strict):
         if scene.keyframe is not None and scene.keyframe.prompt:
             return scene.keyframe.prompt
         return scene.prompt
+
+
+def contained_file(base: Path, relative: str, what: str) -> Path:
+    """``base / relative`` resolved; raises ValueError (message with the fix) unless it is a regular
+    file inside ``base`` (symlinks are followed first, so a link out of the folder is refused)."""
+    base = base.resolve()
+    try:
+        path = (base / relative).resolve()
+        inside, exists, is_file = path.is_relative_to(base), path.exists(), path.is_file()
+    except (OSError, ValueError) as exc:  # a name too long, a NUL byte
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise ValueError(
+            f"{what} {relative[:80]!r} is not a usable path ({reason}): give a short path relative to the story file"
+        ) from None
+    if not inside:
+        raise ValueError(f"{what} {relative!r} is outside the story's folder {base}: copy it into that folder")
+    if not exists:
+        raise ValueError(f"{what} {relative!r} not found (looked at {path}); paths are relative to the story file")
+    if not is_file:
+        raise ValueError(f"{what} {relative!r} is not a regular file ({path})")
+    return path
+
+
+def _check_safetensors(path: Path) -> None:
+    """Raise ValueError unless ``path`` ends in ``.safetensors`` and its header parses (no tensor
+    data is read; pickled ``.ckpt``/``.pt``/``.bin`` weights are never opened)."""
+    if path.suffix.lower() != ".safetensors":
+        raise ValueError(f"LoRA {path.name!r} must be a .safetensors file (pickled .ckpt/.pt/.bin weights can run code): convert it")
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="numpy") as fh:
+            fh.keys()
+    except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types for bad headers
+        raise ValueError(f"LoRA {path.name!r} is not a readable safetensors file ({exc})") from None
 
 
 def parse_story(data: object, source: str | Path | None = None) -> Story:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import psutil
 
+from wan_pipeline.errors import InputError
 from wan_pipeline.media.atomic import write_text_atomic
 
 CONTRACT_KEYS = (
@@ -194,8 +195,17 @@ def write_sidecar(output: str | os.PathLike, record: dict) -> Path:
 
 
 def read_sidecar(output: str | os.PathLike) -> dict | None:
-    """The telemetry record beside ``output``, or None when there is none."""
+    """The telemetry record beside ``output``, or None when there is none.
+
+    Raises :class:`InputError` naming the sidecar when it is not a JSON object (a damaged file).
+    """
     p = sidecar_path(output)
     if not p.is_file():
         return None
-    return json.loads(p.read_text(encoding="utf-8"))
+    try:
+        record = json.loads(p.read_text(encoding="utf-8"))
+    except (ValueError, OSError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        record = exc
+    if not isinstance(record, dict):
+        raise InputError(str(p), "damaged telemetry record (not a JSON object): delete it and re-render this stage to write it again")
+    return record

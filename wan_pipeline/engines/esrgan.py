@@ -19,6 +19,7 @@ tests).
 from __future__ import annotations
 
 import math
+import pickle
 from pathlib import Path
 from typing import Literal
 
@@ -39,6 +40,8 @@ CPU_MEMORY_FRACTION = 0.25
 #: pixels each: upsample, conv in/out, activation) plus eight at input resolution (dense blocks).
 HR_MAPS, LR_MAPS = 4, 8
 TILE_MIN, TILE_MAX, TILE_ROUND = 64, 2048, 16
+#: Weight files in torch's pickle format, loaded weights-only (see :func:`load_sr_model`).
+PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin")
 
 
 class RealEsrganParams(BaseModel):
@@ -46,7 +49,7 @@ class RealEsrganParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    model: str = Field(description="weights file (.pth/.safetensors); relative paths are under the storage root")
+    model: str = Field(description="weights file (.pth/.pt state dict or .safetensors); relative paths are under the storage root")
     tile: int | None = Field(None, ge=16, description="input tile size in pixels; default from free memory")
     tile_overlap: int = Field(16, ge=0, description="context pixels on each side of a tile, discarded")
     batch_size: int | None = Field(None, ge=1, description="frames per forward pass; default 4 on CUDA, 1 on CPU")
@@ -59,6 +62,11 @@ class RealEsrganParams(BaseModel):
 
 def load_sr_model(path: Path, device: str = "cpu"):
     """Load a single-image super-resolution model with spandrel.
+
+    Pickle-based files (``.pt``, ``.pth``, ``.ckpt``, ``.bin``) are read with
+    ``torch.load(weights_only=True)``: tensors and plain containers only, never a TorchScript
+    program or arbitrary pickled objects (spandrel itself would run ``torch.jit.load`` on a
+    ``.pt``); ``.safetensors`` go through spandrel's loader.
 
     Returns the spandrel ``ImageModelDescriptor`` (in eval mode, on ``device``; ``meta``: the
     architecture from the tensor names and shapes only, no weight data read — the pre-render
@@ -73,19 +81,37 @@ def load_sr_model(path: Path, device: str = "cpu"):
         raise InputError(
             str(path), "model: weights file not found; put the Real-ESRGAN weights there or fix `stages.upscaled.model` in the preset"
         )
+    loader = spandrel.ModelLoader(device=device)
     try:
-        if device == "meta":
-            if path.suffix.lower() == ".safetensors":
-                from safetensors import safe_open
+        meta = device == "meta"
+        state = None
+        if path.suffix.lower() in PICKLE_SUFFIXES:
+            try:
+                state = torch.load(path, map_location=device, weights_only=True, mmap=meta)
+            except Exception as exc:  # noqa: BLE001 - torch raises UnpicklingError, RuntimeError…
+                # torch's own text suggests weights_only=False, which is exactly what must not happen
+                why = "it holds objects other than tensors" if isinstance(exc, pickle.UnpicklingError) else str(exc).splitlines()[0][:200]
+                raise InputError(
+                    str(path),
+                    f"model: cannot load the weights ({type(exc).__name__}: {why}); only plain tensors are read "
+                    "(no TorchScript, no pickled objects): give a state dict (.pth) or a .safetensors file",
+                ) from None
+            if not isinstance(state, dict):
+                raise InputError(str(path), "model: the file holds no state dict; give a state dict (.pth) or a .safetensors file")
+        elif meta:
+            from safetensors import safe_open
 
-                with safe_open(str(path), framework="pt") as fh:
-                    state = {k: torch.empty(fh.get_slice(k).get_shape(), device="meta") for k in fh.keys()}  # noqa: SIM118
-            else:
-                state = torch.load(str(path), map_location="meta", weights_only=True, mmap=True)
+            with safe_open(str(path), framework="pt") as fh:
+                state = {k: torch.empty(fh.get_slice(k).get_shape(), device="meta") for k in fh.keys()}  # noqa: SIM118
+        if meta:
             with torch.device("meta"):
-                desc = spandrel.ModelLoader(device="meta").load_from_state_dict(spandrel.canonicalize_state_dict(state))
+                desc = loader.load_from_state_dict(spandrel.canonicalize_state_dict(state))
+        elif state is not None:
+            desc = loader.load_from_state_dict(state)
         else:
-            desc = spandrel.ModelLoader(device=device).load_from_file(path)
+            desc = loader.load_from_file(path)
+    except InputError:
+        raise
     except Exception as exc:  # spandrel / torch raise many types for bad files
         raise InputError(
             str(path),
