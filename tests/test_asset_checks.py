@@ -98,3 +98,27 @@ def test_frame_count_and_duration_checks_fail_on_wrong_files(good):
         assert not check_film_duration(story, preset, layout).passed
     finally:
         write_video(film, saved, lossless=False)
+
+
+def test_seam_check_says_why_it_skips_a_clip_without_flf2v(good):
+    """A clip rendered without its end frame (TI2V: ``flf2v: false`` in its record) is not held to
+    seam continuity; the check says so instead of failing on the jump."""
+    import json
+
+    from wan_pipeline.telemetry import sidecar_path
+
+    instance, story, layout, _ = good
+    preset = load_preset("tiny")
+    clip2 = layout.output(story.id, "s2", "clip")
+    side1 = sidecar_path(layout.output(story.id, "s1", "clip"))
+    original, record = read_video(clip2), side1.read_text()
+    try:
+        side1.write_text(json.dumps({**json.loads(record), "flf2v": False}))
+        write_video(clip2, Clip(np.ascontiguousarray(255 - original.frames), original.fps))
+        seams = check_seams(story, preset, layout)
+        assert seams.failed == ["s2"]  # s2 (flf2v true) → s3 still jumps
+        row = next(r for r in seams.rows if r["scene"] == "s1")
+        assert row["ok"] and "flf2v false" in row["skipped"] and "s1: skipped" in seams.summary
+    finally:
+        write_video(clip2, original)
+        side1.write_text(record)

@@ -246,3 +246,94 @@ def test_cuda_bf16_with_model_cpu_offload(storage, photos):
     again = engine.render(request(photos))
     assert np.array_equal(clip.frames, again.frames)
     engine.close()
+
+
+def test_bf16_stage_keeps_vae_and_image_encoder_in_float32(storage, photos):
+    """``dtype: bfloat16``: the denoiser and text encoder in bf16, the VAE and CLIP image encoder
+    in float32 (diffusers Wan examples), recorded as ``component_dtypes``; on CPU too."""
+    engine = clip_engine(dtype="bfloat16")
+    clip = engine.render(request(photos, duration=1.5))  # several segments: fp32 decode of bf16 latents
+    expected = {"transformer": "bfloat16", "text_encoder": "bfloat16", "vae": "float32", "image_encoder": "float32"}
+    assert clip.meta["component_dtypes"] == expected
+    assert engine.describe()["component_dtypes"] == expected
+    assert clip.frames.shape == (25, 32, 32, 3) and clip.frames.std() > 1.0
+    engine.close()
+    from wan_pipeline.engines.vace_film import WanVaceFilm
+
+    vace = WanVaceFilm({"model": "models/tiny/wan21-vace", "steps": 1, "max_sequence_length": 32, "dtype": "bfloat16"}, preset())
+    vace.pipe  # noqa: B018 - load
+    assert vace.describe()["component_dtypes"] == {"transformer": "bfloat16", "text_encoder": "bfloat16", "vae": "float32"}
+    vace.close()
+
+
+def test_auto_dtype_and_group_offload_streams_on_cuda(monkeypatch):
+    """``dtype: auto`` is bf16 on a CUDA GPU with bf16, float16 with a note only without it;
+    group offload prefetches on a CUDA stream (``use_stream=True``)."""
+    import torch
+
+    from wan_pipeline.engines.diffusers_support import ModelParams, apply_memory_strategy, model_dtype
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
+    assert model_dtype("auto", "cuda:0") == (torch.bfloat16, None)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)
+    dtype, note = model_dtype("auto", "cuda:0")
+    assert dtype == torch.float16 and "no native bfloat16" in note
+    assert model_dtype("auto", "cpu") == (torch.float32, None) and model_dtype("float16", "cuda:0") == (torch.float16, None)
+
+    seen = {}
+    fake = SimpleNamespace(vae=None, enable_group_offload=lambda **kw: seen.update(kw))
+    assert apply_memory_strategy(fake, "cuda:0", ModelParams(model="x/y", memory_strategy="group_offload")) == "group_offload"
+    assert seen["use_stream"] is True and seen["offload_type"] == "block_level"
+
+
+def test_keyframe_pipeline_from_the_detected_variant(storage, tmp_path, monkeypatch):
+    """The keyframe pipeline follows the checkpoint's configs, not its name: a Wan T2V checkpoint
+    cached under a repo id without "wan" in it renders; a VACE checkpoint is refused by name."""
+    import shutil
+
+    import huggingface_hub.constants as hf_constants
+
+    from wan_pipeline.engines.diffusers_keyframe import DiffusersT2IKeyframe
+
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo_dir = tmp_path / "models--acme--storyboard-painter"
+    (repo_dir / "refs").mkdir(parents=True)
+    (repo_dir / "refs" / "main").write_text(commit)
+    shutil.copytree(storage / "models" / "tiny" / "t2i", repo_dir / "snapshots" / commit)
+    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(tmp_path))
+    engine = DiffusersT2IKeyframe({"model": "acme/storyboard-painter", "steps": 1, "max_sequence_length": 32}, preset())
+    frame = engine.render(KeyframeRequest(scene_id="s1", prompt="a red cat", negative_prompt="", seed=5, width=64, height=48))
+    assert frame.shape == (48, 64, 3) and type(engine.pipe).__name__ == "WanPipeline"
+    engine.close()
+    vace = DiffusersT2IKeyframe({"model": "models/tiny/wan21-vace", "steps": 1}, preset())
+    with pytest.raises(InputError, match=r"keyframe\.model: models/tiny/wan21-vace is Wan2.1-VACE-miniature, which cannot make an image"):
+        vace.render(KeyframeRequest(scene_id="s1", prompt="a red cat", negative_prompt="", seed=5, width=64, height=48))
+
+
+def test_keyframe_generated_at_the_models_native_size_then_fitted(storage):
+    from wan_pipeline.engines.diffusers_keyframe import DiffusersT2IKeyframe
+
+    engine = DiffusersT2IKeyframe({"model": "models/tiny/t2i", "steps": 1, "size_multiple": 32}, preset())
+    engine._native_sizes = [(1280, 704), (704, 1280)]  # TI2V-5B's sizes (model card)
+    assert engine.generation_size(1280, 720) == (1280, 704)
+    assert engine.generation_size(720, 1280) == (704, 1280)
+    engine._native_sizes = [(832, 480), (480, 832)]  # a 480P-only model asked for a 1080p keyframe
+    assert engine.generation_size(1920, 1080) == (832, 480)
+    engine._native_sizes = []  # miniature: no native sizes, the requested size rounded up
+    assert engine.generation_size(100, 60) == (128, 64)
+
+
+def test_scene_guidance_reaches_the_low_noise_expert(storage, photos):
+    from wan_pipeline.engines.wan_clip import expert_guidance
+
+    a14b = clip_engine("wan22-i2v-a14b", guidance_scale=3.5, guidance_scale_2=3.5)
+    seen = []
+    real = a14b._run_pipeline
+    a14b._run_pipeline = lambda **kw: seen.append(kw) or real(**kw)
+    clip = a14b.render(request(photos, guidance_scale=2.0))
+    assert seen[-1]["guidance_scale"] == 2.0 and seen[-1]["guidance_scale_2"] == 2.0
+    assert clip.meta["guidance_scale_2"] == 2.0
+    a14b.render(request(photos))
+    assert seen[-1]["guidance_scale_2"] == 3.5
+    a14b.close()
+    assert expert_guidance(3.0, 4.0, 6.0) == 8.0 and expert_guidance(3.0, None, None) == 3.0 and expert_guidance(3.0, 4.0, None) == 4.0

@@ -29,7 +29,8 @@ class ModelParams(BaseModel):
         the storage root (``models/tiny/wan21-i2v``).
     memory_strategy: how the pipeline sits on the GPU (ignored on CPU); ``auto`` is ``full_gpu``.
     vae_tiling / vae_slicing: decode the VAE in spatial tiles / one sample at a time.
-    dtype: ``auto`` (bf16 on CUDA, fp32 on CPU), ``float32``, ``float16``, ``bfloat16``.
+    dtype: of the denoisers and text encoder: ``auto`` (bf16 on CUDA, fp16 only on a GPU without
+        bf16, fp32 on CPU), ``float32``, ``float16``, ``bfloat16``; VAE and image encoder: float32.
     max_sequence_length: prompt tokens given to the text encoder (Wan: 512).
     """
 
@@ -85,7 +86,6 @@ def load_pipeline(
     Returns ``(pipeline, memory_strategy)`` where ``memory_strategy`` is what was applied: ``cpu``
     on a CPU device, else the preset's strategy or the planner's choice for ``auto``.
     """
-    from wan_pipeline.devices import torch_dtype
     from wan_pipeline.models import check_loadable, identify, read_checkpoint
 
     source = resolve_model_source(model)
@@ -97,13 +97,63 @@ def load_pipeline(
     info = None
     if str(ckpt.index.class_name or "").startswith("Wan"):
         info = identify(ckpt)
-    dtype = torch_dtype(params.dtype, device)
+    dtype, dtype_note = model_dtype(params.dtype, device)
     quiet_hub_progress()
-    pipe = pipeline_cls.from_pretrained(str(ckpt.source), dtype=dtype, use_safetensors=True)
+    pipe = pipeline_cls.from_pretrained(str(ckpt.source), dtype=component_dtype_map(dtype), use_safetensors=True)
     pipe.set_progress_bar_config(disable=True)
     pipe.wan_model_info = info
+    pipe.dtype_note = dtype_note
     strategy = apply_memory_strategy(pipe, device, params, str(ckpt.source), plan_size)
     return pipe, strategy
+
+
+def model_dtype(name: str, device: str):
+    """``(torch dtype, note)`` for a stage's ``dtype``. ``auto``: bfloat16 on a CUDA GPU with native
+    bf16 (compute capability 8.0+; Wan was trained in bf16: Wan2.1 report), float16 on an older
+    GPU with a note saying so (fp16 activations can overflow), float32 on the CPU. A named dtype
+    is taken as is (note None). Raises :class:`InputError` for an unknown name."""
+    import torch
+
+    from wan_pipeline.devices import torch_dtype
+
+    if name != "auto" or not device.startswith("cuda"):
+        return torch_dtype(name, device), None
+    if torch.cuda.is_bf16_supported(including_emulation=False):
+        return torch.bfloat16, None
+    return torch.float16, (
+        "this GPU has no native bfloat16: running in float16 although Wan was trained in bf16; "
+        "set `dtype: float32` if frames come out black or noisy"
+    )
+
+
+def component_dtype_map(dtype) -> dict:
+    """The per-component dtype map given to diffusers' ``from_pretrained``: ``dtype`` for the
+    denoisers and text encoder, float32 for the VAE and the CLIP image encoder (the diffusers Wan
+    examples and the official Wan code keep both in float32: conditioning latents, VACE context
+    and every decode keep their precision; :data:`FULL_PRECISION_COMPONENTS`)."""
+    import torch
+
+    from wan_pipeline.models.memory import FULL_PRECISION_COMPONENTS
+
+    return {"default": dtype, **{name: torch.float32 for name in FULL_PRECISION_COMPONENTS}}
+
+
+def component_dtypes(pipe) -> dict[str, str]:
+    """``{component: dtype name}`` of a loaded pipeline's weighted components, e.g.
+    ``{"transformer": "bfloat16", "vae": "float32", "image_encoder": "float32", ...}``
+    (telemetry key ``component_dtypes``)."""
+    import torch
+
+    out = {}
+    for name, module in pipe.components.items():
+        if isinstance(module, torch.nn.Module):
+            counts: dict[str, int] = {}
+            for param in module.parameters():
+                key = str(param.dtype).removeprefix("torch.")
+                counts[key] = counts.get(key, 0) + param.numel()
+            if counts:  # the dtype of most weights (diffusers keeps a few norms/tables in float32)
+                out[name] = max(counts, key=counts.get)
+    return out
 
 
 def quiet_hub_progress() -> None:
@@ -160,8 +210,13 @@ def apply_memory_strategy(pipe, device: str, params: ModelParams, source: str | 
     elif strategy == "group_offload":
         import torch
 
+        # use_stream: the next block is copied on a side CUDA stream while this one computes
         pipe.enable_group_offload(
-            onload_device=torch.device(device), offload_device=torch.device("cpu"), offload_type="block_level", num_blocks_per_group=1
+            onload_device=torch.device(device),
+            offload_device=torch.device("cpu"),
+            offload_type="block_level",
+            num_blocks_per_group=1,
+            use_stream=True,
         )
     return strategy
 
@@ -250,6 +305,16 @@ class DiffusersEngine:
 
     def plan_frames(self) -> int:
         return 1
+
+    def loaded_info(self) -> dict:
+        """Telemetry of the loaded pipeline (empty before it is loaded): ``component_dtypes`` and,
+        when ``dtype: auto`` fell back to float16, ``dtype_note``."""
+        if self._pipe is None:
+            return {}
+        out = {"component_dtypes": component_dtypes(self._pipe)}
+        if getattr(self._pipe, "dtype_note", None):
+            out["dtype_note"] = self._pipe.dtype_note
+        return out
 
     def _load(self, pipeline_cls, source: str | None = None):
         """Load ``pipeline_cls`` (see :func:`load_pipeline`), with the preset's ``flow_shift`` on its

@@ -123,6 +123,7 @@ class WanVaceFilm(DiffusersEngine):
             "guidance_scale": p.guidance_scale,
             "crf": p.crf,
             "memory_strategy": self._strategy or p.memory_strategy,
+            **self.loaded_info(),
         }
 
     # -- the join --------------------------------------------------------------------------

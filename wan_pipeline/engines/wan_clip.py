@@ -79,6 +79,19 @@ def segment_lengths(total: int, max_frames: int) -> list[int]:
     return [4 * (base + (1 if i < extra else 0)) + 1 for i in range(count)]
 
 
+def expert_guidance(preset_high: float, preset_low: float | None, scene: float | None) -> float:
+    """Guidance scale of the low-noise expert (``guidance_scale_2``) of a two-expert model.
+
+    The preset's ``guidance_scale_2`` (default: its ``guidance_scale``); a scene's own
+    ``guidance_scale`` reaches both experts, keeping the preset's ratio low/high (equal in the
+    Wan2.2 I2V-A14B config: 3.5 / 3.5), so raising a scene's guidance raises both.
+    """
+    low = preset_low if preset_low is not None else preset_high
+    if scene is None:
+        return low
+    return scene * (low / preset_high) if preset_high > 0 else scene
+
+
 class WanI2VClip(DiffusersEngine):
     """Wan image-to-video clip engine (see module doc). Loads its pipeline on the first render and
     keeps it until :meth:`close`.
@@ -143,6 +156,7 @@ class WanI2VClip(DiffusersEngine):
         if self._pipe is not None:
             out["variant"] = checkpoint_variant(self._pipe)
             out["flow_shift"] = self._pipe.scheduler.config.get("flow_shift")
+        out.update(self.loaded_info())
         return out
 
     # -- rendering -------------------------------------------------------------------------
@@ -170,7 +184,9 @@ class WanI2VClip(DiffusersEngine):
         check_steps(steps, f"scene {request.scene_id!r} steps", None)
         guidance = request.guidance_scale if request.guidance_scale is not None else self.params.guidance_scale
         two_experts = getattr(pipe, "transformer_2", None) is not None and pipe.config.get("boundary_ratio") is not None
-        guidance_2 = (self.params.guidance_scale_2 if self.params.guidance_scale_2 is not None else guidance) if two_experts else None
+        guidance_2 = (
+            expert_guidance(self.params.guidance_scale, self.params.guidance_scale_2, request.guidance_scale) if two_experts else None
+        )
         warnings = []
         for label, value in (("guidance_scale", guidance), ("guidance_scale_2", guidance_2)):
             if value is not None and value >= GUIDANCE_WARNING:
@@ -233,6 +249,7 @@ class WanI2VClip(DiffusersEngine):
             "guidance_scale": guidance,
             "flow_shift": pipe.scheduler.config.get("flow_shift"),
             "warnings": warnings,
+            **self.loaded_info(),
         }
         if guidance_2 is not None:
             meta["guidance_scale_2"] = guidance_2
