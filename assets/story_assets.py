@@ -170,9 +170,7 @@ def build_story_assets(story: Story) -> list:
                     )
                     run.output = write_video(layout.output(rc.story.id, pk, "clip"), out, lossless=True).path
                     run.meta.update(out.meta)
-                    run.meta.update(
-                        flf2v=out.meta.get("flf2v", last is not None), handoff_to=target.id if target else None, preset=rc.preset.name
-                    )
+                    run.meta.update(flf2v=out.meta.get("flf2v", last is not None), handoff_to=target and target.id, preset=rc.preset.name)
                 for warning in run.record.get("warnings") or []:
                     context.log.warning(f"clip[{pk}]: {warning}")
                 context.add_asset_metadata(to_dagster_metadata(run.record), partition_key=pk)
