@@ -337,3 +337,62 @@ def test_scene_guidance_reaches_the_low_noise_expert(storage, photos):
     assert seen[-1]["guidance_scale_2"] == 3.5
     a14b.close()
     assert expert_guidance(3.0, 4.0, 6.0) == 8.0 and expert_guidance(3.0, None, None) == 3.0 and expert_guidance(3.0, 4.0, None) == 4.0
+
+
+def test_model_that_does_not_fit_host_ram_is_refused_before_loading(storage, photos, monkeypatch):
+    import psutil
+    from diffusers import WanImageToVideoPipeline
+
+    class Mem:
+        available = 2 * 2**20  # 2 MiB: not even the miniature plus the process fits
+
+    loads = []
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: Mem)
+    monkeypatch.setattr(WanImageToVideoPipeline, "from_pretrained", classmethod(lambda cls, *a, **k: loads.append(a)))
+    engine = clip_engine()
+    with pytest.raises(InputError, match=r"(?s)workflows/test.yaml.*host RAM: ~\d+ MiB needed.*2 MiB available"):
+        engine.render(request(photos))
+    assert loads == []
+
+
+def test_group_offload_to_disk_loads_one_component_at_a_time(storage, photos, tmp_path):
+    """The disk-offload loader on CPU (the code path a 64 GB machine takes for A14B on CUDA):
+    every weighted component's groups are written to disk, and the pipeline renders the same
+    frames as one loaded normally."""
+    import torch
+    from diffusers import WanImageToVideoPipeline
+
+    from wan_pipeline.engines.diffusers_support import component_dtype_map, release_pipeline
+    from wan_pipeline.engines.disk_offload import load_components_to_disk, offload_folder
+    from wan_pipeline.models import read_checkpoint
+    from wan_pipeline.models.tiny import make_tiny_models
+
+    source = make_tiny_models(storage / "models" / "tiny", names=("wan21-i2v",))["wan21-i2v"]
+    folder = offload_folder(1.0, tmp_path / "offload")
+    modules = load_components_to_disk(read_checkpoint(source), component_dtype_map(torch.float32), "cpu", folder)
+    assert set(modules) == {"transformer", "text_encoder", "vae", "image_encoder"}
+    assert all(list((folder / name).glob("*.safetensors")) for name in modules)
+    pipe = WanImageToVideoPipeline.from_pretrained(str(source), **modules)
+    pipe.offload_folder = folder
+    reference = WanImageToVideoPipeline.from_pretrained(str(source))
+    from PIL import Image
+
+    image = Image.fromarray(np.ascontiguousarray(photos[0][:32, :32]))
+    kwargs = dict(
+        image=image,
+        last_image=image,
+        prompt="a cat",
+        height=32,
+        width=32,
+        num_frames=5,
+        num_inference_steps=2,
+        output_type="np",
+        max_sequence_length=32,
+    )
+    a = pipe(**kwargs, generator=torch.Generator().manual_seed(1)).frames
+    b = reference(**kwargs, generator=torch.Generator().manual_seed(1)).frames
+    assert np.abs(a - b).max() < 1e-5
+    release_pipeline(pipe)
+    assert not folder.exists()
+    with pytest.raises(InputError, match=r"group offload to disk needs ~\d+ MiB free here"):
+        offload_folder(1e12, tmp_path / "offload")

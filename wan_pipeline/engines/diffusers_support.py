@@ -98,13 +98,37 @@ def load_pipeline(
     if str(ckpt.index.class_name or "").startswith("Wan"):
         info = identify(ckpt)
     dtype, dtype_note = model_dtype(params.dtype, device)
+    plan = memory_plan(str(ckpt.source), device, params, dtype, plan_size)
+    if plan is not None and plan.fits_ram is False:
+        raise InputError(file, f"model {model!r}: {plan.reason}")
     quiet_hub_progress()
-    pipe = pipeline_cls.from_pretrained(str(ckpt.source), dtype=component_dtype_map(dtype), use_safetensors=True)
+    components, folder = {}, None
+    if plan is not None and plan.offload_to_disk and device.startswith("cuda"):
+        from wan_pipeline.engines.disk_offload import load_components_to_disk, offload_folder
+
+        folder = offload_folder(plan.total_weights_mib)
+        components = load_components_to_disk(ckpt, component_dtype_map(dtype), device, folder)
+    pipe = pipeline_cls.from_pretrained(str(ckpt.source), dtype=component_dtype_map(dtype), use_safetensors=True, **components)
     pipe.set_progress_bar_config(disable=True)
     pipe.wan_model_info = info
     pipe.dtype_note = dtype_note
-    strategy = apply_memory_strategy(pipe, device, params, str(ckpt.source), plan_size)
+    pipe.offload_folder = folder
+    strategy = apply_memory_strategy(pipe, device, params, str(ckpt.source), plan_size, plan=plan)
     return pipe, strategy
+
+
+def memory_plan(source: str, device: str, params: ModelParams, dtype, plan_size):
+    """The memory plan of one generation of ``plan_size`` (width, height, frames) with the
+    preset's ``memory_strategy`` on ``device`` (free VRAM and host RAM measured now), made before
+    any weight is read; None without a ``plan_size``. See :func:`wan_pipeline.models.plan_memory`."""
+    if plan_size is None:
+        return None
+    from wan_pipeline.models import plan_for_model
+
+    width, height, frames = plan_size
+    name = str(dtype).removeprefix("torch.")
+    _, plan = plan_for_model(source, width=width, height=height, frames=frames, dtype=name, strategy=params.memory_strategy, device=device)
+    return plan
 
 
 def model_dtype(name: str, device: str):
@@ -168,27 +192,27 @@ def quiet_hub_progress() -> None:
     huggingface_hub.utils.disable_progress_bars()
 
 
-def planned_strategy(source: str, device: str, params: ModelParams, plan_size) -> tuple[str, bool, bool]:
+def planned_strategy(source: str, device: str, params: ModelParams, plan_size, plan=None) -> tuple[str, bool, bool]:
     """``(strategy, vae_tiling, vae_slicing)``: the preset's, or for ``auto`` the memory planner's
-    choice from the checkpoint's parameter counts and the device's free VRAM (NVML/torch)."""
+    choice (``plan``, else planned now) from the checkpoint's parameter counts, the device's free
+    VRAM (NVML/torch) and the available host RAM."""
     if params.memory_strategy != "auto":
         return params.memory_strategy, params.vae_tiling, params.vae_slicing
-    if plan_size is None:
+    if plan is None and plan_size is None:
         return "full_gpu", params.vae_tiling, params.vae_slicing
-    from wan_pipeline.models import plan_for_model
-
-    width, height, frames = plan_size
-    dtype = "bfloat16" if params.dtype == "auto" else params.dtype
-    _, plan = plan_for_model(source, width=width, height=height, frames=frames, dtype=dtype, strategy="auto", device=device)
+    if plan is None:
+        plan = memory_plan(source, device, params, "bfloat16" if params.dtype == "auto" else params.dtype, plan_size)
     return plan.chosen_strategy, params.vae_tiling or plan.vae_tiling, params.vae_slicing or plan.vae_slicing
 
 
-def apply_memory_strategy(pipe, device: str, params: ModelParams, source: str | None = None, plan_size=None) -> str:
-    """Place ``pipe`` with diffusers' own offload methods; returns the strategy applied."""
+def apply_memory_strategy(pipe, device: str, params: ModelParams, source: str | None = None, plan_size=None, plan=None) -> str:
+    """Place ``pipe`` with diffusers' own offload methods; returns the strategy applied
+    (``group_offload`` for a pipeline whose components :mod:`~wan_pipeline.engines.disk_offload`
+    already offloaded to disk: ``pipe.offload_folder`` set)."""
     from wan_pipeline.devices import device_index
 
-    if device.startswith("cuda") and source is not None:
-        strategy, tiling, slicing = planned_strategy(source, device, params, plan_size)
+    if device.startswith("cuda") and (source is not None or plan is not None):
+        strategy, tiling, slicing = planned_strategy(source, device, params, plan_size, plan)
     else:
         strategy, tiling, slicing = params.memory_strategy, params.vae_tiling, params.vae_slicing
     vae = getattr(pipe, "vae", None)
@@ -201,6 +225,8 @@ def apply_memory_strategy(pipe, device: str, params: ModelParams, source: str | 
         return "cpu"
     strategy = "full_gpu" if strategy == "auto" else strategy
     gpu = device_index(device) or 0
+    if getattr(pipe, "offload_folder", None) is not None:
+        return "group_offload"  # placed while loading (disk_offload)
     if strategy == "full_gpu":
         pipe.to(device)
     elif strategy == "model_cpu_offload":
@@ -229,6 +255,9 @@ def release_pipeline(pipe) -> None:
         pipe.remove_all_hooks()
     except Exception:  # noqa: BLE001 - a pipeline without hooks has nothing to remove
         pass
+    from wan_pipeline.engines.disk_offload import remove_offload_folder
+
+    remove_offload_folder(pipe)
     del pipe
     free_device_memory()
 
