@@ -92,26 +92,77 @@ def test_same_seed_same_frames_other_seed_differs(i2v, photos):
     assert (a != c).mean() > 0.05  # the noise differs: a good share of the pixel values change
 
 
-def test_long_scene_renders_in_segments_with_the_end_frame_on_the_last(storage, photos):
-    engine = clip_engine(max_frames=9)
-    calls = []
+def _record_transformer_inputs(engine, key):
+    """Record ``key`` ('mask': the I2V condition mask channels, 'timestep') of every transformer
+    call, grouped by pipeline call (segment)."""
+    seen: list[list] = []
     real = engine._run_pipeline
 
     def spy(**kwargs):
-        out = real(**kwargs)
-        calls.append((kwargs, out))
-        return out
+        seen.append([])
+        return real(**kwargs)
+
+    def hook(module, args, kwargs):
+        if key == "mask":
+            z = engine.pipe.vae.config.z_dim
+            seen[-1].append(kwargs["hidden_states"][0, z : z + 4, :, 0, 0].clone())
+        else:
+            seen[-1].append(kwargs["timestep"].clone())
 
     engine._run_pipeline = spy
-    clip = engine.render(request(photos, duration=1.5))  # 24 frames -> 25 = 3 segments of 9
-    assert clip.num_frames == 25 and clip.meta["segments"] == 3 and clip.meta["flf2v"] is True
-    assert [c[0]["num_frames"] for c in calls] == [9, 9, 9]
-    assert ["last_image" in c[0] for c in calls] == [False, False, True]
-    # each segment starts from the previous segment's last frame
-    prev_last = np.clip(np.rint(calls[0][1][0, -1] * 255), 0, 255).astype(np.uint8)
-    assert np.array_equal(np.asarray(calls[1][0]["image"]), prev_last)
-    assert np.array_equal(clip.frames[8], prev_last)
+    for t in (engine.pipe.transformer, getattr(engine.pipe, "transformer_2", None)):
+        if t is not None:
+            t.register_forward_pre_hook(hook, with_kwargs=True)
+    return seen
+
+
+def test_long_scene_continues_from_several_frames_with_the_end_frame_on_the_last(storage, photos):
+    import torch
+
+    engine = clip_engine("wan22-i2v-a14b", max_frames=9)
+    seen = _record_transformer_inputs(engine, "mask")
+    clip = engine.render(request(photos, duration=1.5))  # 24 frames -> 25: 9 + 4 x (9 - 5 overlap)
+    assert clip.num_frames == 25 and clip.meta["segments"] == 5 and clip.meta["segment_frames"] == [9] * 5
+    assert clip.meta["flf2v"] is True and clip.meta["overlap_frames"] == 5
+    # condition mask per latent frame (4 flags each; 9 frames = 3 latent frames)
+    first, middle, final = (
+        torch.tensor(m, dtype=torch.float32)
+        for m in (
+            [[1, 1, 1, 1], [0, 0, 0, 0], [0, 0, 0, 0]],  # the keyframe only
+            [[1, 1, 1, 1], [1, 1, 1, 1], [0, 0, 0, 0]],  # the previous segment's last 5 frames
+            [[1, 1, 1, 1], [1, 1, 1, 1], [0, 0, 0, 1]],  # ... and the handoff end frame
+        )
+    )
+    expected = [first, middle, middle, middle, final]
+    for segment, masks in zip(expected, seen):
+        assert masks and all(torch.equal(m.T.float(), segment) for m in masks)
+    assert isinstance(clip.meta["segment_colour_shift"], float)
     engine.close()
+    flf2v = clip_engine(max_frames=9)
+    with pytest.raises(InputError, match=r"scene 's1': 25 frames need 5 segments .* only between a real first and last frame"):
+        flf2v.render(request(photos, duration=1.5))
+    flf2v.close()
+
+
+def test_ti2v_long_scene_keeps_the_overlap_latents_fixed(storage, photos):
+    engine = clip_engine("wan22-ti2v", max_frames=9)
+    seen = _record_transformer_inputs(engine, "timestep")
+    clip = engine.render(request(photos, duration=1.5, last=False))
+    assert clip.num_frames == 25 and clip.meta["segments"] == 5
+    # one token per latent frame at 32x32; timestep 0 marks a given (not denoised) latent frame
+    for i, steps in enumerate(seen):
+        given = [(t[0] == 0).tolist() for t in steps]
+        assert all(g == ([True, False, False] if i == 0 else [True, True, False]) for g in given), (i, given)
+    engine.close()
+
+
+def test_colour_matching_lowers_the_colour_shift_between_segments(storage, photos):
+    shifts = {}
+    for match in (True, False):
+        engine = clip_engine("wan22-i2v-a14b", max_frames=9, colour_match=match)
+        shifts[match] = engine.render(request(photos, duration=1.5, last=False)).meta["segment_colour_shift"]
+        engine.close()
+    assert shifts[True] < shifts[False]
 
 
 def test_ti2v_and_two_expert_paths(storage, photos):
