@@ -277,6 +277,25 @@ def checkpoint_variant(pipe) -> str | None:
     return info.variant if info is not None else None
 
 
+NATIVE_SIZE_TOLERANCE = 0.05
+"""Relative difference of width and height from a native size still counted as that size
+(1280x720 vs TI2V's 1280x704: 2.3 %)."""
+
+
+def native_size_warning(pipe, width: int, height: int) -> str | None:
+    """A warning when ``width``×``height`` is not near any native size of the loaded Wan model
+    (e.g. VACE-1.3B, a 480P model, at 1280x704), None when it is or when the sizes are unknown
+    (miniatures, non-Wan models)."""
+    info = getattr(pipe, "wan_model_info", None)
+    sizes = [tuple(s) for s in (info.native_sizes if info is not None else [])]
+    if not sizes:
+        return None
+    if any(abs(width - w) <= NATIVE_SIZE_TOLERANCE * w and abs(height - h) <= NATIVE_SIZE_TOLERANCE * h for w, h in sizes):
+        return None
+    native = ", ".join(f"{w}x{h}" for w, h in sizes)
+    return f"{info.variant} was trained at {native}; {width}x{height} is outside that range (expect unstable output; use a model made for this size)"
+
+
 def pipeline_class_name(model: str) -> str | None:
     """``_class_name`` from a local checkpoint's ``model_index.json`` (None for a repo id)."""
     index = Path(model) / "model_index.json"

@@ -38,6 +38,7 @@ from wan_pipeline.engines.diffusers_support import (
     ModelParams,
     check_steps,
     checkpoint_variant,
+    native_size_warning,
     release_pipeline,
     size_multiple,
     step_progress,
@@ -231,6 +232,9 @@ class WanI2VClip(DiffusersEngine):
                 warnings.append(
                     f"{label} {value:g} >= {GUIDANCE_WARNING:g}: Wan tends to give black or over-saturated frames; 3.5-5 is the usual range"
                 )
+        size_warning = native_size_warning(pipe, request.width, request.height)
+        if size_warning:
+            warnings.append(size_warning)
         supports_last = not pipe.config.get("expand_timesteps")
         if request.last is not None and not supports_last:
             warnings.append("this checkpoint (TI2V) has no first-last-frame conditioning in diffusers: the handoff frame was not used")
