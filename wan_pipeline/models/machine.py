@@ -383,8 +383,8 @@ def render_doctor_text(report: dict) -> str:
             host = e.get("host_ram_by_strategy_mib") or {}
             if host:
                 lines.append(
-                    f"    host RAM ~{e['host_ram_mib']:,.0f} MiB with the choice; offloading keeps the weights in RAM: "
-                    f"~{host['full_gpu']:,.0f} MiB, group offload to disk ~{host['group_offload_to_disk']:,.0f} MiB"
+                    f"    host RAM ~{e['host_ram_mib']:,.0f} MiB with the choice (loading and every in-memory strategy "
+                    f"~{host['full_gpu']:,.0f} MiB; group offload to disk ~{host['group_offload_to_disk']:,.0f} MiB)"
                 )
         for x in e["missing"]:
             lines.append(f"    missing: {x}")
