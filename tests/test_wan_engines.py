@@ -303,11 +303,11 @@ def test_bf16_stage_keeps_vae_and_image_encoder_in_float32(storage, photos):
     """``dtype: bfloat16``: the denoiser and text encoder in bf16, the VAE and CLIP image encoder
     in float32 (diffusers Wan examples), recorded as ``component_dtypes``; on CPU too."""
     engine = clip_engine(dtype="bfloat16")
-    clip = engine.render(request(photos, duration=1.5))  # several segments: fp32 decode of bf16 latents
+    clip = engine.render(request(photos, duration=1.0))  # fp32 decode of bf16 latents
     expected = {"transformer": "bfloat16", "text_encoder": "bfloat16", "vae": "float32", "image_encoder": "float32"}
     assert clip.meta["component_dtypes"] == expected
     assert engine.describe()["component_dtypes"] == expected
-    assert clip.frames.shape == (25, 32, 32, 3) and clip.frames.std() > 1.0
+    assert clip.frames.shape == (17, 32, 32, 3) and clip.frames.std() > 1.0
     engine.close()
     from wan_pipeline.engines.vace_film import WanVaceFilm
 
