@@ -311,8 +311,20 @@ def test_bf16_stage_keeps_vae_and_image_encoder_in_float32(storage, photos):
     engine.close()
     from wan_pipeline.engines.vace_film import WanVaceFilm
 
-    vace = WanVaceFilm({"model": "models/tiny/wan21-vace", "steps": 1, "max_sequence_length": 32, "dtype": "bfloat16"}, preset())
-    vace.pipe  # noqa: B018 - load
+    vace = WanVaceFilm(
+        {
+            "model": "models/tiny/wan21-vace",
+            "steps": 1,
+            "max_sequence_length": 32,
+            "dtype": "bfloat16",
+            "seam_frames": 4,
+            "context_frames": 4,
+        },
+        preset(),
+    )
+    native = [Clip(np.full((17, 32, 32, 3), c, np.uint8), fps=16) for c in (60, 180)]
+    film = vace.join(FilmRequest([FilmScene(f"s{i}", n, n, "handoff", "a cat") for i, n in enumerate(native)], seed=1))
+    assert film.num_frames == 33 and film.meta["seams"] == 1  # a VACE seam through the fp32 VAE and bf16 transformer
     assert vace.describe()["component_dtypes"] == {"transformer": "bfloat16", "text_encoder": "bfloat16", "vae": "float32"}
     vace.close()
 
