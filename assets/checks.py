@@ -1,10 +1,12 @@
 """Asset checks of a story's renders, shown in the Dagster UI next to each asset.
 
 * ``clip``: ``seam_continuity`` — for every handoff, the last frame of clip[i] against the first
-  of clip[i+1] (SSIM and mean absolute difference); ``no_black_or_frozen_frames`` — mean
+  of clip[i+1] (SSIM and mean absolute difference), skipped with the reason in its row when
+  clip[i] records ``flf2v: false`` (its model could not aim at the next keyframe, e.g. TI2V); ``no_black_or_frozen_frames`` — mean
   luminance per frame and the difference between consecutive frames (black or still frames are a
   known failure of high guidance scales). A scene with ``camera: static`` may legitimately stand
-  still, so only its black frames are checked.
+  still, so only its black frames are checked. ``segment_colour_shift`` — a scene rendered in
+  several segments records the mean colour jump between them; at most ``segment_colour_shift_max``.
 * ``interpolated``: ``fps_and_frame_count`` — fps = clip fps × factor and frames =
   factor·(n−1)+1 (or factor·n).
 * ``upscaled``: ``resolution`` — the interpolated size × the upscale factor (±2 px rounding),
@@ -38,6 +40,7 @@ DEFAULT_THRESHOLDS = {
     "black_fraction_max": 0.1,  # more black frames than this fraction fails
     "frozen_diff_max": 0.5,  # consecutive frames differing less than this are a still pair
     "frozen_fraction_max": 0.5,  # more still pairs than this fraction fails (moving cameras only)
+    "segment_colour_shift_max": 10.0,  # mean colour jump at a long scene's segment boundaries (8-bit levels)
 }
 
 
@@ -59,7 +62,8 @@ class Outcome:
 def _finish(rows: list[dict], key: str = "scene") -> Outcome:
     failed = [r[key] for r in rows if not r["ok"]]
     problems = [f"{r[key]}: {r['problem']}" for r in rows if not r["ok"]]
-    return Outcome(not failed, failed, rows, "; ".join(problems) or f"{len(rows)} checked, all ok")
+    skipped = [f"{r[key]}: {r['skipped']}" for r in rows if r.get("skipped")]
+    return Outcome(not failed, failed, rows, "; ".join(problems + skipped) or f"{len(rows)} checked, all ok")
 
 
 def _missing(layout: StorageLayout, story: Story, stage: str) -> list[str]:
@@ -76,6 +80,10 @@ def check_seams(story: Story, preset: Preset, layout: StorageLayout) -> Outcome:
             continue
         a_path, b_path = layout.output(story.id, s.id, "clip"), layout.output(story.id, nxt.id, "clip")
         if not (a_path.is_file() and b_path.is_file()):
+            continue
+        if (read_sidecar(a_path) or {}).get("flf2v") is False:
+            why = f"skipped: clip {s.id} was rendered without {nxt.id}'s keyframe as its end frame (flf2v false: the model has no first-last-frame conditioning), so no continuity is expected here; the film stage joins the seam"
+            rows.append({"scene": s.id, "next": nxt.id, "ssim": None, "mad": None, "ok": True, "skipped": why})
             continue
         a, b = read_video(a_path).frames[-1], read_video(b_path).frames[0]
         if a.shape != b.shape:
@@ -187,6 +195,27 @@ def check_upscaled(story: Story, preset: Preset, layout: StorageLayout) -> Outco
     return _finish(rows)
 
 
+def check_segment_colour(story: Story, preset: Preset, layout: StorageLayout) -> Outcome:
+    """Colour continuity inside long scenes: the clip's recorded ``segment_colour_shift`` (mean
+    colour jump between its segments, 8-bit levels) at most ``segment_colour_shift_max``; scenes
+    rendered in one segment (no such value) are not checked."""
+    t = thresholds(preset)
+    rows = []
+    for s in story.scenes:
+        shift = (read_sidecar(layout.output(story.id, s.id, "clip")) or {}).get("segment_colour_shift")
+        if shift is None:
+            continue
+        rows.append(
+            {
+                "scene": s.id,
+                "segment_colour_shift": shift,
+                "ok": shift <= t["segment_colour_shift_max"],
+                "problem": f"colour jumps by {shift:.1f} levels between segments (max {t['segment_colour_shift_max']})",
+            }
+        )
+    return _finish(rows)
+
+
 def check_film_duration(story: Story, preset: Preset, layout: StorageLayout) -> Outcome:
     """Film duration = Σ scene durations within one frame per scene."""
     path = layout.film(story.id)
@@ -211,6 +240,7 @@ CHECKS = {
     # (asset stage, check name): (evaluator, description)
     ("clip", "seam_continuity"): (check_seams, "Handoff seams: last frame of clip[i] vs first of clip[i+1] (SSIM, MAD)."),
     ("clip", "no_black_or_frozen_frames"): (check_black_frozen, "No black frames; no frozen frames where the camera moves."),
+    ("clip", "segment_colour_shift"): (check_segment_colour, "Long scenes: mean colour jump between segments within bounds."),
     ("interpolated", "fps_and_frame_count"): (check_interpolated, "fps = clip fps × factor; frames = factor·(n−1)+1."),
     ("upscaled", "resolution"): (check_upscaled, "Size = interpolated size × upscale factor, equal across scenes."),
     ("film", "duration"): (check_film_duration, "Duration = sum of the scenes' duration_s, within one frame per scene."),

@@ -4,7 +4,14 @@ import dagster as dg
 import numpy as np
 import pytest
 
-from assets.checks import check_black_frozen, check_film_duration, check_interpolated, check_seams, check_upscaled
+from assets.checks import (
+    check_black_frozen,
+    check_film_duration,
+    check_interpolated,
+    check_seams,
+    check_segment_colour,
+    check_upscaled,
+)
 from assets.status import status_for
 from tests.automation_helpers import make_env, render_all
 from wan_pipeline.media.clip import Clip
@@ -28,7 +35,14 @@ def good(tmp_path_factory):
 def test_checks_pass_on_a_good_render(good):
     instance, story, layout, result = good
     evaluations = {e.check_name: e for e in result.get_asset_check_evaluations()}
-    assert set(evaluations) == {"seam_continuity", "no_black_or_frozen_frames", "fps_and_frame_count", "resolution", "duration"}
+    assert set(evaluations) == {
+        "seam_continuity",
+        "no_black_or_frozen_frames",
+        "segment_colour_shift",
+        "fps_and_frame_count",
+        "resolution",
+        "duration",
+    }
     assert all(e.passed for e in evaluations.values())
     seams = evaluations["seam_continuity"].metadata["scenes"].value
     assert [r["scene"] for r in seams] == ["s1", "s2"] and all(r["ssim"] > 0.99 for r in seams)
@@ -98,3 +112,49 @@ def test_frame_count_and_duration_checks_fail_on_wrong_files(good):
         assert not check_film_duration(story, preset, layout).passed
     finally:
         write_video(film, saved, lossless=False)
+
+
+def test_seam_check_says_why_it_skips_a_clip_without_flf2v(good):
+    """A clip rendered without its end frame (TI2V: ``flf2v: false`` in its record) is not held to
+    seam continuity; the check says so instead of failing on the jump."""
+    import json
+
+    from wan_pipeline.telemetry import sidecar_path
+
+    instance, story, layout, _ = good
+    preset = load_preset("tiny")
+    clip2 = layout.output(story.id, "s2", "clip")
+    side1 = sidecar_path(layout.output(story.id, "s1", "clip"))
+    original, record = read_video(clip2), side1.read_text()
+    try:
+        side1.write_text(json.dumps({**json.loads(record), "flf2v": False}))
+        write_video(clip2, Clip(np.ascontiguousarray(255 - original.frames), original.fps))
+        seams = check_seams(story, preset, layout)
+        assert seams.failed == ["s2"]  # s2 (flf2v true) → s3 still jumps
+        row = next(r for r in seams.rows if r["scene"] == "s1")
+        assert row["ok"] and "flf2v false" in row["skipped"] and "s1: skipped" in seams.summary
+    finally:
+        write_video(clip2, original)
+        side1.write_text(record)
+
+
+def test_segment_colour_shift_is_bounded(good):
+    """A long scene's recorded colour jump between segments passes within the preset's bound and
+    fails above it; scenes rendered in one segment are not checked."""
+    import json
+
+    from wan_pipeline.telemetry import sidecar_path
+
+    instance, story, layout, _ = good
+    preset = load_preset("tiny")
+    assert check_segment_colour(story, preset, layout).rows == []  # 0.5 s scenes: one segment each
+    side = sidecar_path(layout.output(story.id, "s2", "clip"))
+    record = side.read_text()
+    try:
+        side.write_text(json.dumps({**json.loads(record), "segment_colour_shift": 1.5}))
+        assert check_segment_colour(story, preset, layout).passed
+        side.write_text(json.dumps({**json.loads(record), "segment_colour_shift": 25.0}))
+        out = check_segment_colour(story, preset, layout)
+        assert not out.passed and out.failed == ["s2"] and "25.0 levels" in out.summary
+    finally:
+        side.write_text(record)

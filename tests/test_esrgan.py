@@ -129,6 +129,23 @@ def test_default_tile_follows_free_memory(tiny, preset, monkeypatch):
     assert big > small >= 64 and big % 16 == 0 and small % 16 == 0
 
 
+def test_default_tile_is_sized_when_the_stage_runs(tiny, preset, crop, monkeypatch):
+    """Memory taken after the engine is built (a VACE model loaded in between) shrinks the tile."""
+    import psutil
+
+    class Mem:
+        available = 4 * 1024**3
+
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: Mem)
+    engine = RealEsrganUpscaler({"model": str(tiny["rrdb_x4"])}, preset)
+    roomy = default_tile(engine.desc, "cpu", 1, 4)
+    Mem.available = 64 * 1024**2  # most of the memory is gone by the time the stage runs
+    out = engine.upscale(Clip(crop[None, :64, :64], 16))
+    assert out.meta["tile"] == engine.describe()["tile"] == default_tile(engine.desc, "cpu", 1, 4) < roomy
+    fixed = RealEsrganUpscaler({"model": str(tiny["rrdb_x4"]), "tile": 96}, preset)
+    assert fixed.upscale(Clip(crop[None, :64, :64], 16)).meta["tile"] == 96
+
+
 def test_missing_corrupt_and_non_sr_weights_are_named_errors(tmp_path, preset):
     missing = tmp_path / "nope.pth"
     with pytest.raises(InputError, match="nope.pth.*not found"):

@@ -15,7 +15,7 @@ from safetensors.torch import save_file
 from wan_pipeline.engines.base import ClipRequest
 from wan_pipeline.engines.wan_clip import WanI2VClip
 from wan_pipeline.errors import InputError
-from wan_pipeline.models.tiny import make_tiny_lora
+from wan_pipeline.models.tiny import make_tiny_lora, make_tiny_wan_lora
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -131,3 +131,22 @@ def test_lora_for_another_model_is_rejected_naming_the_file(i2v, tmp_path):
     with pytest.raises(InputError, match=r"missing\.safetensors: LoRA file not found"):
         i2v.render(request([lora(tmp_path / "missing.safetensors")]))
     assert not has_lora_layers(i2v.pipe.transformer)
+
+
+def test_wan_format_lora_with_bias_deltas_loads_and_its_biases_count(i2v, tmp_path):
+    """A Wan/ComfyUI-layout LoRA with ``diff_b`` keys (CausVid, lightx2v distill LoRAs): diffusers
+    turns the bias deltas into ``lora_B.bias``; the check accepts them and they reach the output."""
+    from safetensors.torch import load_file
+
+    path = make_tiny_wan_lora(tmp_path / "causvid_like.safetensors")
+    state = load_file(str(path))
+    assert any(k.endswith(".diff_b") for k in state)
+    no_bias = tmp_path / "no_bias.safetensors"
+    save_file({k: v for k, v in state.items() if not k.endswith(".diff_b")}, str(no_bias))
+    base = i2v.render(request()).frames
+    with_bias = i2v.render(request([lora(path)])).frames
+    without_bias = i2v.render(request([lora(no_bias)])).frames
+    assert (base != with_bias).mean() > 0.05
+    assert (with_bias != without_bias).mean() > 0.05  # the bias deltas are applied, not dropped
+    assert not has_lora_layers(i2v.pipe.transformer)
+    assert np.array_equal(base, i2v.render(request()).frames)

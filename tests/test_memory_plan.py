@@ -292,3 +292,53 @@ def test_gpu_free_memory_is_measured():
     assert total is not None and 0 < free <= total
     gpus = machine_info()["gpus"]
     assert gpus and gpus[0]["total_mib"] == pytest.approx(total, rel=0.01)
+
+
+# ---- host RAM ----
+
+
+def test_host_ram_picks_disk_offload_or_refuses_with_the_numbers():
+    """I2V-A14B keeps ~66 GiB of weights in host RAM under any in-memory strategy: with a 24 GiB
+    GPU and 128 GiB RAM group offload in RAM is fine, with 64 GiB the groups go to disk (host RAM
+    about one expert), with 16 GiB nothing fits and the plan says so with the numbers."""
+    from wan_pipeline.models.memory import DISK_OFFLOAD, HOST_OVERHEAD_MIB, RAM_MARGIN
+
+    ckpt = catalog_checkpoint("Wan-AI/Wan2.2-I2V-A14B-Diffusers")
+    size = dict(width=1280, height=720, frames=81)
+    roomy = _choice(ckpt, 24, ram_available_mib=128 * GIB, **size)
+    assert roomy.chosen_strategy == "group_offload" and not roomy.offload_to_disk and roomy.fits and roomy.fits_ram
+    assert roomy.host_ram_mib == pytest.approx(roomy.total_weights_mib + HOST_OVERHEAD_MIB, abs=0.2)
+    assert roomy.total_weights_mib > 64 * GIB * RAM_MARGIN  # so a 64 GiB desktop cannot hold it
+    desktop = _choice(ckpt, 24, ram_available_mib=64 * GIB, **size)
+    assert desktop.chosen_strategy == "group_offload" and desktop.offload_to_disk and desktop.fits_ram and desktop.fits
+    largest = max(desktop.weights_mib.values())
+    assert desktop.host_ram_mib == desktop.host_ram_by_strategy_mib[DISK_OFFLOAD] == pytest.approx(largest + HOST_OVERHEAD_MIB, abs=0.2)
+    assert desktop.host_ram_mib < 64 * GIB * RAM_MARGIN and "offload to disk" in desktop.reason
+    small = _choice(ckpt, 24, ram_available_mib=16 * GIB, **size)
+    assert small.fits is False and small.fits_ram is False
+    assert f"{16 * GIB * RAM_MARGIN:.0f} MiB usable" in small.reason and "group offload to disk needs" in small.reason
+    # a forced in-memory strategy is refused; a forced group offload goes to disk
+    forced = _choice(ckpt, 24, ram_available_mib=64 * GIB, strategy="model_cpu_offload", **size)
+    assert forced.fits_ram is False and forced.fits is False and "kept in RAM by offloading" in forced.reason
+    forced_group = _choice(ckpt, 24, ram_available_mib=64 * GIB, strategy="group_offload", **size)
+    assert forced_group.offload_to_disk and forced_group.fits_ram
+    # unchecked without a RAM figure (as before); without a GPU the activations count too
+    assert _choice(ckpt, 24, **size).fits_ram is None
+    cpu = plan_memory(ckpt, ram_available_mib=64 * GIB, dtype="float32", **size)
+    assert cpu.fits_ram is False and cpu.host_ram_mib > cpu.total_weights_mib + HOST_OVERHEAD_MIB
+
+
+def test_doctor_answers_for_a_machine_you_do_not_have(tmp_path, monkeypatch, capsys):
+    import huggingface_hub.constants as hf_constants
+
+    from wan_pipeline.cli import main
+
+    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(tmp_path))
+    main(["doctor", "wan22-i2v-a14b", "--vram-gib", "24", "--ram-gib", "64", "--json"])  # exit code: not ready (no weights)
+    report = json.loads(capsys.readouterr().out)
+    assert report["gpu"]["total_mib"] == 24 * GIB and report["machine"]["ram"]["available_mib"] == 64 * GIB
+    clip = next(m for m in report["models"] if m["stage"] == "clip")
+    assert clip["chosen_strategy"] == "group_offload" and clip["offload_to_disk"] and clip["fits_ram"]
+    main(["doctor", "wan22-i2v-a14b", "--vram-gib", "24", "--ram-gib", "16"])
+    text = capsys.readouterr().out
+    assert "host RAM: ~" in text and "usable" in text and "clip: host RAM" in text

@@ -101,26 +101,77 @@ def test_same_seed_same_frames_other_seed_differs(i2v, photos):
     assert (a != c).mean() > 0.05  # the noise differs: a good share of the pixel values change
 
 
-def test_long_scene_renders_in_segments_with_the_end_frame_on_the_last(storage, photos):
-    engine = clip_engine(max_frames=9)
-    calls = []
+def _record_transformer_inputs(engine, key):
+    """Record ``key`` ('mask': the I2V condition mask channels, 'timestep') of every transformer
+    call, grouped by pipeline call (segment)."""
+    seen: list[list] = []
     real = engine._run_pipeline
 
     def spy(**kwargs):
-        out = real(**kwargs)
-        calls.append((kwargs, out))
-        return out
+        seen.append([])
+        return real(**kwargs)
+
+    def hook(module, args, kwargs):
+        if key == "mask":
+            z = engine.pipe.vae.config.z_dim
+            seen[-1].append(kwargs["hidden_states"][0, z : z + 4, :, 0, 0].clone())
+        else:
+            seen[-1].append(kwargs["timestep"].clone())
 
     engine._run_pipeline = spy
-    clip = engine.render(request(photos, duration=1.5))  # 24 frames -> 25 = 3 segments of 9
-    assert clip.num_frames == 25 and clip.meta["segments"] == 3 and clip.meta["flf2v"] is True
-    assert [c[0]["num_frames"] for c in calls] == [9, 9, 9]
-    assert ["last_image" in c[0] for c in calls] == [False, False, True]
-    # each segment starts from the previous segment's last frame
-    prev_last = np.clip(np.rint(calls[0][1][0, -1] * 255), 0, 255).astype(np.uint8)
-    assert np.array_equal(np.asarray(calls[1][0]["image"]), prev_last)
-    assert np.array_equal(clip.frames[8], prev_last)
+    for t in (engine.pipe.transformer, getattr(engine.pipe, "transformer_2", None)):
+        if t is not None:
+            t.register_forward_pre_hook(hook, with_kwargs=True)
+    return seen
+
+
+def test_long_scene_continues_from_several_frames_with_the_end_frame_on_the_last(storage, photos):
+    import torch
+
+    engine = clip_engine("wan22-i2v-a14b", max_frames=9)
+    seen = _record_transformer_inputs(engine, "mask")
+    clip = engine.render(request(photos, duration=1.5))  # 24 frames -> 25: 9 + 4 x (9 - 5 overlap)
+    assert clip.num_frames == 25 and clip.meta["segments"] == 5 and clip.meta["segment_frames"] == [9] * 5
+    assert clip.meta["flf2v"] is True and clip.meta["overlap_frames"] == 5
+    # condition mask per latent frame (4 flags each; 9 frames = 3 latent frames)
+    first, middle, final = (
+        torch.tensor(m, dtype=torch.float32)
+        for m in (
+            [[1, 1, 1, 1], [0, 0, 0, 0], [0, 0, 0, 0]],  # the keyframe only
+            [[1, 1, 1, 1], [1, 1, 1, 1], [0, 0, 0, 0]],  # the previous segment's last 5 frames
+            [[1, 1, 1, 1], [1, 1, 1, 1], [0, 0, 0, 1]],  # ... and the handoff end frame
+        )
+    )
+    expected = [first, middle, middle, middle, final]
+    for segment, masks in zip(expected, seen):
+        assert masks and all(torch.equal(m.T.float(), segment) for m in masks)
+    assert isinstance(clip.meta["segment_colour_shift"], float)
     engine.close()
+    flf2v = clip_engine(max_frames=9)
+    with pytest.raises(InputError, match=r"scene 's1': 25 frames need 5 segments .* only between a real first and last frame"):
+        flf2v.render(request(photos, duration=1.5))
+    flf2v.close()
+
+
+def test_ti2v_long_scene_keeps_the_overlap_latents_fixed(storage, photos):
+    engine = clip_engine("wan22-ti2v", max_frames=9)
+    seen = _record_transformer_inputs(engine, "timestep")
+    clip = engine.render(request(photos, duration=1.5, last=False))
+    assert clip.num_frames == 25 and clip.meta["segments"] == 5
+    # one token per latent frame at 32x32; timestep 0 marks a given (not denoised) latent frame
+    for i, steps in enumerate(seen):
+        given = [(t[0] == 0).tolist() for t in steps]
+        assert all(g == ([True, False, False] if i == 0 else [True, True, False]) for g in given), (i, given)
+    engine.close()
+
+
+def test_colour_matching_lowers_the_colour_shift_between_segments(storage, photos):
+    shifts = {}
+    for match in (True, False):
+        engine = clip_engine("wan22-i2v-a14b", max_frames=9, colour_match=match)
+        shifts[match] = engine.render(request(photos, duration=1.5, last=False)).meta["segment_colour_shift"]
+        engine.close()
+    assert shifts[True] < shifts[False]
 
 
 def test_ti2v_and_two_expert_paths(storage, photos):
@@ -255,3 +306,165 @@ def test_cuda_bf16_with_model_cpu_offload(storage, photos):
     again = engine.render(request(photos))
     assert np.array_equal(clip.frames, again.frames)
     engine.close()
+
+
+def test_bf16_stage_keeps_vae_and_image_encoder_in_float32(storage, photos):
+    """``dtype: bfloat16``: the denoiser and text encoder in bf16, the VAE and CLIP image encoder
+    in float32 (diffusers Wan examples), recorded as ``component_dtypes``; on CPU too."""
+    engine = clip_engine(dtype="bfloat16")
+    clip = engine.render(request(photos, duration=1.0))  # fp32 decode of bf16 latents
+    expected = {"transformer": "bfloat16", "text_encoder": "bfloat16", "vae": "float32", "image_encoder": "float32"}
+    assert clip.meta["component_dtypes"] == expected
+    assert engine.describe()["component_dtypes"] == expected
+    assert clip.frames.shape == (17, 32, 32, 3) and clip.frames.std() > 1.0
+    engine.close()
+    from wan_pipeline.engines.vace_film import WanVaceFilm
+
+    vace = WanVaceFilm(
+        {
+            "model": "models/tiny/wan21-vace",
+            "steps": 1,
+            "max_sequence_length": 32,
+            "dtype": "bfloat16",
+            "seam_frames": 4,
+            "context_frames": 4,
+        },
+        preset(),
+    )
+    native = [Clip(np.full((17, 32, 32, 3), c, np.uint8), fps=16) for c in (60, 180)]
+    film = vace.join(FilmRequest([FilmScene(f"s{i}", n, n, "handoff", "a cat") for i, n in enumerate(native)], seed=1))
+    assert film.num_frames == 33 and film.meta["seams"] == 1  # a VACE seam through the fp32 VAE and bf16 transformer
+    assert vace.describe()["component_dtypes"] == {"transformer": "bfloat16", "text_encoder": "bfloat16", "vae": "float32"}
+    vace.close()
+
+
+def test_auto_dtype_and_group_offload_streams_on_cuda(monkeypatch):
+    """``dtype: auto`` is bf16 on a CUDA GPU with bf16, float16 with a note only without it;
+    group offload prefetches on a CUDA stream (``use_stream=True``)."""
+    import torch
+
+    from wan_pipeline.engines.diffusers_support import ModelParams, apply_memory_strategy, model_dtype
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
+    assert model_dtype("auto", "cuda:0") == (torch.bfloat16, None)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)
+    dtype, note = model_dtype("auto", "cuda:0")
+    assert dtype == torch.float16 and "no native bfloat16" in note
+    assert model_dtype("auto", "cpu") == (torch.float32, None) and model_dtype("float16", "cuda:0") == (torch.float16, None)
+
+    seen = {}
+    fake = SimpleNamespace(vae=None, enable_group_offload=lambda **kw: seen.update(kw))
+    assert apply_memory_strategy(fake, "cuda:0", ModelParams(model="x/y", memory_strategy="group_offload")) == "group_offload"
+    assert seen["use_stream"] is True and seen["offload_type"] == "block_level"
+
+
+def test_keyframe_pipeline_from_the_detected_variant(storage, tmp_path, monkeypatch):
+    """The keyframe pipeline follows the checkpoint's configs, not its name: a Wan T2V checkpoint
+    cached under a repo id without "wan" in it renders; a VACE checkpoint is refused by name."""
+    import shutil
+
+    import huggingface_hub.constants as hf_constants
+
+    from wan_pipeline.engines.diffusers_keyframe import DiffusersT2IKeyframe
+
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo_dir = tmp_path / "models--acme--storyboard-painter"
+    (repo_dir / "refs").mkdir(parents=True)
+    (repo_dir / "refs" / "main").write_text(commit)
+    shutil.copytree(storage / "models" / "tiny" / "t2i", repo_dir / "snapshots" / commit)
+    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(tmp_path))
+    engine = DiffusersT2IKeyframe({"model": "acme/storyboard-painter", "steps": 1, "max_sequence_length": 32}, preset())
+    frame = engine.render(KeyframeRequest(scene_id="s1", prompt="a red cat", negative_prompt="", seed=5, width=64, height=48))
+    assert frame.shape == (48, 64, 3) and type(engine.pipe).__name__ == "WanPipeline"
+    engine.close()
+    vace = DiffusersT2IKeyframe({"model": "models/tiny/wan21-vace", "steps": 1}, preset())
+    with pytest.raises(InputError, match=r"keyframe\.model: models/tiny/wan21-vace is Wan2.1-VACE-miniature, which cannot make an image"):
+        vace.render(KeyframeRequest(scene_id="s1", prompt="a red cat", negative_prompt="", seed=5, width=64, height=48))
+
+
+def test_keyframe_generated_at_the_models_native_size_then_fitted(storage):
+    from wan_pipeline.engines.diffusers_keyframe import DiffusersT2IKeyframe
+
+    engine = DiffusersT2IKeyframe({"model": "models/tiny/t2i", "steps": 1, "size_multiple": 32}, preset())
+    engine._native_sizes = [(1280, 704), (704, 1280)]  # TI2V-5B's sizes (model card)
+    assert engine.generation_size(1280, 720) == (1280, 704)
+    assert engine.generation_size(720, 1280) == (704, 1280)
+    engine._native_sizes = [(832, 480), (480, 832)]  # a 480P-only model asked for a 1080p keyframe
+    assert engine.generation_size(1920, 1080) == (832, 480)
+    engine._native_sizes = []  # miniature: no native sizes, the requested size rounded up
+    assert engine.generation_size(100, 60) == (128, 64)
+
+
+def test_scene_guidance_reaches_the_low_noise_expert(storage, photos):
+    from wan_pipeline.engines.wan_clip import expert_guidance
+
+    a14b = clip_engine("wan22-i2v-a14b", guidance_scale=3.5, guidance_scale_2=3.5)
+    seen = []
+    real = a14b._run_pipeline
+    a14b._run_pipeline = lambda **kw: seen.append(kw) or real(**kw)
+    clip = a14b.render(request(photos, guidance_scale=2.0))
+    assert seen[-1]["guidance_scale"] == 2.0 and seen[-1]["guidance_scale_2"] == 2.0
+    assert clip.meta["guidance_scale_2"] == 2.0
+    a14b.render(request(photos))
+    assert seen[-1]["guidance_scale_2"] == 3.5
+    a14b.close()
+    assert expert_guidance(3.0, 4.0, 6.0) == 8.0 and expert_guidance(3.0, None, None) == 3.0 and expert_guidance(3.0, 4.0, None) == 4.0
+
+
+def test_model_that_does_not_fit_host_ram_is_refused_before_loading(storage, photos, monkeypatch):
+    import psutil
+    from diffusers import WanImageToVideoPipeline
+
+    class Mem:
+        available = 2 * 2**20  # 2 MiB: not even the miniature plus the process fits
+
+    loads = []
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: Mem)
+    monkeypatch.setattr(WanImageToVideoPipeline, "from_pretrained", classmethod(lambda cls, *a, **k: loads.append(a)))
+    engine = clip_engine()
+    with pytest.raises(InputError, match=r"(?s)workflows/test.yaml.*host RAM: ~\d+ MiB needed.*2 MiB available"):
+        engine.render(request(photos))
+    assert loads == []
+
+
+def test_group_offload_to_disk_loads_one_component_at_a_time(storage, photos, tmp_path):
+    """The disk-offload loader on CPU (the code path a 64 GB machine takes for A14B on CUDA):
+    every weighted component's groups are written to disk, and the pipeline renders the same
+    frames as one loaded normally."""
+    import torch
+    from diffusers import WanImageToVideoPipeline
+
+    from wan_pipeline.engines.diffusers_support import component_dtype_map, release_pipeline
+    from wan_pipeline.engines.disk_offload import load_components_to_disk, offload_folder
+    from wan_pipeline.models import read_checkpoint
+    from wan_pipeline.models.tiny import make_tiny_models
+
+    source = make_tiny_models(storage / "models" / "tiny", names=("wan21-i2v",))["wan21-i2v"]
+    folder = offload_folder(1.0, tmp_path / "offload")
+    modules = load_components_to_disk(read_checkpoint(source), component_dtype_map(torch.float32), "cpu", folder)
+    assert set(modules) == {"transformer", "text_encoder", "vae", "image_encoder"}
+    assert all(list((folder / name).glob("*.safetensors")) for name in modules)
+    pipe = WanImageToVideoPipeline.from_pretrained(str(source), **modules)
+    pipe.offload_folder = folder
+    reference = WanImageToVideoPipeline.from_pretrained(str(source))
+    from PIL import Image
+
+    image = Image.fromarray(np.ascontiguousarray(photos[0][:32, :32]))
+    kwargs = dict(
+        image=image,
+        last_image=image,
+        prompt="a cat",
+        height=32,
+        width=32,
+        num_frames=5,
+        num_inference_steps=2,
+        output_type="np",
+        max_sequence_length=32,
+    )
+    a = pipe(**kwargs, generator=torch.Generator().manual_seed(1)).frames
+    b = reference(**kwargs, generator=torch.Generator().manual_seed(1)).frames
+    assert np.abs(a - b).max() < 1e-5
+    release_pipeline(pipe)
+    assert not folder.exists()
+    with pytest.raises(InputError, match=r"group offload to disk needs ~\d+ MiB free here"):
+        offload_folder(1e12, tmp_path / "offload")

@@ -356,7 +356,12 @@ def cmd_doctor(args) -> int:
     from wan_pipeline.models import doctor_report, render_doctor_text
     from wan_pipeline.preset import load_preset
 
-    report = doctor_report(load_preset(args.preset))
+    machine = None
+    if args.vram_gib is not None or args.ram_gib is not None:
+        from wan_pipeline.models.machine import hypothetical_machine
+
+        machine = hypothetical_machine(args.vram_gib, args.ram_gib)
+    report = doctor_report(load_preset(args.preset), machine=machine)
     print(json.dumps(report, indent=2, default=str) if args.json else render_doctor_text(report))
     return EXIT_OK if report["ready"] else EXIT_FAILED
 
@@ -532,6 +537,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("preset", type=_path_arg, nargs="?", default="preview", help="preset name or file (default: preview)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--vram-gib", type=float, help="answer for a GPU of this many GiB, all free (0: no GPU), instead of this machine's")
+    p.add_argument("--ram-gib", type=float, help="answer for this many GiB of available host RAM instead of this machine's")
     p.set_defaults(func=cmd_doctor)
 
     p = sub.add_parser("make-tiny-models", help="write the random-weight miniature checkpoints of the `tiny` preset")

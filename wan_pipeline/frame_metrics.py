@@ -46,3 +46,13 @@ def inter_frame_diff(frames: np.ndarray) -> np.ndarray:
         return np.zeros(0, dtype=np.float32)
     d = np.abs(frames[1:].astype(np.int16) - frames[:-1].astype(np.int16))
     return d.reshape(d.shape[0], -1).mean(axis=1).astype(np.float32)
+
+
+def mean_colour_shift(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean over R, G, B of |mean of channel in ``a`` − mean in ``b``|, in 8-bit levels.
+
+    a, b: uint8 frames (H, W, 3) or stacks (T, H, W, 3); sizes may differ. Used for the colour
+    jump at a segment boundary of a long scene (telemetry ``segment_colour_shift``)."""
+    ma = a.reshape(-1, 3).astype(np.float64).mean(0)
+    mb = b.reshape(-1, 3).astype(np.float64).mean(0)
+    return float(np.abs(ma - mb).mean())

@@ -2,19 +2,23 @@
 
     python tests/benchmarks/preset_vram.py
 
-For each preset and model stage: parameters, bf16 weights, estimated peak VRAM per strategy at the
-preset's size, and the strategy the planner picks on a 24, 48 and 80 GiB GPU (all of it free).
-Estimates from the checkpoint configs (``wan_pipeline.models.memory``), not measurements.
+For each preset and model stage: parameters, the strategy the planner picks on three machines
+(24 GiB GPU with 64 GiB RAM, 48 GiB with 128 GiB, 80 GiB with 256 GiB; all of it free) and,
+for each, the estimated peak VRAM and host RAM, plus the host RAM any in-memory strategy needs
+(all weights) and what group offload to disk needs (the largest component). Estimates from the
+checkpoint configs (``wan_pipeline.models.memory``), not measurements.
 """
 
 from __future__ import annotations
 
 from wan_pipeline.models import identify, plan_memory
 from wan_pipeline.models.machine import load_checkpoint_info
+from wan_pipeline.models.memory import DISK_OFFLOAD
 from wan_pipeline.preset import load_preset
 
 PRESETS = ("wan22-ti2v-5b", "wan21-flf2v-14b", "wan22-i2v-a14b")
-GPUS_GIB = (24, 48, 80)
+MACHINES_GIB = ((24, 64), (48, 128), (80, 256))
+"""(GPU VRAM, host RAM) in GiB."""
 
 
 def frames_of(stage: str, section: dict) -> int:
@@ -25,11 +29,17 @@ def frames_of(stage: str, section: dict) -> int:
     return int(section.get("max_frames", 81))
 
 
+def choice(plan) -> str:
+    if plan.fits is False:
+        return "does not fit"
+    name = plan.chosen_strategy + (" to disk" if plan.offload_to_disk else "") + (" + tiling" if plan.vae_tiling else "")
+    return f"{name}: {plan.estimated_peak_mib / 1024:.1f} / {plan.host_ram_mib / 1024:.0f}"
+
+
 def main() -> None:
-    print(
-        "| preset | stage | model | params (B) | peak VRAM est. full_gpu / model_cpu_offload / group_offload (GiB) | 24 GiB | 48 GiB | 80 GiB |"
-    )
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    heads = " | ".join(f"{v} GiB GPU, {r} GiB RAM" for v, r in MACHINES_GIB)
+    print(f"| preset | stage (W×H×frames) | model | params (B) | host RAM in memory / to disk (GiB) | {heads} |")
+    print("| --- | --- | --- | --- | --- |" + " --- |" * len(MACHINES_GIB))
     for name in PRESETS:
         preset = load_preset(name)
         for stage in ("keyframe", "clip", "film"):
@@ -42,7 +52,7 @@ def main() -> None:
             frames = frames_of(stage, section)
             picks = []
             plan = None
-            for gib in GPUS_GIB:
+            for vram, ram in MACHINES_GIB:
                 plan = plan_memory(
                     ckpt,
                     variant=info.variant,
@@ -50,13 +60,15 @@ def main() -> None:
                     height=preset.height,
                     frames=frames,
                     dtype="bfloat16",
-                    vram_total_mib=gib * 1024,
-                    vram_free_mib=gib * 1024,
+                    vram_total_mib=vram * 1024,
+                    vram_free_mib=vram * 1024,
+                    ram_available_mib=ram * 1024,
                 )
-                picks.append(plan.chosen_strategy + (" + VAE tiling" if plan.vae_tiling else ""))
-            peaks = " / ".join(f"{plan.peak_vram_tiled_mib[s] / 1024:.1f}" for s in ("full_gpu", "model_cpu_offload", "group_offload"))
+                picks.append(choice(plan))
+            host = plan.host_ram_by_strategy_mib
             print(
-                f"| {name} | {stage} ({preset.width}x{preset.height}x{frames}) | {info.variant} | {plan.total_params / 1e9:.2f} | {peaks} | {' | '.join(picks)} |"
+                f"| {name} | {stage} ({preset.width}×{preset.height}×{frames}) | {info.variant} | {plan.total_params / 1e9:.2f} "
+                f"| {host['full_gpu'] / 1024:.0f} / {host[DISK_OFFLOAD] / 1024:.0f} | {' | '.join(picks)} |"
             )
 
 

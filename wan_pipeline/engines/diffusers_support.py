@@ -32,7 +32,8 @@ class ModelParams(ModelFileFields):
         transformer file, with the other single-file keys of :class:`ModelFileFields`.
     memory_strategy: how the pipeline sits on the GPU (ignored on CPU); ``auto`` is ``full_gpu``.
     vae_tiling / vae_slicing: decode the VAE in spatial tiles / one sample at a time.
-    dtype: ``auto`` (bf16 on CUDA, fp32 on CPU), ``float32``, ``float16``, ``bfloat16``.
+    dtype: of the denoisers and text encoder: ``auto`` (bf16 on CUDA, fp16 only on a GPU without
+        bf16, fp32 on CPU), ``float32``, ``float16``, ``bfloat16``; VAE and image encoder: float32.
     max_sequence_length: prompt tokens given to the text encoder (Wan: 512).
     """
 
@@ -100,7 +101,6 @@ def load_pipeline(
     Returns ``(pipeline, memory_strategy)`` where ``memory_strategy`` is what was applied: ``cpu``
     on a CPU device, else the preset's strategy or the planner's choice for ``auto``.
     """
-    from wan_pipeline.devices import torch_dtype
     from wan_pipeline.models import check_loadable, identify, read_checkpoint
 
     if uses_single_file(params):
@@ -108,7 +108,7 @@ def load_pipeline(
 
         files = resolve_model_files(params, file, root or storage_root())
         quiet_hub_progress()
-        pipe = load_files_pipeline(pipeline_cls, files, torch_dtype(params.dtype, device), keep_fp8=device.startswith("cuda"))
+        pipe = load_files_pipeline(pipeline_cls, files, model_dtype(params.dtype, device)[0], keep_fp8=device.startswith("cuda"))
         pipe.set_progress_bar_config(disable=True)
         pipe.wan_model_info = files.info
         return pipe, apply_memory_strategy(pipe, device, params, str(files.config_dir), plan_size)
@@ -121,36 +121,110 @@ def load_pipeline(
     info = None
     if str(ckpt.index.class_name or "").startswith("Wan"):
         info = identify(ckpt)
-    dtype = torch_dtype(params.dtype, device)
+    dtype, dtype_note = model_dtype(params.dtype, device)
+    plan = memory_plan(str(ckpt.source), device, params, dtype, plan_size)
+    if plan is not None and plan.fits_ram is False:
+        raise InputError(file, f"model {model!r}: {plan.reason}")
     quiet_hub_progress()
-    pipe = pipeline_cls.from_pretrained(str(ckpt.source), dtype=dtype, use_safetensors=True)
+    components, folder = {}, None
+    if plan is not None and plan.offload_to_disk and device.startswith("cuda"):
+        from wan_pipeline.engines.disk_offload import load_components_to_disk, offload_folder
+
+        folder = offload_folder(plan.total_weights_mib)
+        components = load_components_to_disk(ckpt, component_dtype_map(dtype), device, folder)
+    pipe = pipeline_cls.from_pretrained(str(ckpt.source), dtype=component_dtype_map(dtype), use_safetensors=True, **components)
     pipe.set_progress_bar_config(disable=True)
     pipe.wan_model_info = info
-    strategy = apply_memory_strategy(pipe, device, params, str(ckpt.source), plan_size)
+    pipe.dtype_note = dtype_note
+    pipe.offload_folder = folder
+    strategy = apply_memory_strategy(pipe, device, params, str(ckpt.source), plan_size, plan=plan)
     return pipe, strategy
 
 
-def planned_strategy(source: str, device: str, params: ModelParams, plan_size) -> tuple[str, bool, bool]:
-    """``(strategy, vae_tiling, vae_slicing)``: the preset's, or for ``auto`` the memory planner's
-    choice from the checkpoint's parameter counts and the device's free VRAM (NVML/torch)."""
-    if params.memory_strategy != "auto":
-        return params.memory_strategy, params.vae_tiling, params.vae_slicing
+def memory_plan(source: str, device: str, params: ModelParams, dtype, plan_size):
+    """The memory plan of one generation of ``plan_size`` (width, height, frames) with the
+    preset's ``memory_strategy`` on ``device`` (free VRAM and host RAM measured now), made before
+    any weight is read; None without a ``plan_size``. See :func:`wan_pipeline.models.plan_memory`."""
     if plan_size is None:
-        return "full_gpu", params.vae_tiling, params.vae_slicing
+        return None
     from wan_pipeline.models import plan_for_model
 
     width, height, frames = plan_size
-    dtype = "bfloat16" if params.dtype == "auto" else params.dtype
-    _, plan = plan_for_model(source, width=width, height=height, frames=frames, dtype=dtype, strategy="auto", device=device)
+    name = str(dtype).removeprefix("torch.")
+    _, plan = plan_for_model(source, width=width, height=height, frames=frames, dtype=name, strategy=params.memory_strategy, device=device)
+    return plan
+
+
+def model_dtype(name: str, device: str):
+    """``(torch dtype, note)`` for a stage's ``dtype``. ``auto``: bfloat16 on a CUDA GPU with native
+    bf16 (compute capability 8.0+; Wan was trained in bf16: Wan2.1 report), float16 on an older
+    GPU with a note saying so (fp16 activations can overflow), float32 on the CPU. A named dtype
+    is taken as is (note None). Raises :class:`InputError` for an unknown name."""
+    import torch
+
+    from wan_pipeline.devices import torch_dtype
+
+    if name != "auto" or not device.startswith("cuda"):
+        return torch_dtype(name, device), None
+    if torch.cuda.is_bf16_supported(including_emulation=False):
+        return torch.bfloat16, None
+    return torch.float16, (
+        "this GPU has no native bfloat16: running in float16 although Wan was trained in bf16; "
+        "set `dtype: float32` if frames come out black or noisy"
+    )
+
+
+def component_dtype_map(dtype) -> dict:
+    """The per-component dtype map given to diffusers' ``from_pretrained``: ``dtype`` for the
+    denoisers and text encoder, float32 for the VAE and the CLIP image encoder (the diffusers Wan
+    examples and the official Wan code keep both in float32: conditioning latents, VACE context
+    and every decode keep their precision; :data:`FULL_PRECISION_COMPONENTS`)."""
+    import torch
+
+    from wan_pipeline.models.memory import FULL_PRECISION_COMPONENTS
+
+    return {"default": dtype, **{name: torch.float32 for name in FULL_PRECISION_COMPONENTS}}
+
+
+def component_dtypes(pipe) -> dict[str, str]:
+    """``{component: dtype name}`` of a loaded pipeline's weighted components, e.g.
+    ``{"transformer": "bfloat16", "vae": "float32", "image_encoder": "float32", ...}``
+    (telemetry key ``component_dtypes``)."""
+    import torch
+
+    out = {}
+    for name, module in pipe.components.items():
+        if isinstance(module, torch.nn.Module):
+            counts: dict[str, int] = {}
+            for param in module.parameters():
+                key = str(param.dtype).removeprefix("torch.")
+                counts[key] = counts.get(key, 0) + param.numel()
+            if counts:  # the dtype of most weights (diffusers keeps a few norms/tables in float32)
+                out[name] = max(counts, key=counts.get)
+    return out
+
+
+def planned_strategy(source: str, device: str, params: ModelParams, plan_size, plan=None) -> tuple[str, bool, bool]:
+    """``(strategy, vae_tiling, vae_slicing)``: the preset's, or for ``auto`` the memory planner's
+    choice (``plan``, else planned now) from the checkpoint's parameter counts, the device's free
+    VRAM (NVML/torch) and the available host RAM."""
+    if params.memory_strategy != "auto":
+        return params.memory_strategy, params.vae_tiling, params.vae_slicing
+    if plan is None and plan_size is None:
+        return "full_gpu", params.vae_tiling, params.vae_slicing
+    if plan is None:
+        plan = memory_plan(source, device, params, "bfloat16" if params.dtype == "auto" else params.dtype, plan_size)
     return plan.chosen_strategy, params.vae_tiling or plan.vae_tiling, params.vae_slicing or plan.vae_slicing
 
 
-def apply_memory_strategy(pipe, device: str, params: ModelParams, source: str | None = None, plan_size=None) -> str:
-    """Place ``pipe`` with diffusers' own offload methods; returns the strategy applied."""
+def apply_memory_strategy(pipe, device: str, params: ModelParams, source: str | None = None, plan_size=None, plan=None) -> str:
+    """Place ``pipe`` with diffusers' own offload methods; returns the strategy applied
+    (``group_offload`` for a pipeline whose components :mod:`~wan_pipeline.engines.disk_offload`
+    already offloaded to disk: ``pipe.offload_folder`` set)."""
     from wan_pipeline.devices import device_index
 
-    if device.startswith("cuda") and source is not None:
-        strategy, tiling, slicing = planned_strategy(source, device, params, plan_size)
+    if device.startswith("cuda") and (source is not None or plan is not None):
+        strategy, tiling, slicing = planned_strategy(source, device, params, plan_size, plan)
     else:
         strategy, tiling, slicing = params.memory_strategy, params.vae_tiling, params.vae_slicing
     vae = getattr(pipe, "vae", None)
@@ -163,6 +237,8 @@ def apply_memory_strategy(pipe, device: str, params: ModelParams, source: str | 
         return "cpu"
     strategy = "full_gpu" if strategy == "auto" else strategy
     gpu = device_index(device) or 0
+    if getattr(pipe, "offload_folder", None) is not None:
+        return "group_offload"  # placed while loading (disk_offload)
     if strategy == "full_gpu":
         pipe.to(device)
     elif strategy == "model_cpu_offload":
@@ -172,8 +248,13 @@ def apply_memory_strategy(pipe, device: str, params: ModelParams, source: str | 
     elif strategy == "group_offload":
         import torch
 
+        # use_stream: the next block is copied on a side CUDA stream while this one computes
         pipe.enable_group_offload(
-            onload_device=torch.device(device), offload_device=torch.device("cpu"), offload_type="block_level", num_blocks_per_group=1
+            onload_device=torch.device(device),
+            offload_device=torch.device("cpu"),
+            offload_type="block_level",
+            num_blocks_per_group=1,
+            use_stream=True,
         )
     return strategy
 
@@ -186,6 +267,9 @@ def release_pipeline(pipe) -> None:
         pipe.remove_all_hooks()
     except Exception:  # noqa: BLE001 - a pipeline without hooks has nothing to remove
         pass
+    from wan_pipeline.engines.disk_offload import remove_offload_folder
+
+    remove_offload_folder(pipe)
     del pipe
     free_device_memory()
 
@@ -203,6 +287,25 @@ def checkpoint_variant(pipe) -> str | None:
     configs by :func:`wan_pipeline.models.identify` when it was loaded; None for other models."""
     info = getattr(pipe, "wan_model_info", None)
     return info.variant if info is not None else None
+
+
+NATIVE_SIZE_TOLERANCE = 0.05
+"""Relative difference of width and height from a native size still counted as that size
+(1280x720 vs TI2V's 1280x704: 2.3 %)."""
+
+
+def native_size_warning(pipe, width: int, height: int) -> str | None:
+    """A warning when ``width``×``height`` is not near any native size of the loaded Wan model
+    (e.g. VACE-1.3B, a 480P model, at 1280x704), None when it is or when the sizes are unknown
+    (miniatures, non-Wan models)."""
+    info = getattr(pipe, "wan_model_info", None)
+    sizes = [tuple(s) for s in (info.native_sizes if info is not None else [])]
+    if not sizes:
+        return None
+    if any(abs(width - w) <= NATIVE_SIZE_TOLERANCE * w and abs(height - h) <= NATIVE_SIZE_TOLERANCE * h for w, h in sizes):
+        return None
+    native = ", ".join(f"{w}x{h}" for w, h in sizes)
+    return f"{info.variant} was trained at {native}; {width}x{height} is outside that range (expect unstable output; use a model made for this size)"
 
 
 def pipeline_class_name(model: str) -> str | None:
@@ -267,6 +370,16 @@ class DiffusersEngine:
 
     def plan_frames(self) -> int:
         return 1
+
+    def loaded_info(self) -> dict:
+        """Telemetry of the loaded pipeline (empty before it is loaded): ``component_dtypes`` and,
+        when ``dtype: auto`` fell back to float16, ``dtype_note``."""
+        if self._pipe is None:
+            return {}
+        out = {"component_dtypes": component_dtypes(self._pipe)}
+        if getattr(self._pipe, "dtype_note", None):
+            out["dtype_note"] = self._pipe.dtype_note
+        return out
 
     def _load(self, pipeline_cls, source: str | None = None):
         """Load ``pipeline_cls`` (see :func:`load_pipeline`), with the preset's ``flow_shift`` on its

@@ -9,7 +9,8 @@ back to uint8 on the device; only uint8 crosses the bus. On CUDA the download of
 through pinned memory while the next batch is already queued, so the GPU is not idle while the
 CPU copies frames out (or resizes them).
 
-Tiling: a tile is the input patch given to the network, ``tile`` pixels square at most, of which
+Tiling: a tile is the input patch given to the network, ``tile`` pixels square at most (without a
+preset ``tile``, sized from the memory free when the stage runs, not when the engine is built), of which
 ``tile_overlap`` pixels on each side are context only: each output pixel comes from the one tile
 whose kept centre contains it (crop-the-centre), so there is no seam as long as the network's
 receptive field is within the overlap; the remaining difference is rounding (≤ 1 grey level in
@@ -205,14 +206,24 @@ class RealEsrganUpscaler:
         self.batch_size = p.batch_size or (4 if on_cuda else 1)
         self.multiple = max(1, int(self.desc.size_requirements.multiple_of))
         self.overlap = _round_up(p.tile_overlap, self.multiple)
-        elem = torch.tensor([], dtype=self.dtype).element_size()
-        tile = p.tile or default_tile(self.desc, self.device, self.batch_size, elem)
-        self.tile = _round_up(tile, self.multiple)
-        if self.tile <= 2 * self.overlap:
+        self._elem = torch.tensor([], dtype=self.dtype).element_size()
+        # A preset tile is fixed here; without one the tile is sized from the memory free when
+        # the stage runs (:meth:`_size_tile`): a VACE or Wan model loaded in between takes VRAM.
+        self.tile = _round_up(p.tile, self.multiple) if p.tile else None
+        if self.tile is not None and self.tile <= 2 * self.overlap:
             raise InputError(
                 getattr(preset, "source_path", None), f"stages.upscaled.tile: {self.tile} must exceed twice tile_overlap ({self.overlap})"
             )
         self._torch = torch
+
+    def _size_tile(self) -> int:
+        """The tile for this run: the preset's, else :func:`default_tile` from the memory free now
+        (at least twice the overlap plus one multiple, so a tile always keeps a centre)."""
+        if self.params.tile:
+            return self.tile
+        tile = _round_up(default_tile(self.desc, self.device, self.batch_size, self._elem), self.multiple)
+        self.tile = max(tile, 2 * self.overlap + self.multiple)
+        return self.tile
 
     def _pick_dtype(self, name: str, preset):
         import torch
@@ -231,7 +242,8 @@ class RealEsrganUpscaler:
         return dtype
 
     def describe(self) -> dict:
-        """Static telemetry: engine, model (absolute path), architecture, model scale, tiling, dtype."""
+        """Telemetry: engine, model (absolute path), architecture, model scale, tiling (the tile of
+        the last run; None before one when the preset gives none), dtype."""
         return {
             "engine": self.name,
             "model": str(self.model_path),
@@ -283,6 +295,7 @@ class RealEsrganUpscaler:
     def upscale_frames(self, frames: np.ndarray) -> np.ndarray:
         """frames: uint8 (T, H, W, 3) RGB → uint8 (T, H', W', 3), H' W' from :meth:`output_size`."""
         torch = self._torch
+        self._size_tile()
         t, h, w, _ = frames.shape
         ow, oh = self.output_size(w, h)
         s = self.scale

@@ -16,6 +16,7 @@ from wan_pipeline.errors import InputError
 _FACTOR_SUFFIXES = (
     ".lora_A.weight",
     ".lora_B.weight",
+    ".lora_B.bias",
     ".lora_A.default.weight",
     ".lora_B.default.weight",
     ".lora_down.weight",
@@ -24,6 +25,9 @@ _FACTOR_SUFFIXES = (
     ".diff",
     ".diff_b",
 )
+"""Key endings of a LoRA state dict as ``pipe.lora_state_dict`` returns it. diffusers converts a
+Wan-format bias delta (``diff_b``: CausVid, lightx2v distill LoRAs) into ``lora_B.bias``, which
+peft loads as a LoRA bias (``LoraConfig.lora_bias``)."""
 
 
 class LoraEntry(BaseModel):
@@ -49,7 +53,8 @@ def _target_modules(pipe, expert: str) -> list[tuple[str, object]]:
 
 def check_lora(pipe, path: Path, transformer) -> None:
     """Raise :class:`InputError` naming ``path`` unless every LoRA factor targets a linear layer of
-    ``transformer`` with matching shapes (rank x in_features for A, out_features x rank for B)."""
+    ``transformer`` with matching shapes (rank x in_features for A, out_features x rank for B,
+    out_features for a bias delta ``lora_B.bias``)."""
     import torch
 
     if not path.is_file():
@@ -76,7 +81,7 @@ def check_lora(pipe, path: Path, transformer) -> None:
         elif ".lora_A" in name or ".lora_down" in name:
             if tensor.shape[-1] != module.in_features:
                 problems.append(f"{key}: input width {tensor.shape[-1]}, the layer takes {module.in_features}")
-        elif ".lora_B" in name or ".lora_up" in name:
+        elif ".lora_B" in name or ".lora_up" in name or name.endswith(".diff_b"):
             if tensor.shape[0] != module.out_features:
                 problems.append(f"{key}: output width {tensor.shape[0]}, the layer gives {module.out_features}")
         if len(problems) >= 5:

@@ -33,6 +33,7 @@ from wan_pipeline.engines.diffusers_support import (
     DiffusersEngine,
     ModelParams,
     checkpoint_variant,
+    native_size_warning,
     step_progress,
     to_uint8_frames,
 )
@@ -123,6 +124,7 @@ class WanVaceFilm(DiffusersEngine):
             "guidance_scale": p.guidance_scale,
             "crf": p.crf,
             "memory_strategy": self._strategy or p.memory_strategy,
+            **self.loaded_info(),
         }
 
     # -- the join --------------------------------------------------------------------------
@@ -208,6 +210,10 @@ class WanVaceFilm(DiffusersEngine):
         }
         if self._pipe is not None:
             meta["variant"] = checkpoint_variant(self._pipe)
+            h, w = scenes[0].native.frames.shape[1:3]
+            meta["warnings"] = [x for x in (native_size_warning(self._pipe, w, h),) if x]
+            for x in meta["warnings"]:
+                request.log(f"warning: {x}")
         return Clip(film, fps=fps, meta=meta)
 
     def _regenerate(self, left, right, a, b, c, off, request: FilmRequest, index: int, total: int):

@@ -8,9 +8,19 @@ One engine for every Wan I2V layout diffusers loads into that class:
 * Wan2.2 TI2V-5B (``expand_timesteps``: the first latent frame is the image; no last-frame
   conditioning in diffusers, so a handoff is rendered without it and reported in ``warnings``).
 
-A scene longer than ``max_frames`` renders as consecutive segments, each starting from the
-previous segment's last frame; the FLF2V end frame conditions the FINAL segment only, so the
-handoff target is reached however long the scene is.
+A scene longer than ``max_frames`` renders as consecutive segments that overlap by
+``overlap_frames`` (4k+1, default 5 as Wan2GP's sliding windows): each segment after the first is
+conditioned on the last ``overlap_frames`` frames of the previous one — the I2V models through
+their own conditioning (mask + VAE latents of the condition video, Wan2.1 report §I2V: frames
+marked 1 in the mask are given), TI2V by fixing those latent frames (per-token timesteps 0) — so
+motion carries over instead of restarting from one still frame. Its frames then get the colour
+statistics of the overlap as the previous segment decoded it (per channel mean and standard
+deviation; fading out over a final segment that must reach the end frame), and the regenerated
+overlap frames are dropped. The handoff end frame conditions the FINAL segment only. The FLF2V
+transformer was trained for first + last frame only, so a scene that needs several segments is
+refused with it rather than run with a made-up end frame. ``segment_colour_shift`` (meta) is the
+mean colour jump across the segment boundaries of the result
+(:func:`wan_pipeline.frame_metrics.mean_colour_shift`, 8-bit levels; None for one segment).
 """
 
 from __future__ import annotations
@@ -28,6 +38,7 @@ from wan_pipeline.engines.diffusers_support import (
     ModelParams,
     check_steps,
     checkpoint_variant,
+    native_size_warning,
     release_pipeline,
     size_multiple,
     step_progress,
@@ -35,6 +46,7 @@ from wan_pipeline.engines.diffusers_support import (
 )
 from wan_pipeline.engines.lora import LoraEntry, loras_applied
 from wan_pipeline.errors import InputError
+from wan_pipeline.frame_metrics import mean_colour_shift
 from wan_pipeline.media.clip import Clip
 from wan_pipeline.media.image_io import fit_image
 
@@ -49,7 +61,8 @@ class WanClipParams(ModelParams):
     steps / guidance_scale: defaults, overridden per scene; guidance_scale_2: low-noise expert
     (two-expert models; default = guidance_scale); flow_shift: scheduler shift (None keeps the
     checkpoint's); max_frames: the longest single generation (4k+1; Wan: 81); min_size/max_size:
-    the supported side length in pixels; loras: adapters applied to every scene.
+    the supported side length in pixels; loras: adapters applied to every scene; overlap_frames /
+    colour_match: how a long scene's segments continue (module doc).
     """
 
     steps: int = 30
@@ -60,6 +73,8 @@ class WanClipParams(ModelParams):
     min_size: int = Field(256, ge=16)
     max_size: int = Field(1280, le=4096)
     loras: list[LoraEntry] = Field(default_factory=list)
+    overlap_frames: int = Field(5, ge=1, le=33, description="frames a segment continues from (4k+1; Wan2GP: 5)")
+    colour_match: bool = Field(True, description="match each later segment's colours to the overlap it continues")
 
 
 def wan_frame_count(duration_s: float, fps) -> int:
@@ -69,13 +84,45 @@ def wan_frame_count(duration_s: float, fps) -> int:
     return 4 * max(1, round((n - 1) / 4)) + 1
 
 
-def segment_lengths(total: int, max_frames: int) -> list[int]:
-    """Split a ``total``-frame (4k+1) clip into segments of at most ``max_frames`` (4m+1) frames
-    that share their boundary frame: ``sum(len - 1) == total - 1``, lengths as even as possible."""
-    quads, per = (total - 1) // 4, (max_frames - 1) // 4
-    count = max(1, math.ceil(quads / per))
-    base, extra = divmod(quads, count)
+def segment_lengths(total: int, max_frames: int, overlap: int = 1) -> list[int]:
+    """Split a ``total``-frame (4k+1) clip into segments of at most ``max_frames`` (4m+1) frames,
+    each after the first repeating the last ``overlap`` (4j+1, < max_frames) frames of the one
+    before: ``lengths[0] + sum(n - overlap for n in lengths[1:]) == total``, lengths as even as
+    possible. ``overlap`` 1: consecutive segments share their boundary frame."""
+    quads, per, shared = (total - 1) // 4, (max_frames - 1) // 4, (overlap - 1) // 4
+    count = 1 if quads <= per else math.ceil((quads - shared) / (per - shared))
+    base, extra = divmod(quads + shared * (count - 1), count)
     return [4 * (base + (1 if i < extra else 0)) + 1 for i in range(count)]
+
+
+def match_segment_colour(frames: np.ndarray, overlap_new: np.ndarray, overlap_ref: np.ndarray, fade_out: bool) -> np.ndarray:
+    """Give ``frames`` uint8 (T, H, W, 3) the per-channel mean/std of ``overlap_ref`` (the overlap
+    as the previous segment decoded it) where the same frames of this segment (``overlap_new``)
+    have other statistics. fade_out: the correction falls linearly to none at the last frame (a
+    final segment must still reach its end frame). Returns uint8 (T, H, W, 3)."""
+    nm, ns = overlap_new.reshape(-1, 3).mean(0), overlap_new.reshape(-1, 3).std(0)
+    rm, rs = overlap_ref.reshape(-1, 3).mean(0), overlap_ref.reshape(-1, 3).std(0)
+    gain = rs / np.maximum(ns, 1e-3)
+    out = np.empty_like(frames)
+    t = len(frames)
+    for i, frame in enumerate(frames.astype(np.float32)):
+        w = 1.0 - i / max(t - 1, 1) if fade_out else 1.0
+        corrected = (frame - nm) * gain + rm
+        out[i] = np.clip(np.rint(w * corrected + (1 - w) * frame), 0, 255).astype(np.uint8)
+    return out
+
+
+def expert_guidance(preset_high: float, preset_low: float | None, scene: float | None) -> float:
+    """Guidance scale of the low-noise expert (``guidance_scale_2``) of a two-expert model.
+
+    The preset's ``guidance_scale_2`` (default: its ``guidance_scale``); a scene's own
+    ``guidance_scale`` reaches both experts, keeping the preset's ratio low/high (equal in the
+    Wan2.2 I2V-A14B config: 3.5 / 3.5), so raising a scene's guidance raises both.
+    """
+    low = preset_low if preset_low is not None else preset_high
+    if scene is None:
+        return low
+    return scene * (low / preset_high) if preset_high > 0 else scene
 
 
 class WanI2VClip(DiffusersEngine):
@@ -94,6 +141,11 @@ class WanI2VClip(DiffusersEngine):
         super().__init__(params, preset)
         if (self.params.max_frames - 1) % 4:
             raise InputError(self.file, f"stages.clip.max_frames: {self.params.max_frames} is not 4k+1 (e.g. 81)")
+        p = self.params
+        if (p.overlap_frames - 1) % 4 or p.overlap_frames >= p.max_frames:
+            raise InputError(
+                self.file, f"stages.clip.overlap_frames: {p.overlap_frames} must be 4k+1 (1, 5, 9…) and below max_frames {p.max_frames}"
+            )
         for field in ("width", "height"):
             self._check_side(field, getattr(preset, field), 16, self.file)
 
@@ -142,6 +194,7 @@ class WanI2VClip(DiffusersEngine):
         if self._pipe is not None:
             out["variant"] = checkpoint_variant(self._pipe)
             out["flow_shift"] = self._pipe.scheduler.config.get("flow_shift")
+        out.update(self.loaded_info())
         return out
 
     # -- rendering -------------------------------------------------------------------------
@@ -168,19 +221,33 @@ class WanI2VClip(DiffusersEngine):
         check_steps(steps, f"scene {request.scene_id!r} steps", None)
         guidance = request.guidance_scale if request.guidance_scale is not None else self.params.guidance_scale
         two_experts = getattr(pipe, "transformer_2", None) is not None and pipe.config.get("boundary_ratio") is not None
-        guidance_2 = (self.params.guidance_scale_2 if self.params.guidance_scale_2 is not None else guidance) if two_experts else None
+        guidance_2 = (
+            expert_guidance(self.params.guidance_scale, self.params.guidance_scale_2, request.guidance_scale) if two_experts else None
+        )
         warnings = []
         for label, value in (("guidance_scale", guidance), ("guidance_scale_2", guidance_2)):
             if value is not None and value >= GUIDANCE_WARNING:
                 warnings.append(
                     f"{label} {value:g} >= {GUIDANCE_WARNING:g}: Wan tends to give black or over-saturated frames; 3.5-5 is the usual range"
                 )
+        size_warning = native_size_warning(pipe, request.width, request.height)
+        if size_warning:
+            warnings.append(size_warning)
         supports_last = not pipe.config.get("expand_timesteps")
         if request.last is not None and not supports_last:
             warnings.append("this checkpoint (TI2V) has no first-last-frame conditioning in diffusers: the handoff frame was not used")
 
         total = wan_frame_count(request.duration_s, request.fps)
-        lengths = segment_lengths(total, self.params.max_frames)
+        overlap = self.params.overlap_frames
+        lengths = segment_lengths(total, self.params.max_frames, overlap)
+        if len(lengths) > 1 and pipe.transformer is not None and pipe.transformer.config.pos_embed_seq_len:
+            raise InputError(
+                self.file,
+                f"scene {request.scene_id!r}: {total} frames need {len(lengths)} segments of at most {self.params.max_frames}, "
+                f"and {checkpoint_variant(pipe) or 'this FLF2V model'} renders only between a real first and last frame; "
+                f"shorten the scene to {(self.params.max_frames - 1) / float(request.fps):g} s or less, split it into scenes, "
+                "or use an I2V model (e.g. the wan22-i2v-a14b preset)",
+            )
         size = (request.width, request.height)
         start = fit_image(request.first, *size)
         last = fit_image(request.last, *size) if request.last is not None and supports_last else None
@@ -192,10 +259,14 @@ class WanI2VClip(DiffusersEngine):
         # randn_tensor draws on the generator's device and moves the tensor).
         generator = torch.Generator("cpu").manual_seed(int(request.seed))
         pieces: list[np.ndarray] = []
+        context = None  # uint8 (overlap, H, W, 3): the previous segment's last frames
+        shifts: list[float] = []
         with loras_applied(pipe, self._lora_list(request), request.log):
             for i, n in enumerate(lengths):
                 final = i == len(lengths) - 1
                 end = last if final else None
+                if context is not None:
+                    start = context[0]
                 kwargs = dict(
                     image=Image.fromarray(start),
                     prompt=request.prompt,
@@ -214,10 +285,17 @@ class WanI2VClip(DiffusersEngine):
                     kwargs["guidance_scale_2"] = guidance_2
                 if end is not None:
                     kwargs["last_image"] = Image.fromarray(end)
-                with _clip_images(pipe, start, end):
+                with _clip_images(pipe, start, end), _continue_from(pipe, context):
                     frames = to_uint8_frames(self._run_pipeline(**kwargs))
-                pieces.append(frames if i == 0 else frames[1:])  # drop the shared boundary frame
-                start = frames[-1]
+                if context is None:
+                    pieces.append(frames)
+                else:
+                    k = len(context)
+                    if self.params.colour_match:
+                        frames = match_segment_colour(frames, frames[:k], context, fade_out=end is not None)
+                    shifts.append(mean_colour_shift(pieces[-1][-1], frames[k]))
+                    pieces.append(frames[k:])  # the overlap was kept from the previous segment
+                context = frames[-overlap:] if overlap > 1 else frames[-1:]
                 request.log(f"segment {i + 1}/{len(lengths)}: {n} frames")
         video = np.concatenate(pieces, axis=0)
         meta = {
@@ -226,11 +304,14 @@ class WanI2VClip(DiffusersEngine):
             "variant": checkpoint_variant(pipe),
             "segments": len(lengths),
             "segment_frames": lengths,
+            "overlap_frames": overlap if len(lengths) > 1 else None,
+            "segment_colour_shift": round(float(np.mean(shifts)), 3) if shifts else None,
             "memory_strategy": self._strategy,
             "steps": steps,
             "guidance_scale": guidance,
             "flow_shift": pipe.scheduler.config.get("flow_shift"),
             "warnings": warnings,
+            **self.loaded_info(),
         }
         if guidance_2 is not None:
             meta["guidance_scale_2"] = guidance_2
@@ -264,3 +345,67 @@ def _clip_images(pipe, first: np.ndarray, last: np.ndarray | None):
         yield
     finally:
         del pipe.encode_image
+
+
+@contextlib.contextmanager
+def _continue_from(pipe, context: np.ndarray | None):
+    """Condition the next pipeline call on ``context`` uint8 (N, H, W, 3), N = 4k+1, as its first
+    N frames instead of the single ``image`` (see module doc); nothing changes for N ≤ 1.
+
+    diffusers builds the condition in ``prepare_latents`` from ``image`` (and ``last_image``); the
+    call is redirected to build it from the context frames in the same layout: for the I2V models
+    the 4-channel frame mask (1 = given) over the VAE latents of the condition video (context,
+    then zeros, then the end frame if any), for TI2V (``expand_timesteps``) the context's latent
+    frames with mask 0 (not denoised).
+    """
+    if context is None or len(context) <= 1:
+        yield
+        return
+    import torch
+    from diffusers.pipelines.wan.pipeline_wan_i2v import retrieve_latents
+    from PIL import Image
+
+    original = pipe.prepare_latents
+
+    def encode(video: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        vae = pipe.vae
+        lat = retrieve_latents(vae.encode(video.to(device=vae.device, dtype=vae.dtype)), sample_mode="argmax")
+        lat = lat.to(device=like.device, dtype=like.dtype)
+        mean = torch.tensor(vae.config.latents_mean).view(1, -1, 1, 1, 1).to(lat)
+        inv_std = 1.0 / torch.tensor(vae.config.latents_std).view(1, -1, 1, 1, 1).to(lat)
+        return (lat - mean) * inv_std
+
+    def prepare(
+        image, batch_size, num_channels_latents, height, width, num_frames, dtype, device, generator, latents=None, last_image=None
+    ):
+        out = original(image, batch_size, num_channels_latents, height, width, num_frames, dtype, device, generator, latents, last_image)
+        latents = out[0]
+        ctx = pipe.video_processor.preprocess([Image.fromarray(f) for f in context], height=height, width=width)
+        ctx = ctx.to(device=image.device, dtype=image.dtype).permute(1, 0, 2, 3).unsqueeze(0)  # (1, 3, N, H, W)
+        n, tf = ctx.shape[2], pipe.vae_scale_factor_temporal
+        lat_h, lat_w = latents.shape[-2:]
+        if pipe.config.get("expand_timesteps"):
+            given = encode(ctx, latents)  # (1, C, k, h, w), k = (N - 1) / 4 + 1
+            condition = torch.zeros_like(latents)
+            condition[:, :, : given.shape[2]] = given
+            mask = torch.ones(1, 1, latents.shape[2], lat_h, lat_w, dtype=latents.dtype, device=latents.device)
+            mask[:, :, : given.shape[2]] = 0
+            return latents, condition, mask
+        video = torch.zeros(1, 3, num_frames, height, width, dtype=ctx.dtype, device=ctx.device)
+        video[:, :, :n] = ctx
+        frame_mask = torch.zeros(batch_size, 1, num_frames, lat_h, lat_w)
+        frame_mask[:, :, :n] = 1
+        if last_image is not None:
+            video[:, :, -1] = last_image.to(video)
+            frame_mask[:, :, -1] = 1
+        condition = encode(video, latents).repeat(batch_size, 1, 1, 1, 1)
+        # diffusers' layout: the first frame's flag four times, then groups of four per latent frame
+        frame_mask = torch.cat([frame_mask[:, :, :1].repeat_interleave(tf, dim=2), frame_mask[:, :, 1:]], dim=2)
+        frame_mask = frame_mask.view(batch_size, -1, tf, lat_h, lat_w).transpose(1, 2).to(condition)
+        return latents, torch.cat([frame_mask, condition], dim=1)
+
+    pipe.prepare_latents = prepare
+    try:
+        yield
+    finally:
+        del pipe.prepare_latents

@@ -254,9 +254,12 @@ def gpu_memory_mib(device: str) -> tuple[float | None, float | None]:
 def plan_for_model(
     model_ref: str, *, width: int, height: int, frames: int, dtype: str = "bfloat16", strategy: str = "auto", device: str = "cuda:0"
 ):
-    """Read ``model_ref`` and plan its memory for one generation on ``device`` (free VRAM measured
-    now). Returns ``(ModelInfo, MemoryPlan)``; for engines, which record ``plan.chosen_strategy``,
-    ``vae_tiling`` and ``estimated_peak_mib`` in the stage metadata. Raises :class:`InputError`."""
+    """Read ``model_ref`` and plan its memory for one generation on ``device`` (free VRAM and
+    available host RAM measured now). Returns ``(ModelInfo, MemoryPlan)``; for engines, which
+    record ``plan.chosen_strategy``, ``vae_tiling`` and ``estimated_peak_mib`` in the stage
+    metadata and refuse to load when ``plan.fits_ram`` is False. Raises :class:`InputError`."""
+    import psutil
+
     ckpt = read_checkpoint(model_ref)
     info = identify(ckpt)
     total, free = gpu_memory_mib(device)
@@ -270,6 +273,7 @@ def plan_for_model(
         strategy=strategy,
         vram_total_mib=total,
         vram_free_mib=free,
+        ram_available_mib=psutil.virtual_memory().available / MIB,
     )
     return info, plan
 
@@ -283,7 +287,7 @@ def _target_gpu(preset, machine: dict) -> dict | None:
     return next((g for g in gpus if g["index"] == index), None)
 
 
-def _model_entry(stage: str, section: dict, preset, gpu: dict | None) -> dict:
+def _model_entry(stage: str, section: dict, preset, gpu: dict | None, ram_mib: float | None = None) -> dict:
     model = str(section.get("model"))
     engine = section.get("engine")
     entry = {"stage": stage, "engine": engine, "model": model, "missing": [], "problems": []}
@@ -352,6 +356,7 @@ def _model_entry(stage: str, section: dict, preset, gpu: dict | None) -> dict:
             strategy=strategy,
             vram_total_mib=gpu["total_mib"] if gpu else None,
             vram_free_mib=gpu["free_mib"] if gpu else None,
+            ram_available_mib=ram_mib,
         )
     except InputError as err:
         entry["problems"].append(str(err))
@@ -371,10 +376,27 @@ def _model_entry(stage: str, section: dict, preset, gpu: dict | None) -> dict:
         fits=plan.fits,
         reason=plan.reason,
         host_ram_mib=plan.host_ram_mib,
+        host_ram_by_strategy_mib=plan.host_ram_by_strategy_mib,
+        fits_ram=plan.fits_ram,
+        offload_to_disk=plan.offload_to_disk,
     )
     if plan.fits is False:
         entry["problems"].append(plan.reason)
     return entry
+
+
+def hypothetical_machine(vram_gib: float | None, ram_gib: float | None, measured: dict | None = None) -> dict:
+    """A :func:`machine_info` dict for a machine you do not have: this machine's (``measured``,
+    measured when None) with one GPU of ``vram_gib`` GiB and/or ``ram_gib`` GiB of RAM, all free
+    (``doctor PRESET --vram-gib 24 --ram-gib 64``). ``vram_gib`` 0 means no GPU."""
+    machine = dict(measured if measured is not None else machine_info())
+    if vram_gib is not None:
+        mib = round(vram_gib * 1024)
+        name = f"hypothetical {vram_gib:g} GiB GPU"
+        machine["gpus"] = [{"index": 0, "name": name, "total_mib": mib, "free_mib": mib, "used_mib": 0}] if mib > 0 else []
+    if ram_gib is not None:
+        machine["ram"] = {"total_mib": round(ram_gib * 1024), "available_mib": round(ram_gib * 1024)}
+    return machine
 
 
 def doctor_report(preset, machine: dict | None = None) -> dict:
@@ -399,7 +421,7 @@ def doctor_report(preset, machine: dict | None = None) -> dict:
         except (KeyError, AttributeError):
             continue
         if section.get("model"):
-            models.append(_model_entry(stage, section, preset, gpu))
+            models.append(_model_entry(stage, section, preset, gpu, (machine.get("ram") or {}).get("available_mib")))
     lacks = []
     if gpu is None and any(m.get("kind") in ("diffusers checkpoint", "single file") and not m.get("miniature") for m in models):
         lacks.append("no CUDA GPU in use: diffusion stages would run on the CPU (hours per clip at full size)")
@@ -449,9 +471,15 @@ def render_doctor_text(report: dict) -> str:
             lines.append(
                 f"    {e['dtype']} {e['width']}x{e['height']}x{e['frames']} frames: weights {e['weights_mib']:,.0f} MiB, "
                 f"peak {where} ~{e['estimated_peak_vram_mib']:,.0f} MiB with {e['chosen_strategy']}"
-                f"{' + VAE tiling' if e['vae_tiling'] else ''} ({e['reason']})"
+                f"{' + VAE tiling' if e['vae_tiling'] else ''}{' (offloaded to disk)' if e.get('offload_to_disk') else ''} ({e['reason']})"
             )
             lines.append("    GPU peak by strategy (MiB): " + ", ".join(f"{s} {e['peak_vram_mib'][s]:,.0f}" for s in STRATEGIES))
+            host = e.get("host_ram_by_strategy_mib") or {}
+            if host:
+                lines.append(
+                    f"    host RAM ~{e['host_ram_mib']:,.0f} MiB with the choice (loading and every in-memory strategy "
+                    f"~{host['full_gpu']:,.0f} MiB; group offload to disk ~{host['group_offload_to_disk']:,.0f} MiB)"
+                )
         for x in e["missing"]:
             lines.append(f"    missing: {x}")
         for x in e["problems"]:

@@ -27,7 +27,16 @@ Peak VRAM per strategy (W_c weights of component c, A_c the activations while c 
 ``full_gpu`` = ΣW + max A + overhead; ``model_cpu_offload`` = max_c (W_c + A_c) + overhead (one
 component on the GPU at a time); ``group_offload`` (block level, one block per group, streamed
 prefetch) = max_c (W_c outside its blocks + 2 blocks + A_c) + overhead; ``sequential_cpu_offload``
-= max_c (largest parameter tensor + A_c) + overhead. Offloading keeps ΣW in host RAM.
+= max_c (largest parameter tensor + A_c) + overhead.
+
+Host RAM (the planner checks it too: a 64 GB desktop holding the 69 GB of Wan2.2 I2V-A14B is
+OOM-killed or swaps for hours). diffusers' ``from_pretrained`` materialises every component in
+host RAM before it is placed, and the offload strategies keep all weights there, so every
+strategy needs ``ΣW + host overhead`` (on a machine without a GPU, plus the largest activation);
+group offload to disk (diffusers ``offload_to_disk_path``, components loaded one at a time and
+each offloaded to disk before the next is read) needs ``max_c W_c + host overhead``. ``auto``
+takes the weakest strategy whose VRAM and host RAM both fit, then group offload to disk; when
+nothing fits the plan says so with the numbers and the engines refuse before loading.
 """
 
 from __future__ import annotations
@@ -55,6 +64,14 @@ PROMPT_TOKENS = 512
 """``max_sequence_length`` of the Wan pipelines (diffusers ``pipeline_wan*.py``)."""
 VRAM_MARGIN = 0.95
 """Fraction of the free VRAM a plan may use."""
+RAM_MARGIN = 0.9
+"""Fraction of the available host RAM a plan may use (page cache, other processes)."""
+HOST_OVERHEAD_MIB = 3072.0
+"""Host RAM of the process besides the weights: Python, torch and CUDA libraries, pinned staging
+buffers, decoded frames (estimate)."""
+DISK_OFFLOAD = "group_offload_to_disk"
+"""Key of group offload to disk in :attr:`MemoryPlan.host_ram_by_strategy_mib` (chosen as
+``group_offload`` with ``offload_to_disk``)."""
 
 # Used when a checkpoint has no text_encoder/ or image_encoder/ config (configs-only folder or
 # the catalogue): google/umt5-xxl config.json (Wan's text encoder, encoder half only: ≈5.7 B
@@ -226,7 +243,11 @@ class MemoryPlan(BaseModel):
     reason: str
     vram_total_mib: float | None = None
     vram_free_mib: float | None = None
-    host_ram_mib: float = Field(description="host RAM the weights need when offloaded (MiB)")
+    host_ram_mib: float = Field(description="estimated peak host RAM of the chosen strategy (MiB)")
+    host_ram_by_strategy_mib: dict[str, float] = Field(default_factory=dict, description="per strategy and group_offload_to_disk")
+    ram_available_mib: float | None = None
+    fits_ram: bool | None = None
+    offload_to_disk: bool = Field(False, description="group offload with diffusers' offload_to_disk_path")
 
 
 def stronger_strategy(name: str) -> str | None:
@@ -281,6 +302,7 @@ def plan_memory(
     vram_total_mib: float | None = None,
     vram_free_mib: float | None = None,
     strategy: str = "auto",
+    ram_available_mib: float | None = None,
 ) -> MemoryPlan:
     """Estimate the memory a checkpoint needs for one ``width``×``height``×``frames`` generation
     and choose a strategy.
@@ -288,7 +310,9 @@ def plan_memory(
     vram_free_mib: free memory of the target GPU (NVML), None on a machine without a GPU (then
     the plan is ``full_gpu`` on the CPU device: offloading does not apply). strategy: ``auto`` or
     one of :data:`STRATEGIES` (the preset key ``memory_strategy``): forced strategies are kept,
-    with VAE tiling switched on when the untiled decode would not fit.
+    with VAE tiling switched on when the untiled decode would not fit. ram_available_mib: host
+    RAM available (psutil), None to leave host RAM unchecked; a forced ``group_offload`` that
+    does not fit it goes to disk, any other strategy that does not fit it gives ``fits=False``.
     Raises :class:`InputError` for an unknown strategy or dtype.
     """
     if strategy != "auto" and strategy not in STRATEGIES:
@@ -323,7 +347,19 @@ def plan_memory(
     peaks = {s: round(peak(s, False), 1) for s in STRATEGIES}
     tiled_peaks = {s: round(peak(s, True), 1) for s in STRATEGIES}
     budget = vram_free_mib * VRAM_MARGIN if vram_free_mib is not None else None
+    total_w = sum(weights.values())
+    if budget is None:  # CPU device: weights and activations all in host RAM
+        in_memory = total_w + max((act_of(n, False) for n in stats), default=0.0) + HOST_OVERHEAD_MIB
+    else:
+        in_memory = total_w + HOST_OVERHEAD_MIB
+    host_by = {s: round(in_memory, 1) for s in STRATEGIES}
+    host_by[DISK_OFFLOAD] = round(max(weights.values(), default=0.0) + HOST_OVERHEAD_MIB, 1)
+    ram_budget = ram_available_mib * RAM_MARGIN if ram_available_mib is not None else None
 
+    def ram_ok(host: float) -> bool:
+        return ram_budget is None or host <= ram_budget
+
+    to_disk = False
     if strategy != "auto":
         chosen = strategy
         tiling = budget is not None and peaks[chosen] > budget
@@ -332,6 +368,9 @@ def plan_memory(
         reason = f"forced by the preset (memory_strategy: {strategy})" + (
             "" if fits in (None, True) else f"; estimated {est:.0f} MiB exceeds {budget:.0f} MiB usable: expect out-of-memory"
         )
+        if budget is not None and chosen == "group_offload" and not ram_ok(host_by[chosen]) and ram_ok(host_by[DISK_OFFLOAD]):
+            to_disk = True
+            reason += f"; weights offloaded to disk: {host_by[chosen]:.0f} MiB would not fit {ram_budget:.0f} MiB of host RAM"
     elif budget is None:
         chosen, tiling, est, fits = "full_gpu", False, peaks["full_gpu"], None
         reason = "no CUDA device: the whole model runs on the CPU device (offloading does not apply)"
@@ -344,6 +383,7 @@ def plan_memory(
             ("group_offload", True),
             ("sequential_cpu_offload", True),
         ]
+        ram_note = "" if ram_budget is None else f" and ~{in_memory:.0f} MiB host RAM fits {ram_budget:.0f} MiB usable"
         for chosen, tiling in candidates:
             est = tiled_peaks[chosen] if tiling else peaks[chosen]
             if est <= budget:
@@ -359,6 +399,27 @@ def plan_memory(
                 f"does not fit: even sequential_cpu_offload with VAE tiling needs ~{est:.0f} MiB and "
                 f"{budget:.0f} MiB are usable; lower the resolution or frames, or use a smaller model"
             )
+        if fits and ram_ok(in_memory):
+            reason += ram_note
+        elif fits and tiled_peaks["group_offload"] <= budget and ram_ok(host_by[DISK_OFFLOAD]):
+            chosen, tiling, est, to_disk = "group_offload", True, tiled_peaks["group_offload"], True
+            reason = (
+                f"host RAM: the weights ({total_w:.0f} MiB, ~{in_memory:.0f} MiB with the process) do not fit "
+                f"{ram_budget:.0f} MiB usable ({RAM_MARGIN:.0%} of {ram_available_mib:.0f} MiB available), so group "
+                f"offload to disk: ~{host_by[DISK_OFFLOAD]:.0f} MiB host RAM (largest component + process), "
+                f"estimated peak {est:.0f} MiB VRAM"
+            )
+    host = host_by[DISK_OFFLOAD] if to_disk else host_by[chosen]
+    fits_ram = None if ram_budget is None else ram_ok(host)
+    if fits_ram is False:
+        fits = False
+        reason = (
+            f"host RAM: ~{host:.0f} MiB needed with {chosen} (weights {total_w:.0f} MiB"
+            + (", kept in RAM by offloading" if budget is not None and chosen != "full_gpu" else "")
+            + f"), {ram_budget:.0f} MiB usable ({RAM_MARGIN:.0%} of {ram_available_mib:.0f} MiB available)"
+            + (f"; even group offload to disk needs ~{host_by[DISK_OFFLOAD]:.0f} MiB" if budget is not None else "")
+            + "; close other programs, use a machine with more RAM, or a smaller model"
+        )
     total_params = sum(s.total for s in stats.values())
     return MemoryPlan(
         model=ckpt.ref,
@@ -384,5 +445,9 @@ def plan_memory(
         reason=reason,
         vram_total_mib=vram_total_mib,
         vram_free_mib=vram_free_mib,
-        host_ram_mib=round(sum(weights.values()), 1),
+        host_ram_mib=host,
+        host_ram_by_strategy_mib=host_by,
+        ram_available_mib=ram_available_mib,
+        fits_ram=fits_ram,
+        offload_to_disk=to_disk,
     )

@@ -274,6 +274,56 @@ def make_tiny_lora(path: str | os.PathLike, model: str = "wan21-i2v", rank: int 
     return path
 
 
+_WAN_LORA_NAMES = (
+    # (diffusers module suffix, original Wan module suffix) of one transformer block
+    ("attn1.to_q", "self_attn.q"),
+    ("attn1.to_k", "self_attn.k"),
+    ("attn1.to_v", "self_attn.v"),
+    ("attn1.to_out.0", "self_attn.o"),
+    ("attn2.to_q", "cross_attn.q"),
+    ("attn2.to_k", "cross_attn.k"),
+    ("attn2.to_v", "cross_attn.v"),
+    ("attn2.to_out.0", "cross_attn.o"),
+    ("ffn.net.0.proj", "ffn.0"),
+    ("ffn.net.2", "ffn.2"),
+)
+
+
+def make_tiny_wan_lora(
+    path: str | os.PathLike, model: str = "wan21-i2v", rank: int = 4, seed: int = 11, scale: float = 0.5, bias_scale: float = 0.5
+) -> Path:
+    """Write a LoRA in the original Wan / ComfyUI key layout for the miniature ``model``'s
+    transformer, with bias deltas, as CausVid and the lightx2v distill LoRAs ship them:
+    ``diffusion_model.blocks.<i>.<self_attn|cross_attn>.<q|k|v|o>`` and ``ffn.0`` / ``ffn.2`` each
+    with ``lora_down.weight`` (rank x in), ``lora_up.weight`` (out x rank), ``alpha`` (= rank) and
+    ``diff_b`` (out,), the bias delta. All random (``scale`` / ``bias_scale`` set the size of the
+    up factor and of the bias delta), so the LoRA changes the output. Returns ``path``.
+    """
+    import torch
+    from safetensors.torch import save_file
+
+    from wan_pipeline.media.atomic import atomic_path
+
+    pipe = build_tiny_pipeline(model)
+    modules = dict(pipe.transformer.named_modules())
+    gen = torch.Generator().manual_seed(seed)
+    tensors = {}
+    for i in range(len(pipe.transformer.blocks)):
+        for ours, theirs in _WAN_LORA_NAMES:
+            module = modules[f"blocks.{i}.{ours}"]
+            key = f"diffusion_model.blocks.{i}.{theirs}"
+            tensors[f"{key}.lora_down.weight"] = (
+                torch.randn(rank, module.in_features, generator=gen) / module.in_features**0.5
+            ).contiguous()
+            tensors[f"{key}.lora_up.weight"] = (torch.randn(module.out_features, rank, generator=gen) * scale).contiguous()
+            tensors[f"{key}.alpha"] = torch.tensor(float(rank))
+            tensors[f"{key}.diff_b"] = (torch.randn(module.out_features, generator=gen) * bias_scale).contiguous()
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp))
+    return path
+
+
 def make_all_tiny_models(directory: str | os.PathLike, kinds: tuple[str, ...] = ("wan", "rife", "esrgan", "single")) -> dict[str, Path]:
     """Every miniature the ``tiny`` preset uses, under ``directory``: the Wan checkpoints
     (``<name>/``), RIFE (``rife/flownet.pkl|.safetensors``), Real-ESRGAN (``esrgan/*.pth``) and the
