@@ -110,7 +110,9 @@ def _failure(result) -> tuple[str, bool]:
     return "\n".join(lines) or "the run failed (see the Dagster UI for its logs)", bad
 
 
-def _materialize(story: Story, runs: list[PlannedRun], config: RunConfig, verbose: bool, with_checks: bool = False) -> RenderOutcome:
+def _materialize(
+    instance, story: Story, runs: list[PlannedRun], config: RunConfig, verbose: bool, with_checks: bool = False
+) -> RenderOutcome:
     from assets.story_assets import build_story_assets
     from resources import default_resources
 
@@ -121,7 +123,6 @@ def _materialize(story: Story, runs: list[PlannedRun], config: RunConfig, verbos
         assets = [*assets, *build_story_checks(story)]
     resources = default_resources(config.layout.root)
     run_config = {"loggers": {"console": {"config": {"log_level": "INFO" if verbose else "WARNING"}}}}
-    instance = dg.DagsterInstance.get()
     outcome = RenderOutcome(ok=True)
     last_scene_stage = STAGES.scene_stages()[-1]
     for run in runs:
@@ -152,6 +153,15 @@ def init_instance(config: RunConfig) -> dg.DagsterInstance:
     return dg.DagsterInstance.get()
 
 
+def _is_story_preset(story: Story, config: RunConfig) -> bool:
+    from wan_pipeline.preset import load_preset
+
+    try:
+        return load_preset(story.preset).content_sha == config.preset.content_sha
+    except InputError:
+        return False
+
+
 def render_story(story: Story, config: RunConfig, reporter, scenes: list[str] | None = None, verbose: bool = False) -> RenderOutcome:
     """Render ``scenes`` (default: all) of ``story`` with ``config``; ``reporter`` receives the
     stage progress (:mod:`wan_pipeline.progress`). Raises :class:`InputError` for unknown scene ids."""
@@ -166,13 +176,15 @@ def render_story(story: Story, config: RunConfig, reporter, scenes: list[str] | 
         runs = plan_render(story, config, scenes)
         progress.set_reporter(reporter)
         try:
-            outcome = _materialize(story, runs, config, verbose)
+            outcome = _materialize(instance, story, runs, config, verbose)
         finally:
             progress.set_reporter(None)
         if outcome.ok and (scenes is None or set(scenes) == set(story.scene_ids)):
             from assets.status import observe_fingerprints
 
-            observe_fingerprints(instance, story)  # the story sensor's baseline: these fingerprints are rendered
+            # the story sensor's baseline: these fingerprints are rendered (a never-observed scene
+            # rendered with the story's own preset has it in its keyframe's record already)
+            observe_fingerprints(instance, story, only_outdated=_is_story_preset(story, config))
     return outcome
 
 
@@ -194,8 +206,7 @@ def render_stale(story: Story, config: RunConfig, reporter, verbose: bool = Fals
         selection = dg.AssetSelection.assets(*[[story.id, st] for st in plan.stages])
         progress.set_reporter(reporter)
         try:
-            return _materialize(
-                story, [PlannedRun(plan.describe(), selection, plan.tags(story.scene_ids))], config, verbose, with_checks=True
-            )
+            run = PlannedRun(plan.describe(), selection, plan.tags(story.scene_ids))
+            return _materialize(instance, story, [run], config, verbose, with_checks=True)
         finally:
             progress.set_reporter(None)

@@ -86,7 +86,16 @@ def observations(story: Story, fingerprints: dict[str, str]) -> list[dg.AssetObs
     ]
 
 
-def observe_fingerprints(instance: dg.DagsterInstance, story: Story, fingerprints: dict[str, str] | None = None) -> None:
-    """Record the story's current fingerprints as ``scene_spec`` observations (runless events)."""
-    for obs in observations(story, fingerprints or current_fingerprints(story)):
+def observe_fingerprints(
+    instance: dg.DagsterInstance, story: Story, fingerprints: dict[str, str] | None = None, *, only_outdated: bool = False
+) -> None:
+    """Record the story's current fingerprints as ``scene_spec`` observations (runless events).
+
+    only_outdated: record only scenes whose last observation differs from now (after a render: a
+    never-observed scene's baseline is the fingerprint its keyframe recorded, so it needs none)."""
+    fingerprints = fingerprints or current_fingerprints(story)
+    if only_outdated:
+        observed = observed_fingerprints(instance, story)
+        fingerprints = {sid: fp for sid, fp in fingerprints.items() if observed.get(sid) not in (None, fp)}
+    for obs in observations(story, fingerprints):
         instance.report_runless_asset_event(obs)

@@ -30,7 +30,8 @@ def engine():
     return build_engine("keyframe", preset.stages.keyframe, preset)
 
 
-def test_record_sidecar_and_step_log(tmp_path, engine):
+def test_record_sidecar_and_step_log(tmp_path, engine, monkeypatch):
+    monkeypatch.setattr("wan_pipeline.stage_runner.STEP_LOG_INTERVAL_S", 0.0)  # a long stage: log each tenth
     gpu, log = GPUResource(storage_root=str(tmp_path)), ListLog()
     with gpu.stage(log, stage="keyframe", engine=engine, device="cpu", scene="a", seed=3) as run:
         for i in range(1, 41):

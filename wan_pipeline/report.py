@@ -93,10 +93,8 @@ def write_report_chart(rows: list[dict], target: str | Path, title: str = "") ->
     there are no rows."""
     if not rows:
         raise ValueError("no telemetry rows to chart: render the story first")
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
     from matplotlib.patches import Patch
 
     groups: list[str] = []
@@ -106,19 +104,24 @@ def write_report_chart(rows: list[dict], target: str | Path, title: str = "") ->
             groups.append(g)
     scene_stages = STAGES.scene_stages()
     stages = [s for s in STAGES.names() if any(r["stage"] == s for r in rows)]
+    present = [s for s in stages if s in scene_stages]
     mem_label, mem = memory_series(rows)
-    width = 0.8 / len(stages)
+    width = 0.8 / max(len(present), 1)
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2), dpi=100)
-    for ax, (label, values) in zip(axes, (("duration (s)", [float(r.get("duration_s") or 0) for r in rows]), (mem_label, mem))):
-        for i, r in enumerate(rows):
-            x = groups.index(r["scene"] or "film")
-            offset = (
-                0.0
-                if r["scene"] is None
-                else (scene_stages.index(r["stage"]) - (len([s for s in stages if s in scene_stages]) - 1) / 2) * width
-            )
-            ax.bar(x + offset, values[i], width=width if r["scene"] is not None else 0.5, color=STAGES[r["stage"]].colour)
+    fig = Figure(figsize=(10, 4.2), dpi=100)  # no pyplot: no global figure state, a lighter import
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, 2)
+    series = (("duration (s)", [float(r.get("duration_s") or 0) for r in rows]), (mem_label, mem))
+    for ax, (label, values) in zip(axes, series):
+        for stage in stages:  # one bar call per stage
+            xs, hs = [], []
+            for i, r in enumerate(rows):
+                if r["stage"] != stage:
+                    continue
+                x = groups.index(r["scene"] or "film")
+                xs.append(x if r["scene"] is None else x + (present.index(stage) - (len(present) - 1) / 2) * width)
+                hs.append(values[i])
+            ax.bar(xs, hs, width=width if stage in scene_stages else 0.5, color=STAGES[stage].colour)
         ax.set_xticks(range(len(groups)), groups, rotation=20, ha="right", fontsize=8)
         ax.set_ylabel(label)
         ax.grid(axis="y", alpha=0.3)
@@ -127,9 +130,8 @@ def write_report_chart(rows: list[dict], target: str | Path, title: str = "") ->
     )
     if title:
         fig.suptitle(title, y=0.995, fontsize=10, x=0.01, ha="left")
-    fig.tight_layout(rect=(0, 0, 1, 0.92))
+    fig.subplots_adjust(left=0.06, right=0.99, bottom=0.2, top=0.86, wspace=0.2)
     target = Path(target)
     with atomic_path(target) as tmp:
         fig.savefig(tmp, format="png")
-    plt.close(fig)
     return target

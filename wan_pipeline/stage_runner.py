@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import sys
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -28,21 +29,23 @@ import numpy as np
 from wan_pipeline import progress
 from wan_pipeline.device_lock import hold_device
 from wan_pipeline.devices import free_device_memory
-from wan_pipeline.media.image_io import read_image
-from wan_pipeline.media.video_io import probe_video
+from wan_pipeline.media.video_io import VideoInfo, probe_video
 from wan_pipeline.previews import write_preview
 from wan_pipeline.storage import StorageLayout
 from wan_pipeline.telemetry import CONTRACT_KEYS, StageMonitor, write_sidecar
 
 _LOG = logging.getLogger("wan_pipeline")
+STEP_LOG_INTERVAL_S = 5.0
+"""Seconds between two step lines of one stage in the log (the progress bars see every step)."""
 
 
 @dataclass
 class StageRun:
-    """Filled in by the stage body: ``output`` (the file written), ``meta`` (engine facts) and
-    ``preview`` (what the body already holds of the output: an image uint8 (H, W, 3) or frames
-    uint8 (T, H, W, 3), so the preview needs no second decode). ``record`` is the telemetry record
-    once the stage ended."""
+    """Filled in by the stage body: ``output`` (the file written), ``output_info`` (the
+    :class:`~wan_pipeline.media.video_io.VideoInfo` the writer measured from that file, so it is
+    not opened again), ``meta`` (engine facts) and ``preview`` (what the body already holds of the
+    output: an image uint8 (H, W, 3) or frames uint8 (T, H, W, 3), so the preview needs no second
+    decode). ``record`` is the telemetry record once the stage ended."""
 
     stage: str
     scene: str | None
@@ -50,32 +53,41 @@ class StageRun:
     seed: int | None
     engine_info: dict
     output: Path | None = None
+    output_info: VideoInfo | None = None
     meta: dict = field(default_factory=dict)
     record: dict = field(default_factory=dict)
     preview: np.ndarray | None = None
     log: object = None
     engine: object = None
     _logged_tenth: int = -1
+    _last_log: float = field(default_factory=time.monotonic)
 
     def step(self, done: int, total: int) -> None:
         """Progress callback for engines: ``done`` of ``total`` steps (denoising steps, frames …).
 
         Goes to the progress reporter (CLI bars) on every call and to the log at each tenth of the
-        way, so a long model stage shows progress in the run's log."""
+        way once :data:`STEP_LOG_INTERVAL_S` passed since the stage began or its last step line, so
+        a long model stage shows progress in the run's log while a short stage does not fill the
+        event log (every line is a row of the Dagster event log)."""
         progress.reporter().stage_step(self.stage, self.scene, done, total)
         tenth = (10 * done) // max(total, 1)
-        if self.log is not None and total > 1 and tenth > self._logged_tenth:
-            self._logged_tenth = tenth
+        now = time.monotonic()
+        if self.log is not None and total > 1 and tenth > self._logged_tenth and now - self._last_log >= STEP_LOG_INTERVAL_S:
+            self._logged_tenth, self._last_log = tenth, now
             where = f"{self.stage}[{self.scene}]" if self.scene else self.stage
             self.log.info(f"{where}: step {done}/{total}")
 
 
-def measure_output(path: Path) -> dict:
-    """frames, fps, width, height measured from the output file (image: 1 frame, fps null)."""
+def measure_output(path: Path, info: VideoInfo | None = None) -> dict:
+    """frames, fps, width, height measured from the output file (image: 1 frame, fps null; its
+    header is read). info: what the video writer already measured from this file."""
     if path.suffix.lower() == ".png":
-        img = read_image(path)
-        return {"frames": 1, "fps": None, "width": int(img.shape[1]), "height": int(img.shape[0])}
-    info = probe_video(path)
+        from PIL import Image
+
+        with Image.open(path) as img:
+            width, height = img.size
+        return {"frames": 1, "fps": None, "width": int(width), "height": int(height)}
+    info = info if info is not None and Path(info.path) == Path(path).resolve() else probe_video(path)
     return {
         "frames": info.frames,
         "fps": float(info.fps),
@@ -150,7 +162,8 @@ class StageRunner:
         if run.output is None:
             raise RuntimeError(f"{where}: the stage body did not set run.output")
         run.record = self._record(run, engine, monitor, waited)
-        log.info(
+        # the materialization carries the whole record; one line for a terminal, not the event log
+        _LOG.debug(
             f"{where}: {run.record['frames']} frame(s) {run.record['width']}x{run.record['height']} "
             f"in {monitor.result.duration_s:.2f}s → {run.record['path']}"
         )
@@ -179,7 +192,7 @@ class StageRunner:
             seed=run.seed,
             path=str(Path(run.output).resolve()),
         )
-        record.update(measure_output(Path(run.output)))
+        record.update(measure_output(Path(run.output), run.output_info))
         try:
             record["preview_path"] = str(write_preview(run.output, frames=run.preview)[0])
         except Exception as exc:  # a preview never fails a good render

@@ -16,7 +16,7 @@ from pathlib import Path
 from wan_pipeline.engines.base import ClipRequest, FilmRequest, FilmScene, KeyframeRequest
 from wan_pipeline.errors import InputError, StageError
 from wan_pipeline.media.image_io import read_image, write_image
-from wan_pipeline.media.video_io import probe_video, read_video, write_video
+from wan_pipeline.media.video_io import read_video, write_video
 from wan_pipeline.run_config import RunConfig
 from wan_pipeline.stages import Stage
 
@@ -149,7 +149,8 @@ def clip_work(job: StageJob, run) -> None:
             log=job.log,
         )
     )
-    run.output = write_video(job.output_path, out, lossless=True).path
+    run.output_info = write_video(job.output_path, out, lossless=True)
+    run.output = Path(run.output_info.path)
     run.preview = out.frames
     run.meta.update(out.meta)
     run.meta.setdefault("flf2v", last is not None)  # the engine's own verdict wins (TI2V may ignore the end frame)
@@ -162,12 +163,13 @@ def video_work(job: StageJob, run) -> None:
     upstream = job.stage.upstream_stages()[0]
     source = read_video(job.input_path(upstream, job.scene_id))
     out = getattr(run.engine, job.stage.method)(source)
-    run.output = write_video(job.output_path, out, lossless=job.stage.lossless).path
+    run.output_info = write_video(job.output_path, out, lossless=job.stage.lossless)
+    run.output = Path(run.output_info.path)
     run.preview = out.frames
     run.meta.update(out.meta)
     run.meta.update(input_frames=source.num_frames, input_fps=float(source.fps))
     if source.audio:  # the input had an audio stream: say whether it came through
-        kept = probe_video(run.output).has_audio
+        kept = run.output_info.has_audio
         run.meta["audio"] = "kept" if kept else f"dropped: the {run.engine.name} engine returned no audio"
 
 
@@ -195,7 +197,8 @@ def film_work(job: StageJob, run) -> None:
         )
     )
     crf = int(run.engine.describe().get("crf", 18))
-    run.output = write_video(job.output_path, out, lossless=job.stage.lossless, crf=crf).path
+    run.output_info = write_video(job.output_path, out, lossless=job.stage.lossless, crf=crf)
+    run.output = Path(run.output_info.path)
     run.preview = out.frames
     run.meta.update(out.meta)
     run.meta.update(scenes=len(scenes), expected_duration_s=round(sum(s.duration_s for s in story.scenes), 4))
