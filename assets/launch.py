@@ -11,7 +11,6 @@ shapes only, and the runs are tagged so their steps skip it.
 
 from __future__ import annotations
 
-import os
 import warnings
 from dataclasses import dataclass, field
 
@@ -147,9 +146,11 @@ def _materialize(story: Story, runs: list[PlannedRun], config: RunConfig, verbos
 
 
 def init_instance(config: RunConfig) -> dg.DagsterInstance:
-    """The storage root's Dagster instance (``DAGSTER_HOME``, set to the storage root unless set)."""
-    os.environ.setdefault("DAGSTER_HOME", str(config.layout.init()))
-    return dg.DagsterInstance.get()
+    """The storage root's Dagster instance (``DAGSTER_HOME``, set to the storage root unless set),
+    created safely when several commands start at once (:func:`assets.instance.storage_instance`)."""
+    from assets.instance import storage_instance
+
+    return storage_instance(config.layout)
 
 
 def render_story(story: Story, config: RunConfig, reporter, scenes: list[str] | None = None, verbose: bool = False) -> RenderOutcome:

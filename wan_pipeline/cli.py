@@ -8,7 +8,6 @@ the Dagster UI would, so runs, materializations and telemetry show up there.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import warnings
 from pathlib import Path
@@ -138,12 +137,10 @@ def cmd_render(args) -> int:
 
 
 def _instance():
-    import dagster as dg
-
+    from assets.instance import storage_instance
     from wan_pipeline.storage import StorageLayout
 
-    os.environ.setdefault("DAGSTER_HOME", str(StorageLayout.default().init()))
-    return dg.DagsterInstance.get()
+    return storage_instance(StorageLayout.default())
 
 
 # ---------------------------------------------------------------------------------------------
