@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import dagster as dg
 
 from assets.recovery import BAD_INPUT_KEY
-from wan_pipeline import progress
+from wan_pipeline import interrupts, progress
 from wan_pipeline.errors import InputError
 from wan_pipeline.preflight import check_preset
 from wan_pipeline.run_config import CHECKED_TAG, RunConfig
@@ -139,10 +139,22 @@ def _materialize(story: Story, runs: list[PlannedRun], config: RunConfig, verbos
             raise_on_error=False,
         )
         outcome.run_ids.append(result.run_id)
+        _stop_if_interrupted(instance, result.run_id)
         if not result.success:
             message, bad = _failure(result)
             return RenderOutcome(False, f"render failed ({run.label}, run {result.run_id}):\n{message}", bad, outcome.run_ids)
     return outcome
+
+
+def _stop_if_interrupted(instance: dg.DagsterInstance, run_id: str) -> None:
+    """Ctrl-C / SIGTERM arrived during the run (:mod:`wan_pipeline.interrupts`): the run is
+    marked canceled and :class:`~wan_pipeline.interrupts.Interrupted` stops the render here."""
+    from assets.recovery import cancel_interrupted_run
+
+    got = interrupts.received()
+    if got:
+        cancel_interrupted_run(instance, run_id, interrupts.Interrupted(got[0]).name)
+        interrupts.raise_if_received()
 
 
 def init_instance(config: RunConfig) -> dg.DagsterInstance:
