@@ -11,7 +11,10 @@ shapes only, and the runs are tagged so their steps skip it.
 
 from __future__ import annotations
 
+import contextlib
+import sys
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import dagster as dg
@@ -165,6 +168,50 @@ def init_instance(config: RunConfig) -> dg.DagsterInstance:
     return storage_instance(config.layout)
 
 
+def _to_stderr(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+@contextlib.contextmanager
+def story_render_lock(config: RunConfig, story: Story, announce=_to_stderr) -> Iterator[bool]:
+    """One CLI render of a story at a time per storage root (``locks/render-<story>.lock``, a
+    cross-process file lock the OS frees if its holder dies); yields whether it had to wait for
+    another render of the story. ``announce`` gets one line when it waits. Another story's
+    render does not wait: the device lock and the ``gpu`` pool share the device between them."""
+    from filelock import FileLock, Timeout
+
+    path = config.layout.locks / f"render-{story.id}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(path), thread_local=False, is_singleton=False)
+    waited = False
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        announce(
+            f"another render of {story.id!r} is running on {config.layout.root}: waiting for it, then rendering only what it left stale or missing"
+        )
+        lock.acquire()
+        waited = True
+    try:
+        yield waited
+    finally:
+        lock.release()
+
+
+def runs_after_waiting(instance: dg.DagsterInstance, story: Story, config: RunConfig) -> list[PlannedRun]:
+    """The runs of a full render that waited for another render of the story: only what is
+    stale or missing for this render's preset (none when the other render left everything fresh
+    with the same preset), so the same work is never done twice."""
+    from assets.status import status_for
+    from wan_pipeline.status import stale_plan
+
+    plan = stale_plan(story, status_for(instance, story, config.preset))
+    if plan.empty:
+        return []
+    selection = dg.AssetSelection.assets(*[[story.id, st] for st in plan.stages])
+    return [PlannedRun(plan.describe(), selection, plan.tags(story.scene_ids))]
+
+
 def render_story(story: Story, config: RunConfig, reporter, scenes: list[str] | None = None, verbose: bool = False) -> RenderOutcome:
     """Render ``scenes`` (default: all) of ``story`` with ``config``; ``reporter`` receives the
     stage progress (:mod:`wan_pipeline.progress`). Raises :class:`InputError` for unknown scene ids."""
@@ -176,16 +223,19 @@ def render_story(story: Story, config: RunConfig, reporter, scenes: list[str] | 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         instance = init_instance(config)
-        runs = plan_render(story, config, scenes)
-        progress.set_reporter(reporter)
-        try:
-            outcome = _materialize(story, runs, config, verbose)
-        finally:
-            progress.set_reporter(None)
-        if outcome.ok and (scenes is None or set(scenes) == set(story.scene_ids)):
-            from assets.status import observe_fingerprints
+        with story_render_lock(config, story) as waited:
+            runs = runs_after_waiting(instance, story, config) if waited and scenes is None else plan_render(story, config, scenes)
+            if waited and not runs:
+                _to_stderr(f"{story.id}: the other render left every partition fresh; nothing to render")
+            progress.set_reporter(reporter)
+            try:
+                outcome = _materialize(story, runs, config, verbose)
+            finally:
+                progress.set_reporter(None)
+            if outcome.ok and (scenes is None or set(scenes) == set(story.scene_ids)):
+                from assets.status import observe_fingerprints
 
-            observe_fingerprints(instance, story)  # the story sensor's baseline: these fingerprints are rendered
+                observe_fingerprints(instance, story)  # the story sensor's baseline: these fingerprints are rendered
     return outcome
 
 
@@ -199,16 +249,17 @@ def render_stale(story: Story, config: RunConfig, reporter, verbose: bool = Fals
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         instance = init_instance(config)
-        observe_fingerprints(instance, story)
-        plan = stale_plan(story, status_for(instance, story))
-        if plan.empty:
-            return None
-        announce(f"rendering the stale or missing partitions of {story.id!r}: {plan.describe()}")
-        selection = dg.AssetSelection.assets(*[[story.id, st] for st in plan.stages])
-        progress.set_reporter(reporter)
-        try:
-            return _materialize(
-                story, [PlannedRun(plan.describe(), selection, plan.tags(story.scene_ids))], config, verbose, with_checks=True
-            )
-        finally:
-            progress.set_reporter(None)
+        with story_render_lock(config, story, announce):
+            observe_fingerprints(instance, story)
+            plan = stale_plan(story, status_for(instance, story, config.preset))
+            if plan.empty:
+                return None
+            announce(f"rendering the stale or missing partitions of {story.id!r}: {plan.describe()}")
+            selection = dg.AssetSelection.assets(*[[story.id, st] for st in plan.stages])
+            progress.set_reporter(reporter)
+            try:
+                return _materialize(
+                    story, [PlannedRun(plan.describe(), selection, plan.tags(story.scene_ids))], config, verbose, with_checks=True
+                )
+            finally:
+                progress.set_reporter(None)
