@@ -259,6 +259,7 @@ def to_result(outcome: Outcome) -> dg.AssetCheckResult:
 def build_story_checks(story: Story) -> list[dg.AssetChecksDefinition]:
     """The checks of :data:`CHECKS` on ``<story>/<stage>``, evaluated on the story file as it is
     now and its preset."""
+    from assets.recovery import cancel_on_interrupt
     from assets.render_context import current_story
 
     out = []
@@ -266,6 +267,7 @@ def build_story_checks(story: Story) -> list[dg.AssetChecksDefinition]:
 
         def make(stage=stage, name=name, evaluate=evaluate, description=description):
             @dg.asset_check(asset=dg.AssetKey([story.id, stage]), name=name, description=description)
+            @cancel_on_interrupt
             def _check(context, gpu: GPUResource) -> dg.AssetCheckResult:
                 current = current_story(story)
                 outcome = evaluate(current, load_preset(current.preset), gpu.layout())

@@ -1,7 +1,10 @@
 """The code location: every story file in ``stories/`` (or ``$WAN_PIPELINE_STORIES``) as an asset group.
 
 ``workspace.yaml`` loads this module. A story that fails validation is logged and skipped; the
-other stories still load.
+other stories still load. Any number of stories with different scene lists load together: each
+story's assets are partitioned by its own scene ids, so every job and schedule is per story
+(:mod:`assets.jobs`, :mod:`assets.schedules`) and the one story sensor names the story's job in
+each run request.
 """
 
 from __future__ import annotations
@@ -13,14 +16,14 @@ from pathlib import Path
 import dagster as dg
 
 from assets.checks import build_story_checks
+from assets.jobs import film_job, render_job, story_job
 from assets.recovery import recover_killed_runs_sensor
-from assets.schedules import build_nightly_schedule
+from assets.schedules import build_nightly_schedules
 from assets.sensors import build_story_sensor
 from assets.story_assets import build_story_assets
 from resources import default_resources
 from wan_pipeline.errors import InputError
 from wan_pipeline.preset import project_root
-from wan_pipeline.stages import STAGES
 from wan_pipeline.story import Story, load_story, story_files
 
 log = logging.getLogger("wan_pipeline")
@@ -51,41 +54,23 @@ def load_stories(folder: Path | None = None) -> tuple[list[Story], dict[str, str
     return stories, errors
 
 
-def story_job(story: Story) -> dg.UnresolvedAssetJobDefinition:
-    """``<story>_scenes``: every per-scene stage of the story (partitioned, single-run backfills);
-    the stage table's per-scene rows, so neither the film nor the render report."""
-    return dg.define_asset_job(
-        f"{story.id}_scenes",
-        selection=dg.AssetSelection.assets(*[[story.id, name] for name in STAGES.scene_stages()]),
-        partitions_def=dg.StaticPartitionsDefinition(story.scene_ids),
-        description=f"Render the scenes of {story.title or story.id} (keyframe → clip → interpolated → upscaled).",
-    )
-
-
-def film_job(story: Story) -> dg.UnresolvedAssetJobDefinition:
-    return dg.define_asset_job(
-        f"{story.id}_film",
-        selection=dg.AssetSelection.assets(*[[story.id, name] for name in STAGES.story_stages()], [story.id, "render_report"]),
-        description=f"Join the rendered scenes of {story.title or story.id} into the film, then its render report.",
-    )
-
-
 def build_definitions(folder: Path | None = None, stories: list[Story] | None = None) -> dg.Definitions:
     """Definitions for ``stories`` (default: every valid story file in ``folder``)."""
     if stories is None:
         stories, _ = load_stories(folder)
     assets, jobs, checks = [], [], []
+    render_jobs = {story.id: render_job(story) for story in stories}
     for story in stories:
         assets.extend(build_story_assets(story))
         checks.extend(build_story_checks(story))
-        jobs.extend([story_job(story), film_job(story)])
+        jobs.extend([story_job(story), film_job(story), render_jobs[story.id]])
     return dg.Definitions(
         assets=assets,
         asset_checks=checks,
         jobs=jobs,
         resources=default_resources(),
-        sensors=[build_story_sensor(stories, folder or stories_dir()), recover_killed_runs_sensor],
-        schedules=[build_nightly_schedule(stories)] if stories else [],
+        sensors=[build_story_sensor(stories, folder or stories_dir(), jobs=list(render_jobs.values())), recover_killed_runs_sensor],
+        schedules=build_nightly_schedules(stories, render_jobs),
     )
 
 

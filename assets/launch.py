@@ -11,14 +11,16 @@ shapes only, and the runs are tagged so their steps skip it.
 
 from __future__ import annotations
 
-import os
+import contextlib
+import sys
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import dagster as dg
 
 from assets.recovery import BAD_INPUT_KEY
-from wan_pipeline import progress
+from wan_pipeline import interrupts, progress
 from wan_pipeline.errors import InputError
 from wan_pipeline.preflight import check_preset
 from wan_pipeline.run_config import CHECKED_TAG, RunConfig
@@ -141,16 +143,74 @@ def _materialize(
             raise_on_error=False,
         )
         outcome.run_ids.append(result.run_id)
+        _stop_if_interrupted(instance, result.run_id)
         if not result.success:
             message, bad = _failure(result)
             return RenderOutcome(False, f"render failed ({run.label}, run {result.run_id}):\n{message}", bad, outcome.run_ids)
     return outcome
 
 
+def _stop_if_interrupted(instance: dg.DagsterInstance, run_id: str) -> None:
+    """Ctrl-C / SIGTERM arrived during the run (:mod:`wan_pipeline.interrupts`): the run is
+    marked canceled and :class:`~wan_pipeline.interrupts.Interrupted` stops the render here."""
+    from assets.recovery import cancel_interrupted_run
+
+    got = interrupts.received()
+    if got:
+        cancel_interrupted_run(instance, run_id, interrupts.Interrupted(got[0]).name)
+        interrupts.raise_if_received()
+
+
 def init_instance(config: RunConfig) -> dg.DagsterInstance:
-    """The storage root's Dagster instance (``DAGSTER_HOME``, set to the storage root unless set)."""
-    os.environ.setdefault("DAGSTER_HOME", str(config.layout.init()))
-    return dg.DagsterInstance.get()
+    """The storage root's Dagster instance (``DAGSTER_HOME``, set to the storage root unless set),
+    created safely when several commands start at once (:func:`assets.instance.storage_instance`)."""
+    from assets.instance import storage_instance
+
+    return storage_instance(config.layout)
+
+
+def _to_stderr(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+@contextlib.contextmanager
+def story_render_lock(config: RunConfig, story: Story, announce=_to_stderr) -> Iterator[bool]:
+    """One CLI render of a story at a time per storage root (``locks/render-<story>.lock``, a
+    cross-process file lock the OS frees if its holder dies); yields whether it had to wait for
+    another render of the story. ``announce`` gets one line when it waits. Another story's
+    render does not wait: the device lock and the ``gpu`` pool share the device between them."""
+    from filelock import FileLock, Timeout
+
+    path = config.layout.locks / f"render-{story.id}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(path), thread_local=False, is_singleton=False)
+    waited = False
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        announce(
+            f"another render of {story.id!r} is running on {config.layout.root}: waiting for it, then rendering only what it left stale or missing"
+        )
+        lock.acquire()
+        waited = True
+    try:
+        yield waited
+    finally:
+        lock.release()
+
+
+def runs_after_waiting(instance: dg.DagsterInstance, story: Story, config: RunConfig) -> list[PlannedRun]:
+    """The runs of a full render that waited for another render of the story: only what is
+    stale or missing for this render's preset (none when the other render left everything fresh
+    with the same preset), so the same work is never done twice."""
+    from assets.status import status_for
+    from wan_pipeline.status import stale_plan
+
+    plan = stale_plan(story, status_for(instance, story, config.preset))
+    if plan.empty:
+        return []
+    selection = dg.AssetSelection.assets(*[[story.id, st] for st in plan.stages])
+    return [PlannedRun(plan.describe(), selection, plan.tags(story.scene_ids))]
 
 
 def _is_story_preset(story: Story, config: RunConfig) -> bool:
@@ -173,18 +233,21 @@ def render_story(story: Story, config: RunConfig, reporter, scenes: list[str] | 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         instance = init_instance(config)
-        runs = plan_render(story, config, scenes)
-        progress.set_reporter(reporter)
-        try:
-            outcome = _materialize(instance, story, runs, config, verbose)
-        finally:
-            progress.set_reporter(None)
-        if outcome.ok and (scenes is None or set(scenes) == set(story.scene_ids)):
-            from assets.status import observe_fingerprints
+        with story_render_lock(config, story) as waited:
+            runs = runs_after_waiting(instance, story, config) if waited and scenes is None else plan_render(story, config, scenes)
+            if waited and not runs:
+                _to_stderr(f"{story.id}: the other render left every partition fresh; nothing to render")
+            progress.set_reporter(reporter)
+            try:
+                outcome = _materialize(instance, story, runs, config, verbose)
+            finally:
+                progress.set_reporter(None)
+            if outcome.ok and (scenes is None or set(scenes) == set(story.scene_ids)):
+                from assets.status import observe_fingerprints
 
-            # the story sensor's baseline: these fingerprints are rendered (a never-observed scene
-            # rendered with the story's own preset has it in its keyframe's record already)
-            observe_fingerprints(instance, story, only_outdated=_is_story_preset(story, config))
+                # the story sensor's baseline: these fingerprints are rendered (a never-observed scene
+                # rendered with the story's own preset has it in its keyframe's record already)
+                observe_fingerprints(instance, story, only_outdated=_is_story_preset(story, config))
     return outcome
 
 
@@ -198,15 +261,16 @@ def render_stale(story: Story, config: RunConfig, reporter, verbose: bool = Fals
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         instance = init_instance(config)
-        observe_fingerprints(instance, story)
-        plan = stale_plan(story, status_for(instance, story))
-        if plan.empty:
-            return None
-        announce(f"rendering the stale or missing partitions of {story.id!r}: {plan.describe()}")
-        selection = dg.AssetSelection.assets(*[[story.id, st] for st in plan.stages])
-        progress.set_reporter(reporter)
-        try:
-            run = PlannedRun(plan.describe(), selection, plan.tags(story.scene_ids))
-            return _materialize(instance, story, [run], config, verbose, with_checks=True)
-        finally:
-            progress.set_reporter(None)
+        with story_render_lock(config, story, announce):
+            observe_fingerprints(instance, story)
+            plan = stale_plan(story, status_for(instance, story, config.preset))
+            if plan.empty:
+                return None
+            announce(f"rendering the stale or missing partitions of {story.id!r}: {plan.describe()}")
+            selection = dg.AssetSelection.assets(*[[story.id, st] for st in plan.stages])
+            progress.set_reporter(reporter)
+            try:
+                run = PlannedRun(plan.describe(), selection, plan.tags(story.scene_ids))
+                return _materialize(instance, story, [run], config, verbose, with_checks=True)
+            finally:
+                progress.set_reporter(None)

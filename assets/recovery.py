@@ -1,8 +1,10 @@
 """Retries and recovery of killed runs.
 
 * ``STAGE_RETRY_POLICY``: every stage asset retries a failed step twice, after 10 s then 20 s
-  (exponential backoff, jittered). Out-of-memory errors are handled before that, inside the step,
-  by rebuilding the engine with a stronger memory strategy (``resources.engine_cache``).
+  (exponential backoff, jittered), requested by :func:`stage_step`; an interrupt is never retried:
+  it cancels the run (:func:`cancel_on_interrupt`). Out-of-memory errors are handled before that,
+  inside the step, by rebuilding the engine with a stronger memory strategy
+  (``resources.engine_cache``).
 * A run whose process died (SIGKILL, the kernel's OOM killer) stays ``STARTED`` and keeps its
   ``gpu`` pool slot: the default run launcher has no health check (../shared/DESIGN.md).
   :func:`recover_killed_runs` finds such runs (no process left of those that logged its events)
@@ -39,13 +41,63 @@ def fail_fast_on_bad_input():
         raise dg.Failure(description=str(exc), metadata={BAD_INPUT_KEY: True}, allow_retries=False) from exc
 
 
-def fail_fast(fn):
-    """Decorator form of :func:`fail_fast_on_bad_input` for asset functions (signature kept)."""
+def _mark_canceling(context, exc: BaseException) -> None:
+    """Mark the run CANCELING, so that Dagster ends it CANCELED (not failed) once the interrupt
+    leaves the step; a run already canceling (Terminate in the UI) is left as it is."""
+    run = context.instance.get_run_by_id(context.run_id)
+    if run is not None and run.status not in (DagsterRunStatus.CANCELING, DagsterRunStatus.CANCELED):
+        context.instance.report_run_canceling(run, message=f"interrupted ({type(exc).__name__} {exc}): canceling the run")
+
+
+def cancel_on_interrupt(fn):
+    """Decorator for asset and check functions (``context`` first, signature kept): an interrupt
+    (Ctrl-C, SIGTERM, Terminate) marks the run canceling and goes on up, so the run stops at once
+    and ends CANCELED."""
 
     @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        with fail_fast_on_bad_input():
-            return fn(*args, **kwargs)
+    def wrapper(context, *args, **kwargs):
+        try:
+            return fn(context, *args, **kwargs)
+        except (KeyboardInterrupt, dg.DagsterExecutionInterruptedError) as exc:
+            _mark_canceling(context, exc)
+            raise
+
+    return wrapper
+
+
+def cancel_interrupted_run(instance: dg.DagsterInstance, run_id: str, signal_name: str) -> None:
+    """After an in-process run that a signal interrupted: mark it CANCELED unless it succeeded
+    (Dagster ends a run FAILED when the interrupt came between two steps, before any step could
+    mark it canceling) and free any concurrency slot it still holds."""
+    run = instance.get_run_by_id(run_id)
+    if run is None or run.status in (DagsterRunStatus.SUCCESS, DagsterRunStatus.CANCELED):
+        return
+    instance.report_run_canceled(run, message=f"interrupted by {signal_name}: the render was stopped")
+    instance.event_log_storage.free_concurrency_slots_for_run(run_id)
+
+
+def stage_step(fn):
+    """Decorator for the stage assets' functions (``context`` first, signature kept): bad input
+    fails at once (:func:`fail_fast_on_bad_input`), an interrupt cancels the run
+    (:func:`cancel_on_interrupt`), any other error retries the step by ``STAGE_RETRY_POLICY``.
+
+    The retries are requested here (``RetryRequested``) rather than by a ``retry_policy`` on the
+    asset: Dagster turns an interrupt inside a step with a retry policy into a retry, so Ctrl-C
+    would re-run the stage instead of stopping the render."""
+
+    @functools.wraps(fn)
+    @cancel_on_interrupt
+    def wrapper(context, *args, **kwargs):
+        try:
+            with fail_fast_on_bad_input():
+                return fn(context, *args, **kwargs)
+        except (dg.Failure, dg.RetryRequested, dg.DagsterError):
+            raise
+        except Exception as exc:
+            raise dg.RetryRequested(
+                max_retries=STAGE_RETRY_POLICY.max_retries,
+                seconds_to_wait=STAGE_RETRY_POLICY.calculate_delay(context.retry_number + 1),
+            ) from exc
 
     return wrapper
 

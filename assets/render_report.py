@@ -7,6 +7,7 @@ shows the chart and the table on its materialization. CPU only, not in the ``gpu
 
 import dagster as dg
 
+from assets.recovery import cancel_on_interrupt
 from resources import GPUResource
 from wan_pipeline.previews import encode_jpeg, markdown_image
 from wan_pipeline.report import REPORT_COLUMNS, chart_path, report_rows, table_cells, write_report_chart, write_run_summary
@@ -51,6 +52,7 @@ def build_render_report(story: Story, film) -> dg.AssetsDefinition:
             "and a chart of duration and peak VRAM (peak RSS on a CPU) per stage and scene. Same table: `wan-pipeline report STORY`."
         ),
     )
+    @cancel_on_interrupt
     def render_report(context: dg.AssetExecutionContext, gpu: GPUResource) -> dg.MaterializeResult:
         from assets.render_context import current_story
 

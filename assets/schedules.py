@@ -1,8 +1,10 @@
-"""The nightly schedule: render whatever is stale or missing, one run per story.
+"""The nightly schedules: render whatever is stale or missing, one schedule and one run per story.
 
-A day of edits (the sensor off, or runs that failed) renders overnight. The cron is
-``$WAN_PIPELINE_NIGHTLY_CRON`` (default ``0 2 * * *``, 02:00 in ``$WAN_PIPELINE_TIMEZONE``, default
-UTC). STOPPED by default: turn it on in the UI (Automation → nightly_render).
+``nightly_render_<story>`` for every loaded story, each on the story's own ``<story>_render`` job
+(stories differ in scene lists, so in partitions). A day of edits (the sensor off, or runs that
+failed) renders overnight. The cron is ``$WAN_PIPELINE_NIGHTLY_CRON`` (default ``0 2 * * *``,
+02:00 in ``$WAN_PIPELINE_TIMEZONE``, default UTC). STOPPED by default: turn it on per story in the
+UI (Automation → nightly_render_<story>).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import os
 
 import dagster as dg
 
+from assets.jobs import render_job, render_job_name
 from assets.render_context import current_story
 from assets.sensors import STORY_TAG
 from assets.status import observe_fingerprints, status_for
@@ -25,32 +28,42 @@ def stale_run_request(instance: dg.DagsterInstance, story: Story, reason: str) -
     if plan.empty:
         return None
     return dg.RunRequest(
+        job_name=render_job_name(story.id),
         asset_selection=[dg.AssetKey([story.id, st]) for st in plan.stages],
         tags={**plan.tags(story.scene_ids), STORY_TAG: story.id, "wan_pipeline/reason": reason},
     )
 
 
-def build_nightly_schedule(loaded: list[Story]) -> dg.ScheduleDefinition:
+def nightly_schedule_name(story_id: str) -> str:
+    return f"nightly_render_{story_id}"
+
+
+def build_nightly_schedule(loaded_story: Story, job=None) -> dg.ScheduleDefinition:
+    """``nightly_render_<story>``: ONE run of the story's stale or missing partitions on its own
+    ``<story>_render`` job (stories differ in partitions, so each has its schedule); ``job``: that
+    job when the caller already built it (a code location holds one definition per job name)."""
+
     @dg.schedule(
-        name="nightly_render",
+        name=nightly_schedule_name(loaded_story.id),
         cron_schedule=os.environ.get("WAN_PIPELINE_NIGHTLY_CRON", "0 2 * * *"),
         execution_timezone=os.environ.get("WAN_PIPELINE_TIMEZONE", "UTC"),
         default_status=dg.DefaultScheduleStatus.STOPPED,
-        target=dg.AssetSelection.groups(*[s.id for s in loaded]) if loaded else None,
-        description="Renders every stale or missing partition of every story (one run per story).",
+        target=job if job is not None else render_job(loaded_story),
+        description=f"Renders every stale or missing partition of {loaded_story.title or loaded_story.id} (one run).",
     )
     def nightly_render(context: dg.ScheduleEvaluationContext):
-        requests = []
-        for loaded_story in loaded:
-            try:
-                story = current_story(loaded_story)
-                observe_fingerprints(context.instance, story)
-            except InputError as exc:
-                context.log.error(f"story not rendered: {exc}")
-                continue
-            request = stale_run_request(context.instance, story, "nightly")
-            if request is not None:
-                requests.append(request)
-        return requests or dg.SkipReason("every story is fresh")
+        try:
+            story = current_story(loaded_story)
+            observe_fingerprints(context.instance, story)
+        except InputError as exc:
+            context.log.error(f"story not rendered: {exc}")
+            return dg.SkipReason(f"{loaded_story.id}: {exc}")
+        request = stale_run_request(context.instance, story, "nightly")
+        return request if request is not None else dg.SkipReason(f"{story.id}: every partition is fresh")
 
     return nightly_render
+
+
+def build_nightly_schedules(loaded: list[Story], jobs: dict | None = None) -> list[dg.ScheduleDefinition]:
+    """One nightly schedule per loaded story (``jobs``: story id → its render job, if built)."""
+    return [build_nightly_schedule(story, (jobs or {}).get(story.id)) for story in loaded]

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from assets.jobs import render_job, render_job_name
 from assets.status import InstanceRecords, observations, observed_fingerprints
 from wan_pipeline.errors import InputError, WanPipelineError
 from wan_pipeline.fingerprint import affected_by_edit, changed_scenes, current_fingerprints, structure
@@ -63,6 +64,7 @@ def run_request_for(story: Story, changed: list[str]) -> dg.RunRequest | None:
     tags = {**plan.tags(story.scene_ids), STORY_TAG: story.id, CHANGED_TAG: ",".join(changed)}
     return dg.RunRequest(
         run_key=f"{story.id}:{hashlib.sha256(json.dumps(sorted(tags.items())).encode()).hexdigest()[:12]}",
+        job_name=render_job_name(story.id),
         asset_selection=[dg.AssetKey([story.id, st]) for st in plan.stages],
         tags=tags,
     )
@@ -81,16 +83,20 @@ def _request_reload(context, message: str) -> None:
         context.log.warning(f"automatic reload not possible: {exc}")
 
 
-def build_story_sensor(loaded: list[Story], folder, minimum_interval_seconds: int = 15) -> dg.SensorDefinition:
-    """The ``story_changes`` sensor over ``folder`` for the stories the code location ``loaded``."""
+def build_story_sensor(loaded: list[Story], folder, minimum_interval_seconds: int = 15, jobs: list | None = None) -> dg.SensorDefinition:
+    """The ``story_changes`` sensor over ``folder`` for the stories the code location ``loaded``.
+
+    It targets each loaded story's own ``<story>_render`` job (:mod:`assets.jobs`) and names it in
+    every run request: stories with different scene lists have different partitions, which no
+    single job (nor one asset-selection target) may mix. ``jobs``: those jobs when the caller
+    already built them (a code location holds one definition per job name)."""
     loaded_by_id = {s.id: s for s in loaded}
-    targets = dg.AssetSelection.groups(*loaded_by_id) if loaded_by_id else None
 
     @dg.sensor(
         name="story_changes",
         minimum_interval_seconds=minimum_interval_seconds,
         default_status=dg.DefaultSensorStatus.RUNNING,
-        target=targets,
+        jobs=(jobs if jobs is not None else [render_job(s) for s in loaded]) or None,
         description=f"Watches {folder}: re-renders exactly the partitions a story edit affects, in one run per story.",
     )
     def story_changes(context: dg.SensorEvaluationContext):

@@ -11,7 +11,7 @@ import dagster as dg
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 
 from assets.checks import CHECKS
-from wan_pipeline.fingerprint import current_fingerprints
+from wan_pipeline.fingerprint import current_fingerprints, story_fingerprints
 from wan_pipeline.status import PartitionStatus, Rendered, story_status
 from wan_pipeline.story import Story
 
@@ -40,7 +40,13 @@ class InstanceRecords:
                 meta = rec.asset_materialization.metadata
                 if _meta_value(meta, "reused"):
                     continue  # kept by a run that rendered its neighbours: not a render
-                found = Rendered(rec.storage_id, _meta_value(meta, "fingerprint"))
+                found = Rendered(
+                    rec.storage_id,
+                    _meta_value(meta, "fingerprint"),
+                    path=_meta_value(meta, "path"),
+                    size_bytes=_meta_value(meta, "size_bytes"),
+                    sha256=_meta_value(meta, "sha256"),
+                )
                 break
             self._rendered[(stage, scene)] = found
         return self._rendered[(stage, scene)]
@@ -62,9 +68,11 @@ class InstanceRecords:
         return [name for (st, name), scenes in self._check_failures().items() if st == stage and (scene is None or scene in scenes)]
 
 
-def status_for(instance: dg.DagsterInstance, story: Story) -> list[PartitionStatus]:
-    """Per-partition status of ``story`` as written now against the instance's records."""
-    return story_status(story, current_fingerprints(story), InstanceRecords(instance, story.id))
+def status_for(instance: dg.DagsterInstance, story: Story, preset=None) -> list[PartitionStatus]:
+    """Per-partition status of ``story`` as written now against the instance's records, with
+    ``preset`` (default: the story's own) in the scene fingerprints."""
+    fingerprints = current_fingerprints(story) if preset is None else story_fingerprints(story, preset)
+    return story_status(story, fingerprints, InstanceRecords(instance, story.id))
 
 
 def observed_fingerprints(instance: dg.DagsterInstance, story: Story) -> dict[str, str | None]:

@@ -16,7 +16,7 @@ a single-run backfill renders many scenes in one step with one engine load.
 import dagster as dg
 from dagster import AssetExecutionContext
 
-from assets.recovery import STAGE_RETRY_POLICY, fail_fast
+from assets.recovery import stage_step
 from assets.render_context import current_story, keep_unplanned, run_config
 from assets.stage_labels import made_by, stage_kinds, story_preset
 from resources import EngineCache, GPUResource
@@ -75,12 +75,11 @@ def _stage_asset(story: Story, row: Stage, table: StageTable, scene_spec, partit
         deps=_deps(story, row, table, scene_spec),
         group_name=prefix,
         pool="gpu",
-        retry_policy=STAGE_RETRY_POLICY,
         kinds=stage_kinds(story, row.name, preset),
         description=row.description + made_by(story, row.name, preset),
         **extra,
     )
-    @fail_fast
+    @stage_step
     def _asset(context: AssetExecutionContext, gpu: GPUResource, engines: EngineCache) -> None:
         config = run_config(context, story, gpu)
         _preflight(context, config, engines, row, table)

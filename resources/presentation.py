@@ -29,6 +29,7 @@ UNITS = {
     "height": "px",
     "frames": "frames",
     "input_frames": "frames",
+    "size_bytes": "bytes",
 }
 HIDDEN = {"path", "preview_path"}  # shown as path values already
 

@@ -75,16 +75,36 @@ def test_oom_rebuilds_with_the_next_stronger_strategy(monkeypatch):
     assert stronger_strategy(STRATEGIES[-1]) is None
 
 
-def test_other_errors_are_not_retried_in_the_engine_but_by_the_retry_policy():
-    from assets.recovery import STAGE_RETRY_POLICY
-    from assets.story_assets import build_story_assets
-    from wan_pipeline.story import load_story
+def test_stage_step_retries_other_errors_but_not_bad_input_nor_interrupts(monkeypatch):
+    """Stage steps retry transient errors by STAGE_RETRY_POLICY (here without the delay); bad input
+    fails at once; an interrupt is not retried: the run ends CANCELED."""
+    import assets.recovery as recovery
+    from wan_pipeline.errors import InputError
 
-    story = load_story(ROOT / "stories" / "launch_day.yaml")
-    stages = {a.key.path[-1]: a for a in build_story_assets(story) if a.is_executable}
-    for name in ("keyframe", "clip", "interpolated", "upscaled", "film"):
-        assert stages[name].op.retry_policy == STAGE_RETRY_POLICY, name
-    assert STAGE_RETRY_POLICY.max_retries == 2 and STAGE_RETRY_POLICY.backoff == dg.Backoff.EXPONENTIAL
+    policy = recovery.STAGE_RETRY_POLICY
+    assert policy.max_retries == 2 and policy.backoff == dg.Backoff.EXPONENTIAL
+    monkeypatch.setattr(recovery, "STAGE_RETRY_POLICY", dg.RetryPolicy(max_retries=policy.max_retries, delay=0))
+    calls = []
+
+    def stage(name, error, failures):
+        @dg.asset(name=name)
+        @recovery.stage_step
+        def _stage(context):
+            calls.append(name)
+            if calls.count(name) <= failures:
+                raise error
+
+        return _stage
+
+    with dg.instance_for_test() as instance:
+        flaky = dg.materialize([stage("flaky", RuntimeError("transient"), 2)], instance=instance)
+        assert flaky.success and calls.count("flaky") == 3  # two retries
+        bad = dg.materialize([stage("bad", InputError(None, "bad field"), 9)], instance=instance, raise_on_error=False)
+        assert not bad.success and calls.count("bad") == 1
+        assert instance.get_run_by_id(bad.run_id).status == dg.DagsterRunStatus.FAILURE
+        stopped = dg.materialize([stage("stopped", KeyboardInterrupt(), 9)], instance=instance, raise_on_error=False)
+        assert not stopped.success and calls.count("stopped") == 1
+        assert instance.get_run_by_id(stopped.run_id).status == dg.DagsterRunStatus.CANCELED
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])

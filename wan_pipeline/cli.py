@@ -259,6 +259,19 @@ def _run_config(args, story):
 
 
 def cmd_render(args) -> int:
+    """Render; Ctrl-C or SIGTERM stops it (the run canceled, locks freed, no temporary file left)
+    with exit 130 / 143."""
+    from wan_pipeline.interrupts import Interrupted, stop_on_signals
+
+    try:
+        with stop_on_signals():
+            return _render(args)
+    except Interrupted as exc:
+        _err(f"interrupted ({exc.name}): the render stopped; what finished is kept, run it again to continue")
+        return exc.exit_code
+
+
+def _render(args) -> int:
     from assets.launch import render_stale, render_story
     from wan_pipeline.story import load_story
 
@@ -287,12 +300,10 @@ def cmd_render(args) -> int:
 
 
 def _instance():
-    import dagster as dg
-
+    from assets.instance import storage_instance
     from wan_pipeline.storage import StorageLayout
 
-    os.environ.setdefault("DAGSTER_HOME", str(StorageLayout.default().init()))
-    return dg.DagsterInstance.get()
+    return storage_instance(StorageLayout.default())
 
 
 # ---------------------------------------------------------------------------------------------

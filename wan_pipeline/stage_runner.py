@@ -99,6 +99,15 @@ def measure_output(path: Path, info: VideoInfo | None = None) -> dict:
     }
 
 
+def output_identity(path: Path) -> dict:
+    """``size_bytes`` and ``sha256`` (hex) of the output file as written: ``status`` and
+    ``render --stale`` compare them with the file on disk, so a deleted or replaced output is
+    rendered again (:func:`wan_pipeline.status.output_problem`)."""
+    from wan_pipeline.fingerprint import file_sha256
+
+    return {"size_bytes": path.stat().st_size, "sha256": file_sha256(path)}
+
+
 def plain(value):
     """``value`` with fractions as floats and paths as strings, recursively (JSON-ready)."""
     if isinstance(value, Fraction):
@@ -193,6 +202,7 @@ class StageRunner:
             path=str(Path(run.output).resolve()),
         )
         record.update(measure_output(Path(run.output), run.output_info))
+        record.update(output_identity(Path(run.output)))
         try:
             record["preview_path"] = str(write_preview(run.output, frames=run.preview)[0])
         except Exception as exc:  # a preview never fails a good render

@@ -7,12 +7,15 @@ it on a ``DagsterInstance``; no Dagster import here). The rules follow the rende
 
 * ``keyframe[i]`` is stale when scene i's fingerprint differs from the one it was rendered from;
 * any partition is stale when a partition it reads is missing or stale, or was rendered after it;
-* what was never rendered is missing. Kept (``reused``) outputs count as renders of their time.
+* what was never rendered is missing. Kept (``reused``) outputs count as renders of their time;
+* the output file must still be the one recorded (its size and SHA-256 in the telemetry record):
+  deleted, it is missing; replaced or edited, it is stale — either way it is rendered again.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 from wan_pipeline.fingerprint import RenderPlan, plan_for, upstream_partitions
@@ -24,11 +27,16 @@ MATERIALIZED, STALE, MISSING = "materialized", "stale", "missing"
 
 @dataclass(frozen=True)
 class Rendered:
-    """The last real render of one partition: its event storage id (orders renders in time) and,
-    for keyframes, the scene fingerprint it was rendered from (None when not recorded)."""
+    """The last real render of one partition: its event storage id (orders renders in time),
+    for keyframes the scene fingerprint it was rendered from, and the output file as recorded:
+    its path, size (bytes) and SHA-256 (each None when not recorded, e.g. renders older than the
+    record's ``size_bytes`` / ``sha256``)."""
 
     storage_id: int
     fingerprint: str | None = None
+    path: str | None = None
+    size_bytes: int | None = None
+    sha256: str | None = None
 
 
 class RenderRecords(Protocol):
@@ -58,6 +66,24 @@ class PartitionStatus:
         return text
 
 
+def output_problem(rendered: Rendered) -> tuple[str, str] | None:
+    """Whether the recorded output is still on disk as recorded: ``(MISSING, reason)`` when the
+    file is gone, ``(STALE, reason)`` when it is another file (other size, or other SHA-256), None
+    when it is the recorded file (or nothing was recorded to compare with)."""
+    from wan_pipeline.fingerprint import file_sha256
+
+    if not rendered.path:
+        return None
+    path = Path(rendered.path)
+    if not path.is_file():
+        return MISSING, f"output {path} no longer exists"
+    if rendered.size_bytes is not None and path.stat().st_size != rendered.size_bytes:
+        return STALE, f"output {path.name} replaced since it was rendered ({path.stat().st_size} bytes, recorded {rendered.size_bytes})"
+    if rendered.sha256 is not None and file_sha256(path) != rendered.sha256:
+        return STALE, f"output {path.name} changed since it was rendered (content hash differs)"
+    return None
+
+
 def _name(stage: str, scene: str | None) -> str:
     return f"{stage}[{scene}]" if scene else stage
 
@@ -79,7 +105,11 @@ def story_status(story: Story, fingerprints: dict[str, str], records: RenderReco
         if mine is None:
             out[(stage, scene)] = PartitionStatus(stage, scene, MISSING, failed_checks=failed)
             continue
-        reasons = []
+        problem = output_problem(mine)
+        if problem is not None and problem[0] == MISSING:
+            out[(stage, scene)] = PartitionStatus(stage, scene, MISSING, [problem[1]], failed)
+            continue
+        reasons = [problem[1]] if problem is not None else []
         if stage == "keyframe" and mine.fingerprint is not None and mine.fingerprint != fingerprints.get(scene):
             reasons.append(f"scene {scene} edited since it was rendered")
         for up in upstream_partitions(story, stage, scene):

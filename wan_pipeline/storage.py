@@ -3,6 +3,7 @@
 ``storage/`` in the checkout by default, or the folder in ``WAN_PIPELINE_STORAGE``. Layout::
 
     <root>/dagster.yaml                      the Dagster instance (DAGSTER_HOME unless set)
+    <root>/instance.lock                     held while the instance's files are created (DAGSTER_HOME)
     <root>/outputs/<story>/<scene>/keyframe.png | clip.mp4 | interpolated.mp4 | upscaled.mp4 (+ .json)
     <root>/outputs/<story>/film.mp4, run-summary.json
     <root>/models/   <root>/locks/
@@ -10,14 +11,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from wan_pipeline.preset import project_root
 
 TEMPLATE_DAGSTER_YAML = project_root() / "storage" / "dagster.yaml"
+#: Seconds a command waits for another one creating the same Dagster instance (creation takes ~1 s).
+INSTANCE_LOCK_TIMEOUT_S = 120.0
 
 
 def storage_root() -> Path:
@@ -86,15 +91,50 @@ class StorageLayout:
 
     def init(self) -> Path:
         """Create the folders and, where missing, the instance's ``dagster.yaml`` (the ``gpu`` pool
-        limit and the run queue) copied from the project's template. Returns the Dagster home."""
+        limit and the run queue) copied from the project's template (written atomically: a
+        concurrent reader never sees half a file). Returns the Dagster home. Opening the instance
+        for the first time also creates its databases: do both under :meth:`instance_lock`."""
+        from wan_pipeline.media.atomic import atomic_path
+
         for d in (self.root, self.outputs, self.models, self.locks):
             d.mkdir(parents=True, exist_ok=True)
         home = self.dagster_home()
         home.mkdir(parents=True, exist_ok=True)
         target = home / "dagster.yaml"
         if not target.exists() and TEMPLATE_DAGSTER_YAML.is_file() and TEMPLATE_DAGSTER_YAML.resolve() != target.resolve():
-            shutil.copyfile(TEMPLATE_DAGSTER_YAML, target)
+            with atomic_path(target) as tmp:
+                shutil.copyfile(TEMPLATE_DAGSTER_YAML, tmp)
         return home
+
+    @contextlib.contextmanager
+    def instance_lock(self, timeout_s: float = INSTANCE_LOCK_TIMEOUT_S) -> Iterator[Path]:
+        """Hold the cross-process lock of the Dagster home (``<home>/instance.lock``) for the body;
+        yields the Dagster home.
+
+        Dagster creates and migrates an instance's SQLite databases (runs, schedules, event-log
+        index) on first use without guarding against a second process doing the same: two
+        commands started together on a fresh root crash or leave two schema heads. Everything that
+        opens the instance (:meth:`init`, then the first ``DagsterInstance.get()``) does so inside
+        this lock. timeout_s: seconds to wait; raises :class:`~wan_pipeline.errors.WanPipelineError`
+        after it. The OS releases the lock when its holder dies.
+        """
+        from filelock import FileLock, Timeout
+
+        from wan_pipeline.errors import WanPipelineError
+
+        home = self.dagster_home()
+        home.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(home / "instance.lock"), thread_local=False, is_singleton=False)
+        try:
+            lock.acquire(timeout=timeout_s)
+        except Timeout:
+            raise WanPipelineError(
+                f"{home / 'instance.lock'}: another wan-pipeline process has held the Dagster instance's lock for {timeout_s:.0f}s"
+            ) from None
+        try:
+            yield home
+        finally:
+            lock.release()
 
 
 def check_storage_root(root: Path | None = None) -> Path:
