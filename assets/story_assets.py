@@ -84,14 +84,16 @@ def _stage_asset(story: Story, row: Stage, table: StageTable, scene_spec, partit
     def _asset(context: AssetExecutionContext, gpu: GPUResource, engines: EngineCache) -> None:
         config = run_config(context, story, gpu)
         _preflight(context, config, engines, row, table)
-        runner = gpu.runner()
+        runner = gpu.runner(config.device)
         keys = context.partition_keys if row.per_scene else [None]
         try:
             for pk in keys:
                 if pk is not None and keep_unplanned(context, row.name, pk, config.output(row.name, pk)):
                     continue
-                job = StageJob(config, row, pk, engine_of=lambda name: engines.get(name, config), log=context.log.info)
-                record = render_partition(job, runner, lambda: engines.get(row.name, config), log=context.log)
+                job = StageJob(
+                    config, row, pk, engine_of=lambda name, device: engines.get(name, config.on_device(device)), log=context.log.info
+                )
+                record = render_partition(job, runner, lambda device: engines.get(row.name, config.on_device(device)), log=context.log)
                 for warning in record.get("warnings") or []:
                     context.log.warning(f"{row.name}[{pk}]: {warning}")
                 meta = to_dagster_metadata(record)

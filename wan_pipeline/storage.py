@@ -10,11 +10,12 @@
 
 from __future__ import annotations
 
+import json
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from wan_pipeline.media.atomic import write_text_atomic
 from wan_pipeline.preset import project_root
 
 TEMPLATE_DAGSTER_YAML = project_root() / "storage" / "dagster.yaml"
@@ -85,13 +86,63 @@ class StorageLayout:
         return Path(env).resolve() if env else self.root
 
     def init(self) -> Path:
-        """Create the folders and, where missing, the instance's ``dagster.yaml`` (the ``gpu`` pool
-        limit and the run queue) copied from the project's template. Returns the Dagster home."""
+        """Create the folders and, where missing, the instance's ``dagster.yaml`` from the project's
+        template (:func:`instance_yaml`: the run queue, the ``gpu`` pool limit = the machine's
+        device slots, PostgreSQL storage when ``WAN_PIPELINE_DATABASE_URL`` is set). An existing
+        file made from the template gets its pool limit updated to the current slot count; any
+        other file is left alone. Returns the Dagster home. Raises
+        :class:`~wan_pipeline.errors.InputError` for a database URL that is not ``postgresql://``."""
         for d in (self.root, self.outputs, self.models, self.locks):
             d.mkdir(parents=True, exist_ok=True)
         home = self.dagster_home()
         home.mkdir(parents=True, exist_ok=True)
         target = home / "dagster.yaml"
-        if not target.exists() and TEMPLATE_DAGSTER_YAML.is_file() and TEMPLATE_DAGSTER_YAML.resolve() != target.resolve():
-            shutil.copyfile(TEMPLATE_DAGSTER_YAML, target)
+        if not TEMPLATE_DAGSTER_YAML.is_file() or TEMPLATE_DAGSTER_YAML.resolve() == target.resolve():
+            return home
+        if not target.exists():
+            write_text_atomic(target, instance_yaml())
+        else:
+            text = target.read_text()
+            first = TEMPLATE_DAGSTER_YAML.read_text().splitlines()[0]
+            if text.startswith(first):
+                updated = _with_pool_limit(text, _slot_count())
+                if updated != text:
+                    write_text_atomic(target, updated)
         return home
+
+
+DATABASE_URL_ENV = "WAN_PIPELINE_DATABASE_URL"
+"""Environment variable: a ``postgresql://user:password@host:port/db`` URL; a storage root
+initialised while it is set keeps its runs, event log and schedules in that PostgreSQL database
+(``dagster-postgres``) instead of SQLite files."""
+
+
+def _slot_count() -> int:
+    from wan_pipeline.device_lock import slot_count
+
+    return slot_count()
+
+
+def _with_pool_limit(text: str, limit: int) -> str:
+    import re
+
+    return re.sub(r"(?m)^(\s*default_limit:)\s*\d+", rf"\g<1> {limit}", text, count=1)
+
+
+def instance_yaml(database_url: str | None = None, slots: int | None = None) -> str:
+    """The ``dagster.yaml`` of a new storage root: the project's template with the ``gpu`` pool
+    limit set to ``slots`` (default: this machine's device slots, ``WAN_PIPELINE_DEVICES``) and,
+    with ``database_url`` (default: ``WAN_PIPELINE_DATABASE_URL``), a ``storage: postgres`` section.
+    Raises :class:`~wan_pipeline.errors.InputError` for a URL that is not ``postgresql://``."""
+    from wan_pipeline.errors import InputError
+
+    url = database_url if database_url is not None else os.environ.get(DATABASE_URL_ENV, "")
+    text = _with_pool_limit(TEMPLATE_DAGSTER_YAML.read_text(), slots or _slot_count())
+    if url:
+        if not url.startswith(("postgresql://", "postgres://")):
+            raise InputError(None, f"{DATABASE_URL_ENV}: {url.split('@')[-1]!r} is not a postgresql:// URL; unset it for SQLite")
+        text += (
+            "# Runs, event log and schedules in PostgreSQL (dagster-postgres), shared by every machine.\n"
+            f"storage:\n  postgres:\n    postgres_url: {json.dumps(url)}\n"
+        )
+    return text
