@@ -3,10 +3,14 @@
 ``wan-pipeline render`` is a thin shell over :func:`render_story`: the preset is resolved once
 (:class:`~wan_pipeline.run_config.RunConfig`) and its content travels in every run's tags; the
 assets run exactly as from the Dagster UI, on the storage root's instance, so runs,
-materializations and telemetry show up there. A full render is ONE run (every stage over the whole
-scene range, the film and the render report): one resource lifecycle, so post-processing weights
-load once; the pre-render check runs once, before the first run, reading weight files' tensor
-shapes only, and the runs are tagged so their steps skip it.
+materializations and telemetry show up there. With one device slot a full render is ONE run (every
+stage over the whole scene range, the film and the render report): one resource lifecycle, so
+post-processing weights load once. With N slots (``WAN_PIPELINE_DEVICES``) the scenes are cut into
+N contiguous ranges and each range is its own run, the runs of a phase at the same time in their
+own processes (:func:`plan_parallel`): a run over a partition range has ONE step per asset (a
+single-run backfill), so a multiprocess executor inside one run would not spread scenes; runs per
+range do, each still loading its models once. The pre-render check runs once, before the first
+run, reading weight files' tensor shapes only, and the runs are tagged so their steps skip it.
 """
 
 from __future__ import annotations
@@ -92,6 +96,36 @@ def plan_render(story: Story, config: RunConfig, scenes: list[str] | None = None
     return runs
 
 
+def _split(ids: list[str], parts: int) -> list[tuple[str, str]]:
+    """``ids`` cut into ``parts`` contiguous ranges of near-equal length (first, last)."""
+    parts = max(1, min(parts, len(ids)))
+    size, extra = divmod(len(ids), parts)
+    out, i = [], 0
+    for k in range(parts):
+        n = size + (1 if k < extra else 0)
+        out.append((ids[i], ids[i + n - 1]))
+        i += n
+    return out
+
+
+def plan_parallel(story: Story, slots: int) -> list[list[PlannedRun]]:
+    """A full render of ``story`` over ``slots`` device slots, as phases of runs that run at the
+    same time: the keyframes (the first per-scene stage) in one run per contiguous scene range,
+    then the other per-scene stages per range (a clip reads the next scene's keyframe, FLF2V, which
+    the first phase made whichever range it is in), then the film and the report. One slot: the
+    single run of :func:`plan_render`."""
+    order = story.scene_ids
+    ranges = _split(order, slots)
+    first, *rest = STAGES.scene_stages()
+    head = dg.AssetSelection.assets([story.id, first])
+    tail = dg.AssetSelection.assets(*[[story.id, s] for s in rest])
+    return [
+        [PlannedRun(f"{first} {a}..{b}", head, range_tags(a, b)) for a, b in ranges],
+        [PlannedRun(f"scenes {a}..{b}", tail, range_tags(a, b)) for a, b in ranges],
+        [PlannedRun("film", _story_selection(story), {}, needs_all_scenes=True)],
+    ]
+
+
 def _failure(result) -> tuple[str, bool]:
     lines, bad = [], False
     for ev in result.get_step_failure_events():
@@ -146,6 +180,90 @@ def _materialize(story: Story, runs: list[PlannedRun], config: RunConfig, verbos
     return outcome
 
 
+# ---------------------------------------------------------------------------------------------
+# several runs at once: one process per run (each run's steps in-process, its own engine cache)
+
+_events = None  # in a worker process: the queue its progress events go to
+
+
+class _QueueReporter:
+    """A progress reporter in a worker process that sends its events to the launching process."""
+
+    def stage_started(self, stage, scene):
+        _events.put(("stage_started", (stage, scene)))
+
+    def stage_step(self, stage, scene, done, total):
+        _events.put(("stage_step", (stage, scene, done, total)))
+
+    def stage_finished(self, stage, scene, record):
+        _events.put(("stage_finished", (stage, scene, record)))
+
+
+def _worker_init(events, threads: int | None) -> None:
+    global _events
+    _events = events
+    if threads:  # CPU slots share the cores: one torch thread pool per slot, not one per core each
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        import torch
+
+        torch.set_num_threads(threads)
+    progress.set_reporter(_QueueReporter())
+
+
+def _worker_materialize(story: Story, run: PlannedRun, config: RunConfig, verbose: bool) -> RenderOutcome:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return _materialize(story, [run], config, verbose)
+
+
+def _relay(events, reporter) -> None:
+    while (item := events.get()) is not None:
+        name, args = item
+        getattr(reporter, name)(*args)
+
+
+def _materialize_parallel(
+    story: Story, phases: list[list[PlannedRun]], config: RunConfig, slots: tuple[str, ...], verbose: bool
+) -> RenderOutcome:
+    """Run each phase's runs at the same time, one worker process per run (spawned: a clean
+    interpreter, no forked torch or database state), phase after phase; the first failed run ends
+    the render. The stages of all runs lease the device slots, so never two share one."""
+    import multiprocessing
+    import threading
+    from concurrent.futures import ProcessPoolExecutor
+
+    width = max(len(p) for p in phases)
+    ctx = multiprocessing.get_context("spawn")
+    events = ctx.Queue()
+    relay = threading.Thread(target=_relay, args=(events, progress.reporter()), daemon=True)
+    relay.start()
+    cpu_threads = max(1, (os.cpu_count() or 1) // len(slots)) if all(s == "cpu" for s in slots) else None
+    outcome = RenderOutcome(ok=True)
+    try:
+        with ProcessPoolExecutor(width, mp_context=ctx, initializer=_worker_init, initargs=(events, cpu_threads)) as pool:
+            for phase in phases:
+                if len(phase) == 1:
+                    results = [_materialize(story, phase, config, verbose)]
+                else:
+                    results = [f.result() for f in [pool.submit(_worker_materialize, story, run, config, verbose) for run in phase]]
+                for result in results:
+                    outcome.run_ids.extend(result.run_ids)
+                failed = [r for r in results if not r.ok]
+                if failed:
+                    return RenderOutcome(False, "\n".join(r.message for r in failed), any(r.bad_input for r in failed), outcome.run_ids)
+    finally:
+        events.put(None)
+        relay.join(timeout=5)
+    return outcome
+
+
+def render_slots(config: RunConfig) -> tuple[str, ...]:
+    """The device slots of this machine for ``config``'s preset (``WAN_PIPELINE_DEVICES``)."""
+    from wan_pipeline.device_lock import resolve_slots
+
+    return resolve_slots(None, config.device)
+
+
 def init_instance(config: RunConfig) -> dg.DagsterInstance:
     """The storage root's Dagster instance (``DAGSTER_HOME``, set to the storage root unless set)."""
     os.environ.setdefault("DAGSTER_HOME", str(config.layout.init()))
@@ -163,10 +281,13 @@ def render_story(story: Story, config: RunConfig, reporter, scenes: list[str] | 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         instance = init_instance(config)
-        runs = plan_render(story, config, scenes)
+        slots = render_slots(config)
         progress.set_reporter(reporter)
         try:
-            outcome = _materialize(story, runs, config, verbose)
+            if len(slots) > 1 and scenes is None and len(story.scene_ids) > 1:
+                outcome = _materialize_parallel(story, plan_parallel(story, len(slots)), config, slots, verbose)
+            else:
+                outcome = _materialize(story, plan_render(story, config, scenes), config, verbose)
         finally:
             progress.set_reporter(None)
         if outcome.ok and (scenes is None or set(scenes) == set(story.scene_ids)):
