@@ -81,7 +81,7 @@ def test_two_slots_run_two_stages_at_once_never_three(tmp_path):
     records = _spans(tmp_path, 3)
     assert len(records) == 9
     for r in records:
-        assert r["device"] == "cpu" and r["device_slot"] in (0, 1) and r["host"] == socket.gethostname()
+        assert r["device"] == "cpu" and r["device_slot"] in (0, 1) and r["host"] == socket.gethostname()  # no WAN_PIPELINE_MACHINE
         start, end = datetime.fromisoformat(r["started_at"]), datetime.fromisoformat(r["finished_at"])
         assert start.tzinfo == timezone.utc and end > start
     events = sorted(
@@ -152,6 +152,18 @@ def test_pool_limit_and_database_from_the_environment(tmp_path, monkeypatch):
 
     data = yaml.safe_load(instance_yaml("postgresql://u:pw@db:5432/wan", slots=4))
     assert data["concurrency"]["pools"]["default_limit"] == 4
-    assert data["storage"] == {"postgres": {"postgres_url": "postgresql://u:pw@db:5432/wan"}}
+    assert data["storage"] == {"postgres": {"postgres_url": "postgresql+psycopg2://u:pw@db:5432/wan"}}
     with pytest.raises(InputError, match="not a postgresql:// URL"):
         instance_yaml("mysql://db/wan", slots=1)
+
+
+def test_machines_sharing_a_storage_root_lock_their_own_slots(tmp_path, monkeypatch):
+    """cuda:0 of one machine never waits for cuda:0 of another on a shared (network) storage root."""
+    layout = StorageLayout(tmp_path)
+    monkeypatch.setenv("WAN_PIPELINE_MACHINE", "machine-a")
+    a = layout.machine_locks()
+    monkeypatch.setenv("WAN_PIPELINE_MACHINE", "machine-b")
+    b = layout.machine_locks()
+    assert a != b and a.parent == b.parent == tmp_path / "locks"
+    with lease_slot(a, ("cuda:0",)) as first, lease_slot(b, ("cuda:0",), timeout_s=1) as second:
+        assert first.slot == second.slot == 0

@@ -142,7 +142,7 @@ def record_model(lock_dir: str | Path, slots: tuple[str, ...], index: int, model
     """Note in slot ``index``'s ``.model`` file that this process (pid, host) ran ``model_key``
     there last (model affinity for the next lease; written while the slot is held)."""
     path = slot_lock_path(lock_dir, slots, index).with_suffix(".model")
-    path.write_text(json.dumps({"model": model_key, "pid": os.getpid(), "host": socket.gethostname()}))
+    path.write_text(json.dumps({"model": model_key, "pid": os.getpid(), "host": socket.gethostname()}))  # pid is per host
 
 
 def slot_order(lock_dir: str | Path, slots: tuple[str, ...], model_key: str | None) -> list[int]:

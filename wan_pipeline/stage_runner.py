@@ -3,7 +3,7 @@
 Dagster-free, so the assets (through the thin ``resources.GPUResource`` adapter) and the CLI's
 one-stage tools (``wan-pipeline interpolate`` / ``upscale``) run stages the same way:
 
-* the device's cross-process file lock is held for the stage (``storage/locks``), and the engine is
+* a device slot's cross-process file lock is held for the stage (``storage/locks/<machine>``), and the engine is
   built inside it when given as a factory, so loading weights onto the device is guarded too;
 * :class:`~wan_pipeline.telemetry.StageMonitor` measures time, peak VRAM and peak RSS;
 * the telemetry record of the contract (../shared/DESIGN.md) is assembled from the engine's
@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import inspect
 import logging
-import socket
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -34,7 +33,7 @@ from wan_pipeline.devices import free_device_memory
 from wan_pipeline.media.image_io import read_image
 from wan_pipeline.media.video_io import probe_video
 from wan_pipeline.previews import write_preview
-from wan_pipeline.storage import StorageLayout
+from wan_pipeline.storage import StorageLayout, machine_name
 from wan_pipeline.telemetry import CONTRACT_KEYS, StageMonitor, write_sidecar
 
 _LOG = logging.getLogger("wan_pipeline")
@@ -127,7 +126,7 @@ def _build(factory, device: str):
 class StageRunner:
     """Runs stages on a storage root's devices.
 
-    layout: the storage root (its ``locks/`` folder holds the device locks); lock_timeout_s:
+    layout: the storage root (``locks/<machine>/`` holds this machine's slot locks); lock_timeout_s:
     seconds to wait for a device slot (−1: forever); slots: the device slots a stage may lease
     (:func:`wan_pipeline.device_lock.resolve_slots`; None: one slot, the device each stage names).
     """
@@ -175,7 +174,7 @@ class StageRunner:
             log.info(f"{where}: waiting for a free device slot in {path} (every slot of {', '.join(slots)} is busy)")
 
         progress.reporter().stage_started(stage, scene)
-        with lease_slot(self.layout.locks, slots, model_key, self.lock_timeout_s, on_wait=waiting, only=only) as lease:
+        with lease_slot(self.layout.machine_locks(), slots, model_key, self.lock_timeout_s, on_wait=waiting, only=only) as lease:
             run.device, run.slot = lease.device, lease.slot
             monitor = StageMonitor(lease.device)
             run.started_at = utc_now()
@@ -187,7 +186,7 @@ class StageRunner:
                     yield run
                     run.engine_info = dict(engine.describe())  # after the body: tile sizes, strategies chosen
                 if model_key is not None:
-                    record_model(self.layout.locks, slots, lease.slot, model_key)
+                    record_model(self.layout.machine_locks(), slots, lease.slot, model_key)
             finally:
                 run.finished_at = utc_now()
                 if _torch_loaded():  # a preset without torch engines never imports it
@@ -218,7 +217,7 @@ class StageRunner:
             model=run.meta.get("model", run.engine_info.get("model")),
             device=run.device,
             device_slot=run.slot,
-            host=socket.gethostname(),
+            host=machine_name(),
             started_at=run.started_at,
             finished_at=run.finished_at,
             duration_s=m.duration_s,

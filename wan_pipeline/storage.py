@@ -5,7 +5,7 @@
     <root>/dagster.yaml                      the Dagster instance (DAGSTER_HOME unless set)
     <root>/outputs/<story>/<scene>/keyframe.png | clip.mp4 | interpolated.mp4 | upscaled.mp4 (+ .json)
     <root>/outputs/<story>/film.mp4, run-summary.json
-    <root>/models/   <root>/locks/
+    <root>/models/   <root>/locks/<machine>/   (device-slot locks, per machine)
 """
 
 from __future__ import annotations
@@ -19,6 +19,18 @@ from wan_pipeline.media.atomic import write_text_atomic
 from wan_pipeline.preset import project_root
 
 TEMPLATE_DAGSTER_YAML = project_root() / "storage" / "dagster.yaml"
+
+
+MACHINE_ENV = "WAN_PIPELINE_MACHINE"
+"""Environment variable: this machine's name in telemetry (``host``) and in the lock folder; default
+the host name. Two workers on one host that stand for two machines set different names."""
+
+
+def machine_name() -> str:
+    """``WAN_PIPELINE_MACHINE``, else the host name."""
+    import socket
+
+    return os.environ.get(MACHINE_ENV) or socket.gethostname()
 
 
 def storage_root() -> Path:
@@ -57,6 +69,12 @@ class StorageLayout:
     @property
     def locks(self) -> Path:
         return self.root / "locks"
+
+    def machine_locks(self) -> Path:
+        """``locks/<machine>/``: this machine's device-slot locks (:func:`machine_name`). A storage
+        root shared by several machines (network file system) must not let ``cuda:0`` of one
+        machine wait for ``cuda:0`` of another."""
+        return self.locks / machine_name()
 
     def story_dir(self, story_id: str) -> Path:
         return self.outputs / story_id
@@ -129,20 +147,30 @@ def _with_pool_limit(text: str, limit: int) -> str:
     return re.sub(r"(?m)^(\s*default_limit:)\s*\d+", rf"\g<1> {limit}", text, count=1)
 
 
-def instance_yaml(database_url: str | None = None, slots: int | None = None) -> str:
+def database_url(url: str) -> str:
+    """``url`` with the psycopg2 driver named (``postgresql+psycopg2://…``) unless it names one:
+    dagster-postgres installs psycopg2, and SQLAlchemy ≥ 2.1 takes a bare ``postgresql://`` to mean
+    psycopg 3."""
+    for bare in ("postgresql://", "postgres://"):
+        if url.startswith(bare):
+            return "postgresql+psycopg2://" + url[len(bare) :]
+    return url
+
+
+def instance_yaml(url: str | None = None, slots: int | None = None) -> str:
     """The ``dagster.yaml`` of a new storage root: the project's template with the ``gpu`` pool
     limit set to ``slots`` (default: this machine's device slots, ``WAN_PIPELINE_DEVICES``) and,
-    with ``database_url`` (default: ``WAN_PIPELINE_DATABASE_URL``), a ``storage: postgres`` section.
+    with ``url`` (default: ``WAN_PIPELINE_DATABASE_URL``), a ``storage: postgres`` section.
     Raises :class:`~wan_pipeline.errors.InputError` for a URL that is not ``postgresql://``."""
     from wan_pipeline.errors import InputError
 
-    url = database_url if database_url is not None else os.environ.get(DATABASE_URL_ENV, "")
+    url = url if url is not None else os.environ.get(DATABASE_URL_ENV, "")
     text = _with_pool_limit(TEMPLATE_DAGSTER_YAML.read_text(), slots or _slot_count())
     if url:
-        if not url.startswith(("postgresql://", "postgres://")):
+        if not url.startswith(("postgresql://", "postgres://", "postgresql+")):
             raise InputError(None, f"{DATABASE_URL_ENV}: {url.split('@')[-1]!r} is not a postgresql:// URL; unset it for SQLite")
         text += (
             "# Runs, event log and schedules in PostgreSQL (dagster-postgres), shared by every machine.\n"
-            f"storage:\n  postgres:\n    postgres_url: {json.dumps(url)}\n"
+            f"storage:\n  postgres:\n    postgres_url: {json.dumps(database_url(url))}\n"
         )
     return text
