@@ -13,6 +13,7 @@ from pathlib import Path
 import dagster as dg
 
 from assets.checks import build_story_checks
+from assets.executors import code_location_executor
 from assets.recovery import recover_killed_runs_sensor
 from assets.schedules import build_nightly_schedule
 from assets.sensors import build_story_sensor
@@ -86,6 +87,7 @@ def build_definitions(folder: Path | None = None, stories: list[Story] | None = 
         resources=default_resources(),
         sensors=[build_story_sensor(stories, folder or stories_dir()), recover_killed_runs_sensor],
         schedules=[build_nightly_schedule(stories)] if stories else [],
+        executor=code_location_executor(),
     )
 
 

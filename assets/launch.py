@@ -18,9 +18,11 @@ from __future__ import annotations
 import os
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import dagster as dg
 
+from assets.executors import celery_enabled
 from assets.recovery import BAD_INPUT_KEY
 from wan_pipeline import progress
 from wan_pipeline.errors import InputError
@@ -49,6 +51,7 @@ class PlannedRun:
     selection: dg.AssetSelection
     tags: dict
     needs_all_scenes: bool = False
+    stages: tuple[str, ...] = ()
 
 
 def _contiguous_ranges(ordered: list[str], chosen: set[str]) -> list[tuple[str, str]]:
@@ -120,8 +123,8 @@ def plan_parallel(story: Story, slots: int) -> list[list[PlannedRun]]:
     head = dg.AssetSelection.assets([story.id, first])
     tail = dg.AssetSelection.assets(*[[story.id, s] for s in rest])
     return [
-        [PlannedRun(f"{first} {a}..{b}", head, range_tags(a, b)) for a, b in ranges],
-        [PlannedRun(f"scenes {a}..{b}", tail, range_tags(a, b)) for a, b in ranges],
+        [PlannedRun(f"{first} {a}..{b}", head, range_tags(a, b), stages=(first,)) for a, b in ranges],
+        [PlannedRun(f"scenes {a}..{b}", tail, range_tags(a, b), stages=tuple(rest)) for a, b in ranges],
         [PlannedRun("film", _story_selection(story), {}, needs_all_scenes=True)],
     ]
 
@@ -213,7 +216,33 @@ def _worker_init(events, threads: int | None) -> None:
 def _worker_materialize(story: Story, run: PlannedRun, config: RunConfig, verbose: bool) -> RenderOutcome:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        if celery_enabled():
+            return _execute_on_celery(story, run, config)
         return _materialize(story, [run], config, verbose)
+
+
+def _execute_on_celery(story: Story, run: PlannedRun, config: RunConfig) -> RenderOutcome:
+    """One planned run through the code location's job with the Celery executor: its steps go to
+    the Celery workers (any machine), this process waits for them."""
+    from dagster._core.definitions.reconstruct import ReconstructableRepository
+
+    from assets.definitions import stories_dir
+    from wan_pipeline.preset import project_root
+
+    if story.source_path is None or Path(story.source_path).resolve().parent != stories_dir():
+        raise InputError(
+            story.source_path,
+            f"the Celery workers render the code location's stories: put the story in {stories_dir()} (WAN_PIPELINE_STORIES)",
+        )
+    repo = ReconstructableRepository.for_module("assets.definitions", "defs", working_directory=str(project_root()))
+    job = repo.get_reconstructable_job(f"{story.id}_scenes" if run.stages else f"{story.id}_film")
+    keys = [dg.AssetKey([story.id, s]) for s in run.stages] or None
+    tags = {**config.tags(), CHECKED_TAG: config.preset.content_sha, **run.tags}
+    with dg.execute_job(job, dg.DagsterInstance.get(), tags=tags, asset_selection=keys) as result:
+        if result.success:
+            return RenderOutcome(True, run_ids=[result.run_id])
+        message, bad = _failure(result)
+        return RenderOutcome(False, f"render failed ({run.label}, run {result.run_id}):\n{message}", bad, [result.run_id])
 
 
 def _relay(events, reporter) -> None:
@@ -242,7 +271,7 @@ def _materialize_parallel(
     try:
         with ProcessPoolExecutor(width, mp_context=ctx, initializer=_worker_init, initargs=(events, cpu_threads)) as pool:
             for phase in phases:
-                if len(phase) == 1:
+                if len(phase) == 1 and not celery_enabled():
                     results = [_materialize(story, phase, config, verbose)]
                 else:
                     results = [f.result() for f in [pool.submit(_worker_materialize, story, run, config, verbose) for run in phase]]
@@ -258,9 +287,13 @@ def _materialize_parallel(
 
 
 def render_slots(config: RunConfig) -> tuple[str, ...]:
-    """The device slots of this machine for ``config``'s preset (``WAN_PIPELINE_DEVICES``)."""
+    """The device slots the scenes are spread over: this machine's for ``config``'s preset
+    (``WAN_PIPELINE_DEVICES``); with the Celery executor, ``WAN_PIPELINE_CELERY_SLOTS`` (the
+    slots of all workers together; default 2)."""
     from wan_pipeline.device_lock import resolve_slots
 
+    if celery_enabled():
+        return ("celery",) * max(1, int(os.environ.get("WAN_PIPELINE_CELERY_SLOTS", "2")))
     return resolve_slots(None, config.device)
 
 
@@ -284,7 +317,7 @@ def render_story(story: Story, config: RunConfig, reporter, scenes: list[str] | 
         slots = render_slots(config)
         progress.set_reporter(reporter)
         try:
-            if len(slots) > 1 and scenes is None and len(story.scene_ids) > 1:
+            if (len(slots) > 1 or celery_enabled()) and scenes is None and len(story.scene_ids) > 1:
                 outcome = _materialize_parallel(story, plan_parallel(story, len(slots)), config, slots, verbose)
             else:
                 outcome = _materialize(story, plan_render(story, config, scenes), config, verbose)
