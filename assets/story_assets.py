@@ -66,9 +66,25 @@ def _preflight(context, config, engines: EngineCache, row: Stage, table: StageTa
     engines.preflight(config, names[names.index(row.name) :])
 
 
+def backfill_policy(story: Story) -> dg.BackfillPolicy:
+    """One run for a whole backfill on a one-slot machine (models load once); with N device slots
+    (``WAN_PIPELINE_DEVICES``) runs of ⌈scenes / N⌉ partitions, which the run queue starts side by
+    side (the ``gpu`` pool admits N stage steps) — the backfill daemon starts a clip's run only
+    once the keyframes it reads (FLF2V) are materialized."""
+    import math
+    import os
+
+    from wan_pipeline.device_lock import DEVICES_ENV, parse_slots
+
+    slots = len(parse_slots(os.environ.get(DEVICES_ENV)) or ())
+    if slots <= 1:
+        return dg.BackfillPolicy.single_run()
+    return dg.BackfillPolicy.multi_run(max_partitions_per_run=math.ceil(len(story.scene_ids) / slots))
+
+
 def _stage_asset(story: Story, row: Stage, table: StageTable, scene_spec, partitions, preset) -> dg.AssetsDefinition:
     prefix = story.id
-    extra = dict(partitions_def=partitions, backfill_policy=dg.BackfillPolicy.single_run()) if row.per_scene else {}
+    extra = dict(partitions_def=partitions, backfill_policy=backfill_policy(story)) if row.per_scene else {}
 
     @dg.asset(
         key=[prefix, row.name],

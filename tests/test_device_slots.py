@@ -167,3 +167,19 @@ def test_machines_sharing_a_storage_root_lock_their_own_slots(tmp_path, monkeypa
     assert a != b and a.parent == b.parent == tmp_path / "locks"
     with lease_slot(a, ("cuda:0",)) as first, lease_slot(b, ("cuda:0",), timeout_s=1) as second:
         assert first.slot == second.slot == 0
+
+
+def test_ui_backfills_split_into_one_run_per_slot(tmp_path, monkeypatch):
+    from assets.story_assets import build_story_assets
+    from tests.conftest import write_preset, write_story
+    from wan_pipeline.story import load_story
+
+    write_preset(tmp_path / "workflows")
+    monkeypatch.setenv("WAN_PIPELINE_WORKFLOWS", str(tmp_path / "workflows"))
+    story = load_story(write_story(tmp_path / "stories"))
+    monkeypatch.delenv("WAN_PIPELINE_DEVICES", raising=False)
+    clip = next(a for a in build_story_assets(story) if a.key.path[-1] == "clip")
+    assert clip.backfill_policy.max_partitions_per_run is None  # one slot: a single run, models load once
+    monkeypatch.setenv("WAN_PIPELINE_DEVICES", "cpu,cpu")
+    clip = next(a for a in build_story_assets(story) if a.key.path[-1] == "clip")
+    assert clip.backfill_policy.max_partitions_per_run == 2  # 3 scenes over 2 slots: runs of 2 and 1
