@@ -60,7 +60,9 @@ def test_two_celery_workers_render_one_story(workspace, tmp_path, monkeypatch, c
     from wan_pipeline.storage import StorageLayout
 
     storage = workspace["storage"]
+    monkeypatch.setenv("WAN_PIPELINE_DEVICES", "cpu,cpu")  # the gpu pool: both machines' slots together
     StorageLayout(storage).init()  # dagster.yaml with the PostgreSQL storage, before the workers open it
+    assert "default_limit: 2" in (storage / "dagster.yaml").read_text()
     monkeypatch.setenv("WAN_PIPELINE_EXECUTOR", "celery")
     monkeypatch.setenv("WAN_PIPELINE_CELERY_BROKER", broker)
     monkeypatch.setenv("WAN_PIPELINE_CELERY_SLOTS", "2")
