@@ -205,12 +205,10 @@ class _QueueReporter:
 def _worker_init(events, threads: int | None) -> None:
     global _events
     _events = events
-    if threads:  # CPU slots share the cores: one torch thread pool per slot, not one per core each
+    if threads:  # CPU slots share the cores: torch (imported later, if at all) sizes its pool from this
         os.environ["OMP_NUM_THREADS"] = str(threads)
-        import torch
-
-        torch.set_num_threads(threads)
     progress.set_reporter(_QueueReporter())
+    import assets.story_assets  # noqa: F401  the import (dagster, the engines) once per worker, at start
 
 
 def _worker_materialize(story: Story, run: PlannedRun, config: RunConfig, verbose: bool) -> RenderOutcome:
@@ -255,8 +253,9 @@ def _materialize_parallel(
     story: Story, phases: list[list[PlannedRun]], config: RunConfig, slots: tuple[str, ...], verbose: bool
 ) -> RenderOutcome:
     """Run each phase's runs at the same time, one worker process per run (spawned: a clean
-    interpreter, no forked torch or database state), phase after phase; the first failed run ends
-    the render. The stages of all runs lease the device slots, so never two share one."""
+    interpreter, no forked torch or database state; the workers import the assets once, when they
+    start, and serve every phase), phase after phase; the first failed run ends the render. The
+    stages of all runs lease the device slots, so never two share one."""
     import multiprocessing
     import threading
     from concurrent.futures import ProcessPoolExecutor
@@ -271,10 +270,8 @@ def _materialize_parallel(
     try:
         with ProcessPoolExecutor(width, mp_context=ctx, initializer=_worker_init, initargs=(events, cpu_threads)) as pool:
             for phase in phases:
-                if len(phase) == 1 and not celery_enabled():
-                    results = [_materialize(story, phase, config, verbose)]
-                else:
-                    results = [f.result() for f in [pool.submit(_worker_materialize, story, run, config, verbose) for run in phase]]
+                # every run in a worker, the film's too: the workers have imported everything already
+                results = [f.result() for f in [pool.submit(_worker_materialize, story, run, config, verbose) for run in phase]]
                 for result in results:
                     outcome.run_ids.extend(result.run_ids)
                 failed = [r for r in results if not r.ok]
