@@ -41,7 +41,12 @@ def code_location_executor():
     default: multiprocess, in-process for ``materialize``)."""
     if not celery_enabled():
         return None
-    from dagster_celery import celery_executor
+    try:
+        from dagster_celery import celery_executor
+    except ImportError:
+        from wan_pipeline.errors import InputError
+
+        raise InputError(None, f"{EXECUTOR_ENV}=celery needs dagster-celery: pip install dagster-celery redis") from None
 
     return celery_executor.configured(celery_config())
 

@@ -224,14 +224,8 @@ def _execute_on_celery(story: Story, run: PlannedRun, config: RunConfig) -> Rend
     the Celery workers (any machine), this process waits for them."""
     from dagster._core.definitions.reconstruct import ReconstructableRepository
 
-    from assets.definitions import stories_dir
     from wan_pipeline.preset import project_root
 
-    if story.source_path is None or Path(story.source_path).resolve().parent != stories_dir():
-        raise InputError(
-            story.source_path,
-            f"the Celery workers render the code location's stories: put the story in {stories_dir()} (WAN_PIPELINE_STORIES)",
-        )
     repo = ReconstructableRepository.for_module("assets.definitions", "defs", working_directory=str(project_root()))
     job = repo.get_reconstructable_job(f"{story.id}_scenes" if run.stages else f"{story.id}_film")
     keys = [dg.AssetKey([story.id, s]) for s in run.stages] or None
@@ -241,6 +235,18 @@ def _execute_on_celery(story: Story, run: PlannedRun, config: RunConfig) -> Rend
             return RenderOutcome(True, run_ids=[result.run_id])
         message, bad = _failure(result)
         return RenderOutcome(False, f"render failed ({run.label}, run {result.run_id}):\n{message}", bad, [result.run_id])
+
+
+def check_celery_story(story: Story) -> None:
+    """The Celery workers load the code location's stories: raise :class:`InputError` naming the
+    folder when ``story`` is not one of them."""
+    from assets.definitions import stories_dir
+
+    if story.source_path is None or Path(story.source_path).resolve().parent != stories_dir():
+        raise InputError(
+            story.source_path,
+            f"the Celery workers render the code location's stories: put the story in {stories_dir()} (WAN_PIPELINE_STORIES)",
+        )
 
 
 def _relay(events, reporter) -> None:
@@ -315,6 +321,8 @@ def render_story(story: Story, config: RunConfig, reporter, scenes: list[str] | 
         progress.set_reporter(reporter)
         try:
             if (len(slots) > 1 or celery_enabled()) and scenes is None and len(story.scene_ids) > 1:
+                if celery_enabled():
+                    check_celery_story(story)
                 outcome = _materialize_parallel(story, plan_parallel(story, len(slots)), config, slots, verbose)
             else:
                 outcome = _materialize(story, plan_render(story, config, scenes), config, verbose)

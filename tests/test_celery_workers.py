@@ -86,3 +86,17 @@ def test_two_celery_workers_render_one_story(workspace, tmp_path, monkeypatch, c
         runs = instance.get_runs()
         assert len(runs) == 5 and all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs)
         assert instance.get_materialized_partitions(dg.AssetKey(["tiny_tale", "upscaled"])) == {"one", "two", "three"}
+
+
+def test_celery_render_of_a_story_outside_the_code_location_is_bad_input(workspace, tmp_path, monkeypatch, capsys):
+    """The workers load the code location's stories: another file is refused before any run (exit 2)."""
+    from tests.conftest import write_story
+    from wan_pipeline.cli import main
+
+    pytest.importorskip("dagster_celery", reason="dagster-celery is not installed")
+    other = write_story(tmp_path / "elsewhere", story_id="elsewhere_tale")
+    monkeypatch.setenv("WAN_PIPELINE_EXECUTOR", "celery")
+    monkeypatch.setenv("WAN_PIPELINE_CELERY_BROKER", "redis://127.0.0.1:1/0")
+    assert main(["render", str(other), "--preset", "small"]) == 2
+    err = capsys.readouterr().err
+    assert "put the story in" in err and str(workspace["stories"]) in err and "Traceback" not in err
