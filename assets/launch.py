@@ -205,8 +205,11 @@ class _QueueReporter:
 def _worker_init(events, threads: int | None) -> None:
     global _events
     _events = events
-    if threads:  # CPU slots share the cores: torch (imported later, if at all) sizes its pool from this
-        os.environ["OMP_NUM_THREADS"] = str(threads)
+    if threads:  # CPU slots share the cores: each worker's thread pools get its share, not every core
+        os.environ["OMP_NUM_THREADS"] = str(threads)  # torch, imported later if at all, sizes its pool from this
+        import cv2
+
+        cv2.setNumThreads(threads)
     progress.set_reporter(_QueueReporter())
     import assets.story_assets  # noqa: F401  the import (dagster, the engines) once per worker, at start
 

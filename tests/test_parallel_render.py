@@ -30,6 +30,8 @@ def test_two_slots_render_scene_ranges_in_parallel_runs(workspace, capsys, monke
         assert all(b[0] >= a[1] for a, b in zip(mine, mine[1:]))
     assert spans[("clip", "one")][0] >= spans[("keyframe", "two")][1]  # FLF2V: scene one's clip ends on scene two's keyframe
     with dg.DagsterInstance.from_config(str(workspace["storage"])) as instance:
+        if workspace["database"]:  # .ci/run: the instance the render made is PostgreSQL, not SQLite
+            assert type(instance.run_storage).__name__ == "PostgresRunStorage"
         runs = instance.get_runs()
         assert len(runs) == 5 and all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs)  # 2 keyframe ranges, 2 scene ranges, film
         ranges = [(r.tags.get("dagster/asset_partition_range_start"), r.tags.get("dagster/asset_partition_range_end")) for r in runs]
