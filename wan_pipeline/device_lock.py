@@ -103,13 +103,24 @@ def slot_count(spec: str | list | tuple | None = None) -> int:
     slots = parse_slots(spec) or parse_slots(os.environ.get(DEVICES_ENV))
     if slots:
         return len(slots)
-    from wan_pipeline.devices import cuda_available
+    return max(1, visible_gpu_count())
 
-    if not cuda_available():
-        return 1
-    import torch
 
-    return max(1, torch.cuda.device_count())
+def visible_gpu_count() -> int:
+    """NVIDIA GPUs this process may use, without importing torch: the entries of
+    ``CUDA_VISIBLE_DEVICES`` when set, else NVML's device count; 0 without a driver."""
+    import os
+
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return len([d for d in visible.split(",") if d.strip() and d.strip() != "-1"])
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        return int(pynvml.nvmlDeviceGetCount())
+    except Exception:
+        return 0
 
 
 def slot_lock_path(lock_dir: str | Path, slots: tuple[str, ...], index: int) -> Path:

@@ -44,6 +44,22 @@ def write_story(folder: Path, scenes: int, duration: float) -> Path:
     return path
 
 
+def busy_s(records: list[dict]) -> float:
+    """Seconds during which at least one stage ran (the union of the stages' intervals)."""
+    spans = sorted(
+        (datetime.fromisoformat(r["started_at"]).timestamp(), datetime.fromisoformat(r["finished_at"]).timestamp()) for r in records
+    )
+    total, end = 0.0, None
+    for a, b in spans:
+        if end is None or a > end:
+            total += b - a
+            end = b
+        elif b > end:
+            total += b - end
+            end = b
+    return total
+
+
 def overlap_s(records: list[dict]) -> float:
     """Seconds during which stages on two different slots ran at the same time."""
     events = []
@@ -78,6 +94,7 @@ def render(story: Path, devices: str) -> dict:
         "wall_s": wall,
         "stage_s": sum(r["duration_s"] for r in records),
         "overlap_s": overlap_s(records),
+        "busy_s": busy_s(records),
         "slots_used": sorted({r["device_slot"] for r in records}),
         "stages": len(records),
     }
@@ -95,10 +112,11 @@ def main() -> None:
             r = results[devices] = render(story, devices)
             print(
                 f"{devices:8s} wall {r['wall_s']:6.1f} s  stage time {r['stage_s']:6.1f} s  stages {r['stages']}  "
-                f"slots used {r['slots_used']}  two stages at once {r['overlap_s']:5.1f} s",
+                f"slots used {r['slots_used']}  two stages at once {r['overlap_s']:5.1f} s  "
+                f"no stage running {r['wall_s'] - r['busy_s']:5.1f} s (start-up, runs, phases)",
                 flush=True,
             )
-    print(f"cpu cores: {os.cpu_count()}")
+    print(f"cpu cores: {os.cpu_count()}, load average at the end: {os.getloadavg()[0]:.1f}")
     print(f"speed-up (1 slot / 2 slots): {results['cpu']['wall_s'] / results['cpu,cpu']['wall_s']:.2f}")
 
 
