@@ -144,6 +144,11 @@ def _failure(result) -> tuple[str, bool]:
         else:
             msg = (cause.message if cause else str(err)).strip()
         lines.append(f"step {ev.step_key} failed: {msg}")
+    if not lines:  # the run failed outside any step (start-up, the instance): say what Dagster said
+        for ev in getattr(result, "all_events", []):
+            error = getattr(ev.event_specific_data, "error", None)
+            if ev.is_failure or error is not None:
+                lines.append(f"{ev.event_type_value}: {ev.message or ''} {error.message.strip() if error else ''}".strip())
     return "\n".join(lines) or "the run failed (see the Dagster UI for its logs)", bad
 
 
@@ -269,6 +274,14 @@ def _materialize_parallel(
     import threading
     from concurrent.futures import ProcessPoolExecutor
 
+    from assets.story_assets import GPU_POOL
+
+    # the pool's row in the instance, made here once: two runs starting at the same moment would
+    # both insert it, and on PostgreSQL the loser's transaction fails and fails its run (Dagster
+    # 1.13's insert-then-update runs in one transaction, so only insert when the row is missing)
+    instance = dg.DagsterInstance.get()
+    if GPU_POOL not in instance.event_log_storage.get_concurrency_keys():
+        instance.event_log_storage.initialize_concurrency_limit_to_default(GPU_POOL)
     width = max(len(p) for p in phases)
     ctx = multiprocessing.get_context("spawn")
     events = ctx.Queue()

@@ -29,6 +29,9 @@ from wan_pipeline.stage_work import StageJob, render_partition
 from wan_pipeline.stages import STAGES, Stage, StageTable
 from wan_pipeline.story import Story
 
+GPU_POOL = "gpu"
+"""The Dagster concurrency pool of every stage asset; its limit is the machine's device slots."""
+
 
 def handoff_mapping(story: Story) -> dg.StaticPartitionMapping:
     """keyframe partition → clip partitions that read it: its own scene, and the previous scene
@@ -90,7 +93,7 @@ def _stage_asset(story: Story, row: Stage, table: StageTable, scene_spec, partit
         key=[prefix, row.name],
         deps=_deps(story, row, table, scene_spec),
         group_name=prefix,
-        pool="gpu",
+        pool=GPU_POOL,
         retry_policy=STAGE_RETRY_POLICY,
         kinds=stage_kinds(story, row.name, preset),
         description=row.description + made_by(story, row.name, preset),
