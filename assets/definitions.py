@@ -16,6 +16,7 @@ from pathlib import Path
 import dagster as dg
 
 from assets.checks import build_story_checks
+from assets.executors import code_location_executor
 from assets.jobs import film_job, render_job, story_job
 from assets.recovery import recover_killed_runs_sensor
 from assets.schedules import build_nightly_schedules
@@ -71,6 +72,7 @@ def build_definitions(folder: Path | None = None, stories: list[Story] | None = 
         resources=default_resources(),
         sensors=[build_story_sensor(stories, folder or stories_dir(), jobs=list(render_jobs.values())), recover_killed_runs_sensor],
         schedules=build_nightly_schedules(stories, render_jobs),
+        executor=code_location_executor(),
     )
 
 

@@ -3,22 +3,29 @@
 ``wan-pipeline render`` is a thin shell over :func:`render_story`: the preset is resolved once
 (:class:`~wan_pipeline.run_config.RunConfig`) and its content travels in every run's tags; the
 assets run exactly as from the Dagster UI, on the storage root's instance, so runs,
-materializations and telemetry show up there. A full render is ONE run (every stage over the whole
-scene range, the film and the render report): one resource lifecycle, so post-processing weights
-load once; the pre-render check runs once, before the first run, reading weight files' tensor
-shapes only, and the runs are tagged so their steps skip it.
+materializations and telemetry show up there. With one device slot a full render is ONE run (every
+stage over the whole scene range, the film and the render report): one resource lifecycle, so
+post-processing weights load once. With N slots (``WAN_PIPELINE_DEVICES``) the scenes are cut into
+N contiguous ranges and each range is its own run, the runs of a phase at the same time in their
+own processes (:func:`plan_parallel`): a run over a partition range has ONE step per asset (a
+single-run backfill), so a multiprocess executor inside one run would not spread scenes; runs per
+range do, each still loading its models once. The pre-render check runs once, before the first
+run, reading weight files' tensor shapes only, and the runs are tagged so their steps skip it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import dagster as dg
 
+from assets.executors import celery_enabled
 from assets.recovery import BAD_INPUT_KEY
 from wan_pipeline import interrupts, progress
 from wan_pipeline.errors import InputError
@@ -47,6 +54,7 @@ class PlannedRun:
     selection: dg.AssetSelection
     tags: dict
     needs_all_scenes: bool = False
+    stages: tuple[str, ...] = ()
 
 
 def _contiguous_ranges(ordered: list[str], chosen: set[str]) -> list[tuple[str, str]]:
@@ -94,6 +102,36 @@ def plan_render(story: Story, config: RunConfig, scenes: list[str] | None = None
     return runs
 
 
+def _split(ids: list[str], parts: int) -> list[tuple[str, str]]:
+    """``ids`` cut into ``parts`` contiguous ranges of near-equal length (first, last)."""
+    parts = max(1, min(parts, len(ids)))
+    size, extra = divmod(len(ids), parts)
+    out, i = [], 0
+    for k in range(parts):
+        n = size + (1 if k < extra else 0)
+        out.append((ids[i], ids[i + n - 1]))
+        i += n
+    return out
+
+
+def plan_parallel(story: Story, slots: int) -> list[list[PlannedRun]]:
+    """A full render of ``story`` over ``slots`` device slots, as phases of runs that run at the
+    same time: the keyframes (the first per-scene stage) in one run per contiguous scene range,
+    then the other per-scene stages per range (a clip reads the next scene's keyframe, FLF2V, which
+    the first phase made whichever range it is in), then the film and the report. One slot: the
+    single run of :func:`plan_render`."""
+    order = story.scene_ids
+    ranges = _split(order, slots)
+    first, *rest = STAGES.scene_stages()
+    head = dg.AssetSelection.assets([story.id, first])
+    tail = dg.AssetSelection.assets(*[[story.id, s] for s in rest])
+    return [
+        [PlannedRun(f"{first} {a}..{b}", head, range_tags(a, b), stages=(first,)) for a, b in ranges],
+        [PlannedRun(f"scenes {a}..{b}", tail, range_tags(a, b), stages=tuple(rest)) for a, b in ranges],
+        [PlannedRun("film", _story_selection(story), {}, needs_all_scenes=True)],
+    ]
+
+
 def _failure(result) -> tuple[str, bool]:
     lines, bad = [], False
     for ev in result.get_step_failure_events():
@@ -109,6 +147,11 @@ def _failure(result) -> tuple[str, bool]:
         else:
             msg = (cause.message if cause else str(err)).strip()
         lines.append(f"step {ev.step_key} failed: {msg}")
+    if not lines:  # the run failed outside any step (start-up, the instance): say what Dagster said
+        for ev in getattr(result, "all_events", []):
+            error = getattr(ev.event_specific_data, "error", None)
+            if ev.is_failure or error is not None:
+                lines.append(f"{ev.event_type_value}: {ev.message or ''} {error.message.strip() if error else ''}".strip())
     return "\n".join(lines) or "the run failed (see the Dagster UI for its logs)", bad
 
 
@@ -159,6 +202,134 @@ def _stop_if_interrupted(instance: dg.DagsterInstance, run_id: str) -> None:
     if got:
         cancel_interrupted_run(instance, run_id, interrupts.Interrupted(got[0]).name)
         interrupts.raise_if_received()
+
+
+# ---------------------------------------------------------------------------------------------
+# several runs at once: one process per run (each run's steps in-process, its own engine cache)
+
+_events = None  # in a worker process: the queue its progress events go to
+
+
+class _QueueReporter:
+    """A progress reporter in a worker process that sends its events to the launching process."""
+
+    def stage_started(self, stage, scene):
+        _events.put(("stage_started", (stage, scene)))
+
+    def stage_step(self, stage, scene, done, total):
+        _events.put(("stage_step", (stage, scene, done, total)))
+
+    def stage_finished(self, stage, scene, record):
+        _events.put(("stage_finished", (stage, scene, record)))
+
+
+def _worker_init(events, threads: int | None) -> None:
+    global _events
+    _events = events
+    if threads:  # CPU slots share the cores: each worker's thread pools get its share, not every core
+        os.environ["OMP_NUM_THREADS"] = str(threads)  # torch, imported later if at all, sizes its pool from this
+        import cv2
+
+        cv2.setNumThreads(threads)
+    progress.set_reporter(_QueueReporter())
+    import assets.story_assets  # noqa: F401  the import (dagster, the engines) once per worker, at start
+
+
+def _worker_materialize(story: Story, run: PlannedRun, config: RunConfig, verbose: bool) -> RenderOutcome:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if celery_enabled():
+            return _execute_on_celery(story, run, config)
+        return _materialize(init_instance(config), story, [run], config, verbose)
+
+
+def _execute_on_celery(story: Story, run: PlannedRun, config: RunConfig) -> RenderOutcome:
+    """One planned run through the code location's job with the Celery executor: its steps go to
+    the Celery workers (any machine), this process waits for them."""
+    from dagster._core.definitions.reconstruct import ReconstructableRepository
+
+    from wan_pipeline.preset import project_root
+
+    repo = ReconstructableRepository.for_module("assets.definitions", "defs", working_directory=str(project_root()))
+    job = repo.get_reconstructable_job(f"{story.id}_scenes" if run.stages else f"{story.id}_film")
+    keys = [dg.AssetKey([story.id, s]) for s in run.stages] or None
+    tags = {**config.tags(), CHECKED_TAG: config.preset.content_sha, **run.tags}
+    with dg.execute_job(job, dg.DagsterInstance.get(), tags=tags, asset_selection=keys) as result:
+        if result.success:
+            return RenderOutcome(True, run_ids=[result.run_id])
+        message, bad = _failure(result)
+        return RenderOutcome(False, f"render failed ({run.label}, run {result.run_id}):\n{message}", bad, [result.run_id])
+
+
+def check_celery_story(story: Story) -> None:
+    """The Celery workers load the code location's stories: raise :class:`InputError` naming the
+    folder when ``story`` is not one of them."""
+    from assets.definitions import stories_dir
+
+    if story.source_path is None or Path(story.source_path).resolve().parent != stories_dir():
+        raise InputError(
+            story.source_path,
+            f"the Celery workers render the code location's stories: put the story in {stories_dir()} (WAN_PIPELINE_STORIES)",
+        )
+
+
+def _relay(events, reporter) -> None:
+    while (item := events.get()) is not None:
+        name, args = item
+        getattr(reporter, name)(*args)
+
+
+def _materialize_parallel(
+    story: Story, phases: list[list[PlannedRun]], config: RunConfig, slots: tuple[str, ...], verbose: bool
+) -> RenderOutcome:
+    """Run each phase's runs at the same time, one worker process per run (spawned: a clean
+    interpreter, no forked torch or database state; the workers import the assets once, when they
+    start, and serve every phase), phase after phase; the first failed run ends the render. The
+    stages of all runs lease the device slots, so never two share one."""
+    import multiprocessing
+    import threading
+    from concurrent.futures import ProcessPoolExecutor
+
+    from assets.story_assets import GPU_POOL
+
+    # the pool's row in the instance, made here once: two runs starting at the same moment would
+    # both insert it, and on PostgreSQL the loser's transaction fails and fails its run (Dagster
+    # 1.13's insert-then-update runs in one transaction, so only insert when the row is missing)
+    instance = dg.DagsterInstance.get()
+    if GPU_POOL not in instance.event_log_storage.get_concurrency_keys():
+        instance.event_log_storage.initialize_concurrency_limit_to_default(GPU_POOL)
+    width = max(len(p) for p in phases)
+    ctx = multiprocessing.get_context("spawn")
+    events = ctx.Queue()
+    relay = threading.Thread(target=_relay, args=(events, progress.reporter()), daemon=True)
+    relay.start()
+    cpu_threads = max(1, (os.cpu_count() or 1) // len(slots)) if all(s == "cpu" for s in slots) else None
+    outcome = RenderOutcome(ok=True)
+    try:
+        with ProcessPoolExecutor(width, mp_context=ctx, initializer=_worker_init, initargs=(events, cpu_threads)) as pool:
+            for phase in phases:
+                # every run in a worker, the film's too: the workers have imported everything already
+                results = [f.result() for f in [pool.submit(_worker_materialize, story, run, config, verbose) for run in phase]]
+                for result in results:
+                    outcome.run_ids.extend(result.run_ids)
+                failed = [r for r in results if not r.ok]
+                if failed:
+                    return RenderOutcome(False, "\n".join(r.message for r in failed), any(r.bad_input for r in failed), outcome.run_ids)
+    finally:
+        events.put(None)
+        relay.join(timeout=5)
+    return outcome
+
+
+def render_slots(config: RunConfig) -> tuple[str, ...]:
+    """The device slots the scenes are spread over: this machine's for ``config``'s preset
+    (``WAN_PIPELINE_DEVICES``); with the Celery executor, ``WAN_PIPELINE_CELERY_SLOTS`` (the
+    slots of all workers together; default 2)."""
+    from wan_pipeline.device_lock import resolve_slots
+
+    if celery_enabled():
+        return ("celery",) * max(1, int(os.environ.get("WAN_PIPELINE_CELERY_SLOTS", "2")))
+    return resolve_slots(None, config.device)
 
 
 def init_instance(config: RunConfig) -> dg.DagsterInstance:
@@ -234,12 +405,20 @@ def render_story(story: Story, config: RunConfig, reporter, scenes: list[str] | 
         warnings.simplefilter("ignore")
         instance = init_instance(config)
         with story_render_lock(config, story) as waited:
-            runs = runs_after_waiting(instance, story, config) if waited and scenes is None else plan_render(story, config, scenes)
+            runs = runs_after_waiting(instance, story, config) if waited and scenes is None else None
             if waited and not runs:
                 _to_stderr(f"{story.id}: the other render left every partition fresh; nothing to render")
+            slots = render_slots(config)
             progress.set_reporter(reporter)
             try:
-                outcome = _materialize(instance, story, runs, config, verbose)
+                if runs is None and (len(slots) > 1 or celery_enabled()) and scenes is None and len(story.scene_ids) > 1:
+                    if celery_enabled():
+                        check_celery_story(story)
+                    outcome = _materialize_parallel(story, plan_parallel(story, len(slots)), config, slots, verbose)
+                else:
+                    outcome = _materialize(
+                        instance, story, runs if runs is not None else plan_render(story, config, scenes), config, verbose
+                    )
             finally:
                 progress.set_reporter(None)
             if outcome.ok and (scenes is None or set(scenes) == set(story.scene_ids)):

@@ -29,6 +29,9 @@ from wan_pipeline.stage_work import StageJob, render_partition
 from wan_pipeline.stages import STAGES, Stage, StageTable
 from wan_pipeline.story import Story
 
+GPU_POOL = "gpu"
+"""The Dagster concurrency pool of every stage asset; its limit is the machine's device slots."""
+
 
 def handoff_mapping(story: Story) -> dg.StaticPartitionMapping:
     """keyframe partition → clip partitions that read it: its own scene, and the previous scene
@@ -66,15 +69,31 @@ def _preflight(context, config, engines: EngineCache, row: Stage, table: StageTa
     engines.preflight(config, names[names.index(row.name) :])
 
 
+def backfill_policy(story: Story) -> dg.BackfillPolicy:
+    """One run for a whole backfill on a one-slot machine (models load once); with N device slots
+    (``WAN_PIPELINE_DEVICES``) runs of ⌈scenes / N⌉ partitions, which the run queue starts side by
+    side (the ``gpu`` pool admits N stage steps) — the backfill daemon starts a clip's run only
+    once the keyframes it reads (FLF2V) are materialized."""
+    import math
+    import os
+
+    from wan_pipeline.device_lock import DEVICES_ENV, parse_slots
+
+    slots = len(parse_slots(os.environ.get(DEVICES_ENV)) or ())
+    if slots <= 1:
+        return dg.BackfillPolicy.single_run()
+    return dg.BackfillPolicy.multi_run(max_partitions_per_run=math.ceil(len(story.scene_ids) / slots))
+
+
 def _stage_asset(story: Story, row: Stage, table: StageTable, scene_spec, partitions, preset) -> dg.AssetsDefinition:
     prefix = story.id
-    extra = dict(partitions_def=partitions, backfill_policy=dg.BackfillPolicy.single_run()) if row.per_scene else {}
+    extra = dict(partitions_def=partitions, backfill_policy=backfill_policy(story)) if row.per_scene else {}
 
     @dg.asset(
         key=[prefix, row.name],
         deps=_deps(story, row, table, scene_spec),
         group_name=prefix,
-        pool="gpu",
+        pool=GPU_POOL,
         kinds=stage_kinds(story, row.name, preset),
         description=row.description + made_by(story, row.name, preset),
         **extra,
@@ -83,14 +102,16 @@ def _stage_asset(story: Story, row: Stage, table: StageTable, scene_spec, partit
     def _asset(context: AssetExecutionContext, gpu: GPUResource, engines: EngineCache) -> None:
         config = run_config(context, story, gpu)
         _preflight(context, config, engines, row, table)
-        runner = gpu.runner()
+        runner = gpu.runner(config.device)
         keys = context.partition_keys if row.per_scene else [None]
         try:
             for pk in keys:
                 if pk is not None and keep_unplanned(context, row.name, pk, config.output(row.name, pk)):
                     continue
-                job = StageJob(config, row, pk, engine_of=lambda name: engines.get(name, config), log=context.log.info)
-                record = render_partition(job, runner, lambda: engines.get(row.name, config), log=context.log)
+                job = StageJob(
+                    config, row, pk, engine_of=lambda name, device: engines.get(name, config.on_device(device)), log=context.log.info
+                )
+                record = render_partition(job, runner, lambda device: engines.get(row.name, config.on_device(device)), log=context.log)
                 for warning in record.get("warnings") or []:
                     context.log.warning(f"{row.name}[{pk}]: {warning}")
                 meta = to_dagster_metadata(record)

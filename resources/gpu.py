@@ -15,6 +15,7 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
+from wan_pipeline.device_lock import parse_slots, resolve_slots
 from wan_pipeline.devices import pick_device
 from wan_pipeline.stage_runner import StageRun, StageRunner
 from wan_pipeline.storage import StorageLayout, storage_root
@@ -56,11 +57,19 @@ class GPUResource(dg.ConfigurableResource):
 
     storage_root: the storage root (empty: ``WAN_PIPELINE_STORAGE`` or ``<checkout>/storage``);
     device: ``auto`` lets the preset decide, or force ``cpu`` / ``cuda:N``;
-    lock_timeout_s: seconds to wait for the device lock (−1: forever).
+    devices: the device slots stages lease (``[auto]``: ``WAN_PIPELINE_DEVICES``, else every visible
+    CUDA device for a CUDA preset, else the preset's device; or a list such as
+    ``[cuda:0, cuda:1]`` or ``[cpu, cpu]``); the ``gpu`` pool limit of the instance equals their
+    number (:meth:`wan_pipeline.storage.StorageLayout.init`);
+    lock_timeout_s: seconds to wait for a device slot (−1: forever).
     """
 
     storage_root: str = Field("", description="storage root; empty = $WAN_PIPELINE_STORAGE or <checkout>/storage")
     device: str = Field("auto", description="auto (the preset's device) | cpu | cuda:N")
+    devices: list[str] = Field(
+        default_factory=lambda: ["auto"],
+        description="device slots: [auto] ($WAN_PIPELINE_DEVICES or every visible GPU) | a list like [cuda:0, cuda:1] or [cpu, cpu]",
+    )
     lock_timeout_s: float = Field(-1, description="seconds to wait for the device lock; -1 waits forever")
 
     def layout(self) -> StorageLayout:
@@ -69,8 +78,15 @@ class GPUResource(dg.ConfigurableResource):
     def resolve_device(self, preset_device: str | None) -> str:
         return pick_device(preset_device if self.device == "auto" else self.device)
 
-    def runner(self) -> StageRunner:
-        return StageRunner(self.layout(), self.lock_timeout_s)
+    def slots(self, preset_device: str) -> tuple[str, ...]:
+        """The device slots for a preset running on ``preset_device`` (resolved)."""
+        if self.device != "auto" and parse_slots(self.devices) is None:
+            return (self.device,)
+        return resolve_slots(self.devices, preset_device)
+
+    def runner(self, preset_device: str | None = None) -> StageRunner:
+        """The stage runner; with ``preset_device`` it leases this resource's device slots."""
+        return StageRunner(self.layout(), self.lock_timeout_s, self.slots(preset_device) if preset_device else None)
 
     @contextlib.contextmanager
     def stage(self, log, *, stage: str, engine, device: str, scene: str | None = None, seed: int | None = None) -> Iterator[StageRun]:

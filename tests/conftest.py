@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
+import uuid
 from pathlib import Path
 
 import pytest
@@ -60,6 +63,53 @@ def write_story(
     return path
 
 
+DATABASE_ENV = "WAN_PIPELINE_TEST_DATABASE_URL"
+"""A ``postgresql://`` URL of a server where the tests may create databases (``.ci/run`` starts a
+throwaway cluster and sets it): the Dagster-level tests then run on PostgreSQL instance storage."""
+
+
+@contextlib.contextmanager
+def fresh_database():
+    """A new, empty PostgreSQL database on the server of ``WAN_PIPELINE_TEST_DATABASE_URL`` (its URL),
+    dropped afterwards; None when the variable is unset (SQLite). Skips the test when the server
+    or ``dagster-postgres`` is missing."""
+    url = os.environ.get(DATABASE_ENV)
+    if not url:
+        yield None
+        return
+    pytest.importorskip("dagster_postgres", reason=f"{DATABASE_ENV} is set but dagster-postgres is not installed")
+    import psycopg2
+
+    try:
+        admin = psycopg2.connect(url, connect_timeout=5)
+    except psycopg2.OperationalError as exc:
+        pytest.skip(f"no PostgreSQL server at {DATABASE_ENV} ({exc})")
+    admin.autocommit = True
+    name = f"wan_test_{uuid.uuid4().hex[:12]}"
+    with admin.cursor() as cur:
+        cur.execute(f"CREATE DATABASE {name}")
+    try:
+        yield url.rsplit("/", 1)[0] + "/" + name
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        admin.close()
+
+
+@contextlib.contextmanager
+def dagster_test_instance():
+    """``dg.instance_for_test()`` on SQLite, or on a fresh PostgreSQL database when
+    ``WAN_PIPELINE_TEST_DATABASE_URL`` is set."""
+    import dagster as dg
+
+    with fresh_database() as url:
+        from wan_pipeline.storage import database_url
+
+        overrides = {"storage": {"postgres": {"postgres_url": database_url(url)}}} if url else None
+        with dg.instance_for_test(overrides=overrides) as instance:
+            yield instance
+
+
 @pytest.fixture(scope="module")
 def storage(tmp_path_factory):
     """A storage root for a whole test module (``WAN_PIPELINE_STORAGE``)."""
@@ -83,4 +133,9 @@ def workspace(tmp_path, monkeypatch):
     monkeypatch.setenv("WAN_PIPELINE_STORIES", str(stories))
     monkeypatch.setenv("WAN_PIPELINE_STORAGE", str(storage))
     monkeypatch.setenv("DAGSTER_HOME", str(storage))
-    return {"root": tmp_path, "story": story, "stories": stories, "workflows": workflows, "storage": storage}
+    with fresh_database() as url:  # PostgreSQL instance storage when the CI started a server
+        if url:
+            monkeypatch.setenv("WAN_PIPELINE_DATABASE_URL", url)
+        else:
+            monkeypatch.delenv("WAN_PIPELINE_DATABASE_URL", raising=False)
+        yield {"root": tmp_path, "story": story, "stories": stories, "workflows": workflows, "storage": storage, "database": url}

@@ -43,7 +43,9 @@ def test_two_processes_never_overlap(tmp_path):
     for (s1, e1, _), (s2, e2, _) in zip(spans, spans[1:]):
         assert s2 >= e1, f"overlap: {s1:.3f}-{e1:.3f} and {s2:.3f}-{e2:.3f}"
     assert max(w for _, _, w in spans) > 0.05  # somebody waited, and the telemetry says so (gpu_wait_s)
-    assert (tmp_path / "locks" / "gpu-cpu.lock").exists()
+    from wan_pipeline.storage import machine_name
+
+    assert (tmp_path / "locks" / machine_name() / "gpu-cpu.lock").exists()  # this machine's lock on the storage root
 
 
 def test_lock_is_released_when_the_holder_is_killed(tmp_path):

@@ -64,13 +64,14 @@ def test_engine_factory_is_built_inside_the_lock(tmp_path, engine):
     """Loading weights onto the device happens under the device lock: a factory is called only
     once the lock is held (here: while another process-free holder releases it)."""
     from wan_pipeline.device_lock import lock_path
+    from wan_pipeline.storage import machine_name
 
     gpu, built = GPUResource(storage_root=str(tmp_path)), []
 
     def factory():
         from filelock import FileLock
 
-        probe = FileLock(str(lock_path(tmp_path / "locks", "cpu")), is_singleton=False, thread_local=False)
+        probe = FileLock(str(lock_path(tmp_path / "locks" / machine_name(), "cpu")), is_singleton=False, thread_local=False)
         try:
             probe.acquire(timeout=0)  # must fail: the stage holds the lock while building
             probe.release()

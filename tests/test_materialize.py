@@ -11,6 +11,7 @@ import pytest
 
 from assets.story_assets import build_story_assets
 from resources import default_resources
+from tests.conftest import dagster_test_instance
 from wan_pipeline.media import probe_video, read_image, read_video
 from wan_pipeline.story import load_story
 from wan_pipeline.telemetry import CONTRACT_KEYS
@@ -30,7 +31,7 @@ def rendered(tmp_path_factory):
     mp.setenv("WAN_PIPELINE_WORKFLOWS", str(root / "workflows"))
     mp.setenv("WAN_PIPELINE_STORAGE", str(storage))
     assets = build_story_assets(story)
-    with dg.instance_for_test() as instance:
+    with dagster_test_instance() as instance:
         per_scene = dg.AssetSelection.groups(story.id) - dg.AssetSelection.assets([story.id, "film"])
         tags = {"dagster/asset_partition_range_start": story.scene_ids[0], "dagster/asset_partition_range_end": story.scene_ids[-1]}
         r1 = dg.materialize(assets, selection=per_scene, instance=instance, resources=default_resources(), tags=tags)

@@ -130,11 +130,30 @@ KILLED_RUN = textwrap.dedent("""
 """)
 
 
-def test_killed_run_is_marked_failed_and_its_slot_freed(tmp_path):
+@pytest.fixture
+def database():
+    from tests.conftest import fresh_database
+
+    with fresh_database() as url:
+        yield url
+
+
+def test_killed_run_is_marked_failed_and_its_slot_freed(tmp_path, database):
+    """On SQLite, or on PostgreSQL instance storage when the CI started a server (the instance
+    that several machines share)."""
     from assets.recovery import find_killed_runs, recover_killed_runs
 
-    (tmp_path / "dagster.yaml").write_text("concurrency:\n  pools:\n    default_limit: 1\n")
-    env = {**os.environ, "DAGSTER_HOME": str(tmp_path), "PYTHONPATH": str(ROOT)}
+    yaml_text = "concurrency:\n  pools:\n    default_limit: 1\n"
+    if database:
+        from wan_pipeline.storage import database_url
+
+        yaml_text += f"storage:\n  postgres:\n    postgres_url: {database_url(database)}\n"
+    (tmp_path / "dagster.yaml").write_text(yaml_text)
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(tmp_path),
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+    }
     proc = subprocess.Popen([PY, "-c", KILLED_RUN], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     assert proc.stdout.readline().strip() == "running"
     instance = dg.DagsterInstance.from_config(str(tmp_path))

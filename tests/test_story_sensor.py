@@ -7,6 +7,7 @@ from assets.definitions import build_definitions
 from assets.sensors import build_story_sensor
 from assets.status import status_for
 from tests.automation_helpers import edit_scene, make_env, render_all, write_story
+from tests.conftest import dagster_test_instance
 from wan_pipeline.fingerprint import current_fingerprints
 from wan_pipeline.status import MATERIALIZED
 from wan_pipeline.story import load_story
@@ -43,7 +44,7 @@ def rendered(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("sensor")
     mp = pytest.MonkeyPatch()
     path = make_env(tmp, mp)
-    with dg.instance_for_test() as instance:
+    with dagster_test_instance() as instance:
         render_all(instance, path)
         yield instance, path
     mp.undo()

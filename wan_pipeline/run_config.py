@@ -98,6 +98,12 @@ class RunConfig:
             tags[STORY_TAG] = self.story.id
         return tags
 
+    def on_device(self, device: str | None) -> RunConfig:
+        """This configuration on ``device`` (a leased device slot); itself when None or the same."""
+        from dataclasses import replace
+
+        return self if device in (None, self.device) else replace(self, device=device)
+
     def engine_context(self) -> EngineContext:
         """The context every engine of this render is built with."""
         return EngineContext(

@@ -3,7 +3,7 @@
 Dagster-free, so the assets (through the thin ``resources.GPUResource`` adapter) and the CLI's
 one-stage tools (``wan-pipeline interpolate`` / ``upscale``) run stages the same way:
 
-* the device's cross-process file lock is held for the stage (``storage/locks``), and the engine is
+* a device slot's cross-process file lock is held for the stage (``storage/locks/<machine>``), and the engine is
   built inside it when given as a factory, so loading weights onto the device is guarded too;
 * :class:`~wan_pipeline.telemetry.StageMonitor` measures time, peak VRAM and peak RSS;
 * the telemetry record of the contract (../shared/DESIGN.md) is assembled from the engine's
@@ -16,22 +16,24 @@ one-stage tools (``wan-pipeline interpolate`` / ``upscale``) run stages the same
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 
 from wan_pipeline import progress
-from wan_pipeline.device_lock import hold_device
+from wan_pipeline.device_lock import lease_slot, record_model
 from wan_pipeline.devices import free_device_memory
 from wan_pipeline.media.video_io import VideoInfo, probe_video
 from wan_pipeline.previews import write_preview
-from wan_pipeline.storage import StorageLayout
+from wan_pipeline.storage import StorageLayout, machine_name
 from wan_pipeline.telemetry import CONTRACT_KEYS, StageMonitor, write_sidecar
 
 _LOG = logging.getLogger("wan_pipeline")
@@ -57,6 +59,9 @@ class StageRun:
     meta: dict = field(default_factory=dict)
     record: dict = field(default_factory=dict)
     preview: np.ndarray | None = None
+    slot: int = 0
+    started_at: str | None = None
+    finished_at: str | None = None
     log: object = None
     engine: object = None
     _logged_tenth: int = -1
@@ -125,24 +130,53 @@ def _torch_loaded() -> bool:
     return "torch" in sys.modules
 
 
+def utc_now() -> str:
+    """Now as ISO 8601 UTC with milliseconds (``2026-12-01T23:30:00.123+00:00``)."""
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def _build(factory, device: str):
+    """Call an engine factory: with the leased device when it takes an argument."""
+    try:
+        takes_device = bool(inspect.signature(factory).parameters)
+    except (TypeError, ValueError):
+        takes_device = False
+    return factory(device) if takes_device else factory()
+
+
 class StageRunner:
     """Runs stages on a storage root's devices.
 
-    layout: the storage root (its ``locks/`` folder holds the device locks); lock_timeout_s:
-    seconds to wait for a device lock (−1: forever).
+    layout: the storage root (``locks/<machine>/`` holds this machine's slot locks); lock_timeout_s:
+    seconds to wait for a device slot (−1: forever); slots: the device slots a stage may lease
+    (:func:`wan_pipeline.device_lock.resolve_slots`; None: one slot, the device each stage names).
     """
 
-    def __init__(self, layout: StorageLayout, lock_timeout_s: float = -1):
+    def __init__(self, layout: StorageLayout, lock_timeout_s: float = -1, slots: tuple[str, ...] | None = None):
         self.layout = layout
         self.lock_timeout_s = lock_timeout_s
+        self.slots = tuple(slots) if slots else None
 
     @contextlib.contextmanager
-    def stage(self, log, *, stage: str, engine, device: str, scene: str | None = None, seed: int | None = None) -> Iterator[StageRun]:
-        """Run one stage for one scene (or the film) inside the device lock and the monitor.
+    def stage(
+        self,
+        log,
+        *,
+        stage: str,
+        engine,
+        device: str,
+        scene: str | None = None,
+        seed: int | None = None,
+        model_key: str | None = None,
+    ) -> Iterator[StageRun]:
+        """Run one stage for one scene (or the film) on a leased device slot, inside the monitor.
 
-        log: a logger with ``info``/``warning``; engine: the stage engine, or a zero-argument
-        factory called inside the device lock (weights load under the lock, measured with the
-        stage); ``run.engine`` is the engine, its ``describe()`` goes into the record. The body
+        log: a logger with ``info``/``warning``; engine: the stage engine (built for ``device``:
+        only that device's slots are leased), or a factory called inside the lease with the leased
+        device (or without arguments) — weights load under the lock, measured with the stage;
+        ``run.engine`` is the engine, its ``describe()`` goes into the record; ``run.device`` and
+        ``run.slot`` say where it ran. model_key: the model the stage loads; a free slot where this
+        process ran it last is preferred (model affinity). The body
         writes its output and sets ``run.output``, ``run.meta`` and, when it holds the frames,
         ``run.preview``; on exit ``run.record`` holds the telemetry record (also written as the
         output's JSON sidecar). If the body raises, nothing is recorded and the error propagates.
@@ -151,23 +185,34 @@ class StageRunner:
         log = log or _LOG
         run = StageRun(stage=stage, scene=scene, device=device, seed=seed, engine_info={}, log=log)
         where = f"{stage}[{scene}]" if scene else stage
+        factory = not hasattr(engine, "describe")
+        slots = self.slots or (device,)
+        only = None
+        if not factory:  # a built engine lives on its device: only that device's slots will do
+            slots, only = (slots, device) if device in slots else ((device,), None)
 
         def waiting(path):
-            log.info(f"{where}: waiting for the device lock {path} (another stage is using {device})")
+            log.info(f"{where}: waiting for a free device slot in {path} (every slot of {', '.join(slots)} is busy)")
 
         progress.reporter().stage_started(stage, scene)
-        with hold_device(self.layout.locks, device, self.lock_timeout_s, on_wait=waiting) as waited:
-            monitor = StageMonitor(device)
+        with lease_slot(self.layout.machine_locks(), slots, model_key, self.lock_timeout_s, on_wait=waiting, only=only) as lease:
+            run.device, run.slot = lease.device, lease.slot
+            monitor = StageMonitor(lease.device)
+            run.started_at = utc_now()
             try:
                 with monitor:
-                    if not hasattr(engine, "describe"):
-                        engine = engine()  # a factory: weights load under the lock, measured with the stage
+                    if factory:
+                        engine = _build(engine, lease.device)  # weights load under the lock, measured with the stage
                     run.engine = engine
                     yield run
                     run.engine_info = dict(engine.describe())  # after the body: tile sizes, strategies chosen
+                if model_key is not None:
+                    record_model(self.layout.machine_locks(), slots, lease.slot, model_key)
             finally:
+                run.finished_at = utc_now()
                 if _torch_loaded():  # a preset without torch engines never imports it
                     free_device_memory()
+        waited = lease.waited_s
         if run.output is None:
             raise RuntimeError(f"{where}: the stage body did not set run.output")
         run.record = self._record(run, engine, monitor, waited)
@@ -193,6 +238,10 @@ class StageRunner:
             engine=run.engine_info.get("engine"),
             model=run.meta.get("model", run.engine_info.get("model")),
             device=run.device,
+            device_slot=run.slot,
+            host=machine_name(),
+            started_at=run.started_at,
+            finished_at=run.finished_at,
             duration_s=m.duration_s,
             gpu_wait_s=waited,
             peak_vram_mb=m.peak_vram_mb,

@@ -10,7 +10,7 @@ through the stage runner; the Dagster assets and the plain benchmark loop both c
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from wan_pipeline.engines.base import ClipRequest, FilmRequest, FilmScene, KeyframeRequest
@@ -29,14 +29,15 @@ def _noop(message: str) -> None:
 class StageJob:
     """One partition of one stage under a run configuration.
 
-    engine_of: ``engine_of(stage_name)`` → that stage's engine (the film reuses the scenes'
-    interpolator and upscaler for its seams); log: info messages from engines.
+    engine_of: ``engine_of(stage_name, device)`` → that stage's engine on ``device`` (the leased
+    device slot; the film reuses the scenes' interpolator and upscaler for its seams); log: info
+    messages from engines.
     """
 
     config: RunConfig
     stage: Stage
     scene_id: str | None
-    engine_of: Callable[[str], object]
+    engine_of: Callable[[str, str], object]
     log: Callable[[str], None] = _noop
 
     @property
@@ -66,15 +67,25 @@ class StageJob:
         return path
 
 
+def model_key(job: StageJob) -> str:
+    """What a stage loads, for model affinity of device slots: ``stage:engine:model``."""
+    section = job.preset.stage(job.stage.name)
+    return f"{job.stage.name}:{section.engine}:{section.model or ''}"
+
+
 def render_partition(job: StageJob, runner, engine, log=None) -> dict:
     """Render ``job`` with ``runner`` (:class:`~wan_pipeline.stage_runner.StageRunner`) and
-    ``engine`` (or a factory called inside the device lock); returns the telemetry record.
-    Inputs are checked before the device lock is taken."""
+    ``engine`` (or a factory called inside the device lease with the leased device); returns the
+    telemetry record. Inputs are checked before a device slot is leased; the stage body sees the
+    run configuration on the leased device."""
     for stage, nxt in job.stage.upstream():
         scenes = _read_scenes(job, nxt) if job.stage.per_scene else job.story.scene_ids
         for sid in scenes:
             job.input_path(stage, sid)
-    with runner.stage(log, stage=job.stage.name, engine=engine, device=job.config.device, scene=job.scene_id, seed=job.seed) as run:
+    with runner.stage(
+        log, stage=job.stage.name, engine=engine, device=job.config.device, scene=job.scene_id, seed=job.seed, model_key=model_key(job)
+    ) as run:
+        job = replace(job, config=job.config.on_device(run.device))
         job.stage.work_fn(job, run)
         run.meta.setdefault("preset", job.preset.name)
     return run.record
@@ -190,8 +201,8 @@ def film_work(job: StageJob, run) -> None:
     out = run.engine.join(
         FilmRequest(
             scenes=scenes,
-            interpolator=job.engine_of("interpolated"),
-            upscaler=job.engine_of("upscaled"),
+            interpolator=job.engine_of("interpolated", job.config.device),
+            upscaler=job.engine_of("upscaled", job.config.device),
             progress=run.step,
             log=job.log,
         )

@@ -6,23 +6,36 @@
     <root>/instance.lock                     held while the instance's files are created (DAGSTER_HOME)
     <root>/outputs/<story>/<scene>/keyframe.png | clip.mp4 | interpolated.mp4 | upscaled.mp4 (+ .json)
     <root>/outputs/<story>/film.mp4, run-summary.json
-    <root>/models/   <root>/locks/
+    <root>/models/   <root>/locks/<machine>/   (device-slot locks, per machine)
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
-import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from wan_pipeline.media.atomic import write_text_atomic
 from wan_pipeline.preset import project_root
 
 TEMPLATE_DAGSTER_YAML = project_root() / "storage" / "dagster.yaml"
 #: Seconds a command waits for another one creating the same Dagster instance (creation takes ~1 s).
 INSTANCE_LOCK_TIMEOUT_S = 120.0
+
+
+MACHINE_ENV = "WAN_PIPELINE_MACHINE"
+"""Environment variable: this machine's name in telemetry (``host``) and in the lock folder; default
+the host name. Two workers on one host that stand for two machines set different names."""
+
+
+def machine_name() -> str:
+    """``WAN_PIPELINE_MACHINE``, else the host name."""
+    import socket
+
+    return os.environ.get(MACHINE_ENV) or socket.gethostname()
 
 
 def storage_root() -> Path:
@@ -62,6 +75,12 @@ class StorageLayout:
     def locks(self) -> Path:
         return self.root / "locks"
 
+    def machine_locks(self) -> Path:
+        """``locks/<machine>/``: this machine's device-slot locks (:func:`machine_name`). A storage
+        root shared by several machines (network file system) must not let ``cuda:0`` of one
+        machine wait for ``cuda:0`` of another."""
+        return self.locks / machine_name()
+
     def story_dir(self, story_id: str) -> Path:
         return self.outputs / story_id
 
@@ -90,20 +109,29 @@ class StorageLayout:
         return Path(env).resolve() if env else self.root
 
     def init(self) -> Path:
-        """Create the folders and, where missing, the instance's ``dagster.yaml`` (the ``gpu`` pool
-        limit and the run queue) copied from the project's template (written atomically: a
-        concurrent reader never sees half a file). Returns the Dagster home. Opening the instance
-        for the first time also creates its databases: do both under :meth:`instance_lock`."""
-        from wan_pipeline.media.atomic import atomic_path
-
+        """Create the folders and, where missing, the instance's ``dagster.yaml`` from the project's
+        template (:func:`instance_yaml`: the run queue, the ``gpu`` pool limit = the machine's
+        device slots, PostgreSQL storage when ``WAN_PIPELINE_DATABASE_URL`` is set). An existing
+        file made from the template gets its pool limit updated to the current slot count; any
+        other file is left alone. Returns the Dagster home. Opening the instance for the first time also creates its
+        databases: do both under :meth:`instance_lock`. Raises
+        :class:`~wan_pipeline.errors.InputError` for a database URL that is not ``postgresql://``."""
         for d in (self.root, self.outputs, self.models, self.locks):
             d.mkdir(parents=True, exist_ok=True)
         home = self.dagster_home()
         home.mkdir(parents=True, exist_ok=True)
         target = home / "dagster.yaml"
-        if not target.exists() and TEMPLATE_DAGSTER_YAML.is_file() and TEMPLATE_DAGSTER_YAML.resolve() != target.resolve():
-            with atomic_path(target) as tmp:
-                shutil.copyfile(TEMPLATE_DAGSTER_YAML, tmp)
+        if not TEMPLATE_DAGSTER_YAML.is_file() or TEMPLATE_DAGSTER_YAML.resolve() == target.resolve():
+            return home
+        if not target.exists():
+            write_text_atomic(target, instance_yaml())
+        else:
+            text = target.read_text()
+            first = TEMPLATE_DAGSTER_YAML.read_text().splitlines()[0]
+            if text.startswith(first):
+                updated = _with_pool_limit(text, _slot_count())
+                if updated != text:
+                    write_text_atomic(target, updated)
         return home
 
     @contextlib.contextmanager
@@ -154,3 +182,50 @@ def check_storage_root(root: Path | None = None) -> Path:
     if not os.access(root, os.W_OK | os.X_OK):
         raise InputError(str(root), f"the storage root is not writable: {fix}")
     return root
+
+
+DATABASE_URL_ENV = "WAN_PIPELINE_DATABASE_URL"
+"""Environment variable: a ``postgresql://user:password@host:port/db`` URL; a storage root
+initialised while it is set keeps its runs, event log and schedules in that PostgreSQL database
+(``dagster-postgres``) instead of SQLite files."""
+
+
+def _slot_count() -> int:
+    from wan_pipeline.device_lock import slot_count
+
+    return slot_count()
+
+
+def _with_pool_limit(text: str, limit: int) -> str:
+    import re
+
+    return re.sub(r"(?m)^(\s*default_limit:)\s*\d+", rf"\g<1> {limit}", text, count=1)
+
+
+def database_url(url: str) -> str:
+    """``url`` with the psycopg2 driver named (``postgresql+psycopg2://…``) unless it names one:
+    dagster-postgres installs psycopg2, and SQLAlchemy ≥ 2.1 takes a bare ``postgresql://`` to mean
+    psycopg 3."""
+    for bare in ("postgresql://", "postgres://"):
+        if url.startswith(bare):
+            return "postgresql+psycopg2://" + url[len(bare) :]
+    return url
+
+
+def instance_yaml(url: str | None = None, slots: int | None = None) -> str:
+    """The ``dagster.yaml`` of a new storage root: the project's template with the ``gpu`` pool
+    limit set to ``slots`` (default: this machine's device slots, ``WAN_PIPELINE_DEVICES``) and,
+    with ``url`` (default: ``WAN_PIPELINE_DATABASE_URL``), a ``storage: postgres`` section.
+    Raises :class:`~wan_pipeline.errors.InputError` for a URL that is not ``postgresql://``."""
+    from wan_pipeline.errors import InputError
+
+    url = url if url is not None else os.environ.get(DATABASE_URL_ENV, "")
+    text = _with_pool_limit(TEMPLATE_DAGSTER_YAML.read_text(), slots or _slot_count())
+    if url:
+        if not url.startswith(("postgresql://", "postgres://", "postgresql+")):
+            raise InputError(None, f"{DATABASE_URL_ENV}: {url.split('@')[-1]!r} is not a postgresql:// URL; unset it for SQLite")
+        text += (
+            "# Runs, event log and schedules in PostgreSQL (dagster-postgres), shared by every machine.\n"
+            f"storage:\n  postgres:\n    postgres_url: {json.dumps(database_url(url))}\n"
+        )
+    return text

@@ -44,7 +44,7 @@ def plain_loop(story_path: str, preset_name: str) -> None:
     ctx = config.engine_context()
     engines: dict = {}
 
-    def engine_of(name: str):
+    def engine_of(name: str, device: str | None = None):
         if name not in engines:
             engines[name] = build_engine(name, config.preset.stage(name), ctx)
         return engines[name]
