@@ -26,11 +26,13 @@ from wan_pipeline.media.image_io import fit_image
 
 
 class T2IParams(ModelParams):
-    """Preset section ``stages.keyframe`` for ``engine: diffusers_t2i``: steps, guidance_scale,
-    and ``size_multiple`` (the generated size is rounded up to it, then fitted to the base size)."""
+    """Preset section ``stages.keyframe`` for ``engine: diffusers_t2i``: steps, guidance_scale
+    (guidance_scale_2: the low-noise expert of a two-expert Wan checkpoint), ``size_multiple``
+    (the generated size is rounded up to it, then fitted to the base size), and the speed levers."""
 
     steps: int = 30
     guidance_scale: float = Field(5.0, ge=0.0, le=30.0)
+    guidance_scale_2: float | None = Field(None, ge=0.0, le=30.0)
     size_multiple: int = Field(16, ge=1, le=128)
 
 
@@ -45,6 +47,7 @@ class DiffusersT2IKeyframe(DiffusersEngine):
     def __init__(self, params: dict, preset) -> None:
         super().__init__(params, preset)
         self._wan = False
+        self._last_record: dict = {}
 
     @property
     def pipe(self):
@@ -67,12 +70,15 @@ class DiffusersT2IKeyframe(DiffusersEngine):
             "steps": p.steps,
             "guidance_scale": p.guidance_scale,
             "memory_strategy": self._strategy or p.memory_strategy,
+            **self.lever_describe(),
+            **self._last_record,  # the levers' work counts of the last generated keyframe
         }
 
     def render(self, request: KeyframeRequest) -> np.ndarray:
         """Return uint8 (request.height, request.width, 3): the scene's image fitted, or generated
         from ``request.prompt`` with ``request.seed``."""
         if request.image is not None:
+            self._last_record = {}
             return fit_image(request.image, request.width, request.height)
         import torch
 
@@ -90,8 +96,13 @@ class DiffusersT2IKeyframe(DiffusersEngine):
             output_type="np",
             callback_on_step_end=step_progress(request.progress, 0, self.params.steps),
         )
-        if self._wan:
-            frame = to_uint8_frames(pipe(num_frames=1, max_sequence_length=self.params.max_sequence_length, **kwargs).frames)[0]
-        else:
-            frame = to_uint8_frames(np.asarray(pipe(**kwargs).images))[0]
+        if self.params.guidance_scale_2 is not None and pipe.config.get("boundary_ratio") is not None:
+            kwargs["guidance_scale_2"] = self.params.guidance_scale_2
+        self.start_counting()
+        with self.generation(pipe, self.params.steps):
+            if self._wan:
+                frame = to_uint8_frames(pipe(num_frames=1, max_sequence_length=self.params.max_sequence_length, **kwargs).frames)[0]
+            else:
+                frame = to_uint8_frames(np.asarray(pipe(**kwargs).images))[0]
+        self._last_record = self.lever_record(self.params.steps)
         return fit_image(frame, request.width, request.height)

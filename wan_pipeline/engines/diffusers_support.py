@@ -2,28 +2,31 @@
 onto the device under a memory strategy, how it is released, and how its output becomes frames.
 
 A preset stage section of a model engine carries ``model`` (a Hugging Face repo id, an absolute
-folder, or a folder relative to the storage root) and the memory fields of
-:class:`ModelParams`.
+folder, or a folder relative to the storage root), the memory fields of :class:`ModelParams` and
+the speed levers of :class:`~wan_pipeline.engines.levers.LeverParams` (LoRAs, cache, weight
+storage, attention backend, compilation).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from wan_pipeline.devices import free_device_memory
+from wan_pipeline.engines.levers import LeverParams, LeverState, apply_levers, plan_overrides, validate_levers
 from wan_pipeline.errors import InputError
 from wan_pipeline.storage import storage_root
 
 MemoryStrategy = Literal["auto", "full_gpu", "model_cpu_offload", "group_offload", "sequential_cpu_offload"]
 
 
-class ModelParams(BaseModel):
-    """Preset fields every model engine accepts.
+class ModelParams(LeverParams):
+    """Preset fields every model engine accepts (with the speed levers of :class:`LeverParams`).
 
     model: repo id (``Wan-AI/Wan2.2-TI2V-5B-Diffusers``), absolute folder, or folder relative to
         the storage root (``models/tiny/wan21-i2v``).
@@ -129,8 +132,34 @@ def planned_strategy(source: str, device: str, params: ModelParams, plan_size) -
 
     width, height, frames = plan_size
     dtype = "bfloat16" if params.dtype == "auto" else params.dtype
-    _, plan = plan_for_model(source, width=width, height=height, frames=frames, dtype=dtype, strategy="auto", device=device)
+    levers = lever_plan_kwargs(source, params, width, height, frames, dtype)
+    _, plan = plan_for_model(source, width=width, height=height, frames=frames, dtype=dtype, strategy="auto", device=device, **levers)
     return plan.chosen_strategy, params.vae_tiling or plan.vae_tiling, params.vae_slicing or plan.vae_slicing
+
+
+def lever_plan_kwargs(source: str, params: ModelParams, width: int, height: int, frames: int, dtype: str) -> dict:
+    """The memory planner's arguments for the preset's speed levers (fp8 weight bytes, cache
+    activations): :func:`wan_pipeline.engines.levers.plan_overrides` on the checkpoint's configs."""
+    from wan_pipeline.models import read_checkpoint
+
+    return plan_overrides(params, read_checkpoint(source), width, height, frames, dtype)
+
+
+def planned_vram(source: str, device: str, params: ModelParams, plan_size) -> tuple[float | None, float | None]:
+    """``(with the levers, without)``: the planner's estimated peak VRAM (MiB) of one generation
+    of ``plan_size`` (width, height, frames) under the strategy it would choose on ``device``
+    (``full_gpu`` on a CPU device); None when the checkpoint cannot be planned."""
+    from wan_pipeline.models import plan_for_model
+
+    width, height, frames = plan_size
+    dtype = "bfloat16" if params.dtype == "auto" else params.dtype
+    strategy = params.memory_strategy
+    try:
+        levers = lever_plan_kwargs(source, params, width, height, frames, dtype)
+        kw = dict(width=width, height=height, frames=frames, dtype=dtype, strategy=strategy, device=device)
+        return plan_for_model(source, **kw, **levers)[1].estimated_peak_mib, plan_for_model(source, **kw)[1].estimated_peak_mib
+    except (InputError, KeyError, ValueError):
+        return None, None
 
 
 def apply_memory_strategy(pipe, device: str, params: ModelParams, source: str | None = None, plan_size=None) -> str:
@@ -245,8 +274,10 @@ class DiffusersEngine:
         self.file = getattr(preset, "source_path", None)
         check_steps(self.params.steps, f"stages.{self.stage}.steps", self.file)
         self.device = pick_device(getattr(preset, "device", "auto"))
+        validate_levers(self.params, self.stage, self.file, self.device, self.params.steps)
         self._pipe = None
         self._strategy: str | None = None
+        self._levers: LeverState | None = None
 
     def plan_frames(self) -> int:
         return 1
@@ -267,9 +298,61 @@ class DiffusersEngine:
             from diffusers import UniPCMultistepScheduler
 
             pipe.scheduler = UniPCMultistepScheduler.from_config(pipe.scheduler.config, flow_shift=flow_shift)
+        try:
+            self._levers = apply_levers(pipe, self.params, self.stage, self.file)
+        except BaseException:
+            release_pipeline(pipe)
+            raise
+        plan_size = (self.preset.width, self.preset.height, self.plan_frames())
+        self._levers.planned_vram_mib, self._levers.planned_vram_plain_mib = planned_vram(
+            resolve_model_source(source or self.params.model), self.device, self.params, plan_size
+        )
         return pipe
+
+    @contextlib.contextmanager
+    def generation(self, pipe, steps: int):
+        """Around one pipeline call of ``steps`` steps: the preset's cache hook (see
+        :class:`~wan_pipeline.engines.levers.LeverState`); work counts accumulate."""
+        if self._levers is None:
+            yield
+            return
+        with self._levers.generation(pipe, steps):
+            yield
+
+    def start_counting(self) -> None:
+        """Restart the work counts (at the start of a render)."""
+        if self._levers is not None:
+            self._levers.reset()
+
+    def lever_describe(self) -> dict:
+        """The levers as configured (static telemetry for ``describe()``)."""
+        p = self.params
+        out = {
+            "cache": p.cache.method,
+            "cache_params": p.cache.options,
+            "storage_dtype": p.weights.storage_dtype,
+            "quantization": p.weights.quantization,
+            "attention_backend": p.attention_backend or "default",
+            "compile": p.compile,
+            "preset_loras": [e.model_dump() for e in p.loras],
+        }
+        if self._levers is not None:
+            out.update(storage_dtype=self._levers.storage_dtype, preset_loras=self._levers.preset_loras)
+            out.update(planned_vram_mib=self._levers.planned_vram_mib, planned_vram_plain_mib=self._levers.planned_vram_plain_mib)
+        return out
+
+    def lever_record(self, steps: int | None, reset: bool = True) -> dict:
+        """Telemetry of the speed levers for the generations since the last record (keys:
+        :data:`~wan_pipeline.engines.levers.LEVER_TELEMETRY_KEYS`); counts restart if ``reset``."""
+        if self._levers is None:
+            return {"steps": steps, **self.lever_describe()}
+        record = self._levers.telemetry(steps)
+        if reset:
+            self._levers.reset()
+        return record
 
     def close(self) -> None:
         """Release the pipeline (host memory and CUDA cache)."""
         pipe, self._pipe = self._pipe, None
+        self._levers = None
         release_pipeline(pipe)

@@ -33,11 +33,10 @@ from wan_pipeline.engines.diffusers_support import (
     step_progress,
     to_uint8_frames,
 )
-from wan_pipeline.engines.lora import LoraEntry, loras_applied
+from wan_pipeline.engines.lora import loras_applied
 from wan_pipeline.errors import InputError
 from wan_pipeline.media.clip import Clip
 from wan_pipeline.media.image_io import fit_image
-from wan_pipeline.storage import storage_root
 
 GUIDANCE_WARNING = 6.0
 """Guidance at or above this gives black or over-saturated Wan frames in practice (users' reports;
@@ -50,7 +49,8 @@ class WanClipParams(ModelParams):
     steps / guidance_scale: defaults, overridden per scene; guidance_scale_2: low-noise expert
     (two-expert models; default = guidance_scale); flow_shift: scheduler shift (None keeps the
     checkpoint's); max_frames: the longest single generation (4k+1; Wan: 81); min_size/max_size:
-    the supported side length in pixels; loras: adapters applied to every scene.
+    the supported side length in pixels. The speed levers (``loras`` fused for every scene,
+    ``cache``, ``weights``, ``attention_backend``, ``compile``) come from ``ModelParams``.
     """
 
     steps: int = 30
@@ -60,7 +60,6 @@ class WanClipParams(ModelParams):
     max_frames: int = Field(81, ge=5, le=481)
     min_size: int = Field(256, ge=16)
     max_size: int = Field(1280, le=4096)
-    loras: list[LoraEntry] = Field(default_factory=list)
 
 
 def wan_frame_count(duration_s: float, fps) -> int:
@@ -139,6 +138,7 @@ class WanI2VClip(DiffusersEngine):
             "max_frames": p.max_frames,
             "dtype": p.dtype,
             "memory_strategy": self._strategy or p.memory_strategy,
+            **self.lever_describe(),
         }
         if self._pipe is not None:
             out["variant"] = checkpoint_variant(self._pipe)
@@ -151,10 +151,8 @@ class WanI2VClip(DiffusersEngine):
         return self.pipe(**kwargs).frames
 
     def _lora_list(self, request: ClipRequest) -> list[tuple[Path, float, str]]:
+        """The scene's LoRAs, loaded as adapters on top of the preset's (fused at load)."""
         out = []
-        for entry in self.params.loras:
-            path = Path(entry.path)
-            out.append((path if path.is_absolute() else storage_root() / path, entry.strength, entry.expert))
         for lora in request.loras:
             out.append((Path(lora.path), float(lora.strength), getattr(lora, "expert", "both")))
         return out
@@ -194,6 +192,7 @@ class WanI2VClip(DiffusersEngine):
         # randn_tensor draws on the generator's device and moves the tensor).
         generator = torch.Generator("cpu").manual_seed(int(request.seed))
         pieces: list[np.ndarray] = []
+        self.start_counting()
         with loras_applied(pipe, self._lora_list(request), request.log):
             for i, n in enumerate(lengths):
                 final = i == len(lengths) - 1
@@ -216,7 +215,7 @@ class WanI2VClip(DiffusersEngine):
                     kwargs["guidance_scale_2"] = guidance_2
                 if end is not None:
                     kwargs["last_image"] = Image.fromarray(end)
-                with _clip_images(pipe, start, end):
+                with _clip_images(pipe, start, end), self.generation(pipe, steps):
                     frames = to_uint8_frames(self._run_pipeline(**kwargs))
                 pieces.append(frames if i == 0 else frames[1:])  # drop the shared boundary frame
                 start = frames[-1]
@@ -234,6 +233,7 @@ class WanI2VClip(DiffusersEngine):
             "flow_shift": pipe.scheduler.config.get("flow_shift"),
             "warnings": warnings,
         }
+        meta.update(self.lever_record(steps))  # cache, work counts, storage dtype, planner VRAM
         if guidance_2 is not None:
             meta["guidance_scale_2"] = guidance_2
         for w in warnings:

@@ -184,11 +184,20 @@ def gpu_memory_mib(device: str) -> tuple[float | None, float | None]:
 
 
 def plan_for_model(
-    model_ref: str, *, width: int, height: int, frames: int, dtype: str = "bfloat16", strategy: str = "auto", device: str = "cuda:0"
+    model_ref: str,
+    *,
+    width: int,
+    height: int,
+    frames: int,
+    dtype: str = "bfloat16",
+    strategy: str = "auto",
+    device: str = "cuda:0",
+    **levers,
 ):
     """Read ``model_ref`` and plan its memory for one generation on ``device`` (free VRAM measured
     now). Returns ``(ModelInfo, MemoryPlan)``; for engines, which record ``plan.chosen_strategy``,
-    ``vae_tiling`` and ``estimated_peak_mib`` in the stage metadata. Raises :class:`InputError`."""
+    ``vae_tiling`` and ``estimated_peak_mib`` in the stage metadata. ``levers``: the speed levers'
+    ``weight_bytes`` / ``extra_activation_mib`` of :func:`plan_memory`. Raises :class:`InputError`."""
     ckpt = read_checkpoint(model_ref)
     info = identify(ckpt)
     total, free = gpu_memory_mib(device)
@@ -202,6 +211,7 @@ def plan_for_model(
         strategy=strategy,
         vram_total_mib=total,
         vram_free_mib=free,
+        **levers,
     )
     return info, plan
 
