@@ -99,7 +99,7 @@ class DiffusersT2IKeyframe(DiffusersEngine):
         if self.params.guidance_scale_2 is not None and pipe.config.get("boundary_ratio") is not None:
             kwargs["guidance_scale_2"] = self.params.guidance_scale_2
         self.start_counting()
-        with self.generation(pipe, self.params.steps):
+        with self.generation(pipe, self.params.steps, (self.params.guidance_scale, self.params.guidance_scale_2)):
             if self._wan:
                 frame = to_uint8_frames(pipe(num_frames=1, max_sequence_length=self.params.max_sequence_length, **kwargs).frames)[0]
             else:

@@ -274,7 +274,8 @@ class DiffusersEngine:
         self.file = getattr(preset, "source_path", None)
         check_steps(self.params.steps, f"stages.{self.stage}.steps", self.file)
         self.device = pick_device(getattr(preset, "device", "auto"))
-        validate_levers(self.params, self.stage, self.file, self.device, self.params.steps)
+        guidance = (getattr(self.params, "guidance_scale", None), getattr(self.params, "guidance_scale_2", None))
+        validate_levers(self.params, self.stage, self.file, self.device, self.params.steps, guidance)
         self._pipe = None
         self._strategy: str | None = None
         self._levers: LeverState | None = None
@@ -310,13 +311,13 @@ class DiffusersEngine:
         return pipe
 
     @contextlib.contextmanager
-    def generation(self, pipe, steps: int):
-        """Around one pipeline call of ``steps`` steps: the preset's cache hook (see
-        :class:`~wan_pipeline.engines.levers.LeverState`); work counts accumulate."""
+    def generation(self, pipe, steps: int, guidance: tuple[float | None, ...] = ()):
+        """Around one pipeline call of ``steps`` steps with ``guidance`` scales: the preset's
+        cache hook (see :class:`~wan_pipeline.engines.levers.LeverState`); work counts accumulate."""
         if self._levers is None:
             yield
             return
-        with self._levers.generation(pipe, steps):
+        with self._levers.generation(pipe, steps, guidance):
             yield
 
     def start_counting(self) -> None:

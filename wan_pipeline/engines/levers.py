@@ -79,6 +79,15 @@ pass between steps, for the memory planner: first block keeps the first block's 
 final residual; MagCache the residual; TaylorSeer (order 1) the output and one difference per
 cached module (counted as three streams); FasterCache / PAB the attention outputs of two steps."""
 
+SINGLE_PASS_CACHES = ("pab", "faster")
+"""Caches whose diffusers hooks keep ONE attention history per module (no per-``cache_context``
+state). Wan pipelines run the conditional and unconditional passes one after the other, so with
+guidance > 1 one pass would reuse the other's attention: these run only with guidance 1.0
+(guidance-distilled settings, a single pass per step)."""
+FASTER_CACHE_FIRST_TIMESTEP = 900
+"""FasterCache computes nothing before its first skip: the skip range must end below the first
+denoising timestep (≈ 999 on Wan's shifted schedule; diffusers' default range ends at 681)."""
+
 STORAGE_DTYPES = ("float8_e4m3fn", "float8_e5m2", "bfloat16", "float16", "float32")
 QUANTIZATIONS = ("none", "int8_weight_only", "float8_weight_only")
 CPU_ATTENTION_BACKENDS = ("native", "_native_math", "flex")
@@ -184,14 +193,29 @@ def build_cache_config(cache: CacheParams, steps: int, pipe=None):
     return cls(**values)
 
 
-def validate_levers(params: LeverParams, stage: str, file: str | None, device: str, steps: int = 4) -> None:
+def single_pass_problem(cache: CacheParams, guidance: float | None) -> str | None:
+    """Why ``cache`` cannot run with ``guidance`` (None when it can): see :data:`SINGLE_PASS_CACHES`."""
+    if cache.method in SINGLE_PASS_CACHES and guidance is not None and guidance > 1.0:
+        return (
+            f"method {cache.method!r} keeps one attention history while Wan runs the guidance passes one after the "
+            f"other: with guidance {guidance:g} > 1 the unconditional pass would reuse the conditional one's attention; "
+            "use it with guidance 1.0 (distilled settings) or pick first_block, mag or taylorseer"
+        )
+    return None
+
+
+def validate_levers(
+    params: LeverParams, stage: str, file: str | None, device: str, steps: int = 4, guidance: tuple[float | None, ...] = ()
+) -> None:
     """Check the lever fields against what is installed, before anything loads.
 
     Raises :class:`InputError` naming ``file`` and ``stages.<stage>.<field>`` for: a cache method
     the installed diffusers lacks or a bad cache parameter; a storage dtype this torch lacks;
     torchao quantization without torchao; an attention backend diffusers does not know, whose
     package is missing, that downloads kernels at run time (``*_hub``), or that needs CUDA on a
-    CPU device; and a preset LoRA that is not a ``.safetensors`` file or ``hf://`` reference.
+    CPU device; a PAB / FasterCache cache with any of ``guidance`` above 1 or a FasterCache
+    skip range that starts at the first step; and a preset LoRA that is not a ``.safetensors``
+    file or ``hf://`` reference.
     """
     import torch
 
@@ -202,6 +226,18 @@ def validate_levers(params: LeverParams, stage: str, file: str | None, device: s
     except (KeyError, ValueError, TypeError) as exc:
         text = exc.args[0] if exc.args else str(exc)
         problems.append(f"{where}.cache: {text}".strip())
+    for g in guidance:
+        problem = single_pass_problem(params.cache, g)
+        if problem:
+            problems.append(f"{where}.cache: {problem}")
+            break
+    skip_range = params.cache.options.get("spatial_attention_timestep_skip_range")
+    if params.cache.method == "faster" and isinstance(skip_range, list) and len(skip_range) == 2:
+        if skip_range[1] >= FASTER_CACHE_FIRST_TIMESTEP:
+            problems.append(
+                f"{where}.cache.spatial_attention_timestep_skip_range: {skip_range} reaches the first steps; FasterCache "
+                f"must compute them in full: end the range below {FASTER_CACHE_FIRST_TIMESTEP} (diffusers default [-1, 681])"
+            )
     dtype = params.weights.storage_dtype
     if dtype is not None and not isinstance(getattr(torch, dtype, None), torch.dtype):
         problems.append(f"{where}.weights.storage_dtype: this torch ({torch.__version__}) has no {dtype}")
@@ -364,9 +400,15 @@ class LeverState:
     planned_vram_plain_mib: float | None = None
 
     @contextlib.contextmanager
-    def generation(self, pipe, steps: int) -> Iterator[None]:
+    def generation(self, pipe, steps: int, guidance: tuple[float | None, ...] = ()) -> Iterator[None]:
         """One pipeline call: the cache hook enabled on each denoiser for ``steps`` steps (fresh
-        state, removed afterwards even on failure); counts accumulate until :meth:`reset`."""
+        state, removed afterwards even on failure); counts accumulate until :meth:`reset`.
+        Raises :class:`InputError` when the call's ``guidance`` rules the cache out
+        (:func:`single_pass_problem`, e.g. a scene's own guidance_scale)."""
+        for g in guidance:
+            problem = single_pass_problem(self.params.cache, g)
+            if problem:
+                raise InputError(None, f"cache: {problem}")
         config_needed = self.params.cache.method != "none"
         enabled = []
         try:

@@ -237,7 +237,7 @@ class WanVaceFilm(DiffusersEngine):
         extra = {}
         if self.params.guidance_scale_2 is not None and pipe.config.get("boundary_ratio") is not None:
             extra["guidance_scale_2"] = self.params.guidance_scale_2
-        with self.generation(pipe, steps):
+        with self.generation(pipe, steps, (self.params.guidance_scale, self.params.guidance_scale_2)):
             out = pipe(
                 video=[Image.fromarray(f) for f in video],
                 mask=[Image.fromarray(np.full((h, w), 255 * int(m), np.uint8)) for m in mask],

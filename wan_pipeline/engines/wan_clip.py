@@ -215,7 +215,7 @@ class WanI2VClip(DiffusersEngine):
                     kwargs["guidance_scale_2"] = guidance_2
                 if end is not None:
                     kwargs["last_image"] = Image.fromarray(end)
-                with _clip_images(pipe, start, end), self.generation(pipe, steps):
+                with _clip_images(pipe, start, end), self.generation(pipe, steps, (guidance, guidance_2)):
                     frames = to_uint8_frames(self._run_pipeline(**kwargs))
                 pieces.append(frames if i == 0 else frames[1:])  # drop the shared boundary frame
                 start = frames[-1]

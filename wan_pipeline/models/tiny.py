@@ -274,9 +274,68 @@ def make_tiny_lora(path: str | os.PathLike, model: str = "wan21-i2v", rank: int 
     return path
 
 
-def make_all_tiny_models(directory: str | os.PathLike, kinds: tuple[str, ...] = ("wan", "rife", "esrgan")) -> dict[str, Path]:
-    """Every miniature the ``tiny`` preset uses, under ``directory``: the Wan checkpoints
-    (``<name>/``), RIFE (``rife/flownet.pkl|.safetensors``) and Real-ESRGAN (``esrgan/*.pth``).
+# Wan (original checkpoint) names of the transformer linears a distillation LoRA adapts, as in
+# the lightx2v / Wan2.2-Lightning releases: self- and cross-attention projections (the image
+# key/value projections ``k_img``/``v_img`` of I2V transformers) and the two FFN layers.
+_DISTILL_TARGETS = {
+    "self_attn.q": "attn1.to_q",
+    "self_attn.k": "attn1.to_k",
+    "self_attn.v": "attn1.to_v",
+    "self_attn.o": "attn1.to_out.0",
+    "cross_attn.q": "attn2.to_q",
+    "cross_attn.k": "attn2.to_k",
+    "cross_attn.v": "attn2.to_v",
+    "cross_attn.o": "attn2.to_out.0",
+    "cross_attn.k_img": "attn2.add_k_proj",
+    "cross_attn.v_img": "attn2.add_v_proj",
+    "ffn.0": "ffn.net.0.proj",
+    "ffn.2": "ffn.net.2",
+}
+DISTILL_LORA = "loras/wan21-i2v-distill-4step.safetensors"
+"""Where :func:`make_all_tiny_models` writes the miniature distillation LoRA (under its folder)."""
+
+
+def make_tiny_distill_lora(
+    path: str | os.PathLike, model: str = "wan21-i2v", expert: str = "transformer", rank: int = 4, seed: int = 11, scale: float = 0.3
+) -> Path:
+    """Write a LoRA in the key format of the published Wan distillation LoRAs (lightx2v,
+    Wan2.2-Lightning: original Wan module names, ``diffusion_model.blocks.<i>.<module>.lora_down /
+    lora_up.weight`` and ``.alpha``) for the miniature ``model``'s ``expert`` (``transformer`` or
+    ``transformer_2``), rank ``rank`` on every attention projection and FFN layer
+    (:data:`_DISTILL_TARGETS`), so diffusers' Wan LoRA conversion is exercised. Random factors
+    (``scale`` sets the size of ``lora_up``); the weights are not a real distillation. Returns ``path``.
+    """
+    import torch
+    from safetensors.torch import save_file
+
+    from wan_pipeline.media.atomic import atomic_path
+
+    pipe = build_tiny_pipeline(model)
+    transformer = getattr(pipe, expert)
+    modules = dict(transformer.named_modules())
+    gen = torch.Generator().manual_seed(seed)
+    tensors = {}
+    for i in range(len(transformer.blocks)):
+        for wan_name, diffusers_name in _DISTILL_TARGETS.items():
+            module = modules.get(f"blocks.{i}.{diffusers_name}")
+            if not isinstance(module, torch.nn.Linear):
+                continue  # e.g. no image projections in a T2V / TI2V transformer
+            key = f"diffusion_model.blocks.{i}.{wan_name}"
+            tensors[f"{key}.lora_down.weight"] = (
+                torch.randn(rank, module.in_features, generator=gen) / module.in_features**0.5
+            ).contiguous()
+            tensors[f"{key}.lora_up.weight"] = (torch.randn(module.out_features, rank, generator=gen) * scale).contiguous()
+            tensors[f"{key}.alpha"] = torch.tensor(float(rank))
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp))
+    return path
+
+
+def make_all_tiny_models(directory: str | os.PathLike, kinds: tuple[str, ...] = ("wan", "rife", "esrgan", "lora")) -> dict[str, Path]:
+    """Every miniature the ``tiny`` and ``tiny-fast`` presets use, under ``directory``: the Wan
+    checkpoints (``<name>/``), RIFE (``rife/flownet.pkl|.safetensors``), Real-ESRGAN
+    (``esrgan/*.pth``) and the distillation LoRA (:data:`DISTILL_LORA`).
     Returns ``{name: path}``; existing Wan folders are kept."""
     from wan_pipeline.models.tiny_esrgan import make_tiny_esrgan
     from wan_pipeline.models.tiny_rife import make_tiny_rife_files
@@ -289,4 +348,6 @@ def make_all_tiny_models(directory: str | os.PathLike, kinds: tuple[str, ...] = 
         written.update({f"rife-{k}": v for k, v in make_tiny_rife_files(root / "rife").items()})
     if "esrgan" in kinds:
         written.update({f"esrgan-{k}": v for k, v in make_tiny_esrgan(root / "esrgan").items()})
+    if "lora" in kinds:
+        written["distill-lora"] = make_tiny_distill_lora(root / DISTILL_LORA)
     return written
