@@ -264,3 +264,28 @@ def test_distill_presets_pass_validation(name):
         assert clip["guidance_scale_2"] == 1.0 and [x["expert"] for x in clip["loras"]] == ["high_noise", "low_noise"]
     if name == "tiny-fast":
         assert clip["cache"]["method"] == "first_block" and clip["weights"]["storage_dtype"] == "float8_e4m3fn"
+
+
+# -- the memory planner knows the levers -----------------------------------------------------
+def test_planner_counts_fp8_gguf_bytes_and_cache_activations():
+    from wan_pipeline.engines.levers import CACHE_STREAMS, LeverParams, plan_overrides
+    from wan_pipeline.models import plan_memory
+    from wan_pipeline.models.catalog import catalog_checkpoint
+    from wan_pipeline.models.memory import MIB, latent_tokens
+
+    ckpt = catalog_checkpoint("Wan-AI/Wan2.2-I2V-A14B-Diffusers")
+    size = dict(width=1280, height=720, frames=81, dtype="bfloat16")
+    plain = plan_memory(ckpt, **size)
+    levers = LeverParams.model_validate({"weights": {"storage_dtype": "float8_e4m3fn"}, "cache": {"method": "first_block"}})
+    fast = plan_memory(ckpt, **size, **plan_overrides(levers, ckpt, 1280, 720, 81, "bfloat16"))
+    for expert in ("transformer", "transformer_2"):
+        assert fast.weights_mib[expert] == pytest.approx(plain.weights_mib[expert] / 2, abs=0.1)  # fp8: 1 byte, bf16: 2
+    assert fast.weights_mib["vae"] == plain.weights_mib["vae"] and fast.weights_mib["text_encoder"] == plain.weights_mib["text_encoder"]
+    tokens = latent_tokens(ckpt, 1280, 720, 81)
+    assert tokens == 21 * 45 * 80
+    extra = CACHE_STREAMS["first_block"] * 2 * tokens * 5120 * 2 / MIB  # streams x guidance passes x L x d x bf16
+    assert fast.activation_mib["transformer"] == pytest.approx(plain.activation_mib["transformer"] + extra, abs=0.1)
+    assert fast.peak_vram_mib["full_gpu"] < plain.peak_vram_mib["full_gpu"]  # 14 GB of weights saved outweighs the cache
+    gguf = plan_memory(ckpt, **size, weight_bytes={"transformer": 0.5625})  # Q4_K: 4.5 bits per weight
+    assert gguf.weights_mib["transformer"] == pytest.approx(plain.params["transformer"] * 0.5625 / MIB, abs=0.1)
+    assert gguf.weights_mib["transformer_2"] == plain.weights_mib["transformer_2"]
