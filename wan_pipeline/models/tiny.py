@@ -296,22 +296,29 @@ DISTILL_LORA = "loras/wan21-i2v-distill-4step.safetensors"
 
 
 def make_tiny_distill_lora(
-    path: str | os.PathLike, model: str = "wan21-i2v", expert: str = "transformer", rank: int = 4, seed: int = 11, scale: float = 0.3
+    path: str | os.PathLike,
+    model: str = "wan21-i2v",
+    expert: str = "transformer",
+    rank: int = 4,
+    seed: int = 11,
+    scale: float = 0.3,
+    transformer=None,
 ) -> Path:
     """Write a LoRA in the key format of the published Wan distillation LoRAs (lightx2v,
     Wan2.2-Lightning: original Wan module names, ``diffusion_model.blocks.<i>.<module>.lora_down /
     lora_up.weight`` and ``.alpha``) for the miniature ``model``'s ``expert`` (``transformer`` or
     ``transformer_2``), rank ``rank`` on every attention projection and FFN layer
     (:data:`_DISTILL_TARGETS`), so diffusers' Wan LoRA conversion is exercised. Random factors
-    (``scale`` sets the size of ``lora_up``); the weights are not a real distillation. Returns ``path``.
+    (``scale`` sets the size of ``lora_up``); the weights are not a real distillation. A given
+    ``transformer`` (a ``WanTransformer3DModel``) is used instead of the miniature. Returns ``path``.
     """
     import torch
     from safetensors.torch import save_file
 
     from wan_pipeline.media.atomic import atomic_path
 
-    pipe = build_tiny_pipeline(model)
-    transformer = getattr(pipe, expert)
+    if transformer is None:
+        transformer = getattr(build_tiny_pipeline(model), expert)
     modules = dict(transformer.named_modules())
     gen = torch.Generator().manual_seed(seed)
     tensors = {}
