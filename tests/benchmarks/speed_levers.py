@@ -1,6 +1,6 @@
 """Speed levers on CPU: what each one saves on a random-weight Wan I2V transformer (README table).
 
-    python tests/benchmarks/speed_levers.py [--blocks 8] [--heads 4] [--size 64] [--frames 9]
+    python tests/benchmarks/speed_levers.py [--blocks 8] [--heads 4] [--size 64] [--frames 9] [--threads 1]
 
 A Wan2.1-I2V-layout transformer (``WanTransformer3DModel``, head dim 128 as in every published
 Wan model, ``blocks`` layers, FFN 2.7 x the hidden size as in Wan2.1-14B) with random weights,
@@ -8,11 +8,13 @@ inside the miniature I2V pipeline (tiny VAE, text and image encoders), so the tr
 dominates the time. Each row renders the same ``frames`` x ``size`` x ``size`` clip from the same
 image, prompt and seed through :func:`wan_pipeline.engines.levers.apply_levers` (the levers as
 the engines apply them) and prints: the denoising-loop wall time (pipeline start to the last
-step's end: no VAE decode), transformer forward calls, blocks run and attention modules run
+step's end: no VAE decode) as wall and process CPU seconds (the speed-up is the CPU time's:
+on a shared machine the wall time follows the other processes more than the levers), transformer forward calls, blocks run and attention modules run
 (counted by the work counter, so skipped work is measured), each relative to the plain 40-step guidance-5 run, and
 the PSNR of the decoded frames against that run (PAB / FasterCache rows against the plain
 40-step guidance-1 run: their diffusers hooks keep one attention history, so they run only with a
-single guidance pass). Random weights give real work counts and speed, not real pictures: the
+single guidance pass). MagCache's per-model ratios come from a calibration run first (diffusers'
+calibrate mode). Random weights give real work counts and speed, not real pictures: the
 distillation LoRA is random too, so its PSNR says how far 4 steps land from 40, not quality.
 
 Ends with ``fewer block evaluations: N.N×`` (distill LoRA + 4 steps + guidance 1.0 + first-block
@@ -82,17 +84,17 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 def render(base, levers: dict, steps: int, guidance: float, size: int, frames: int, image):
     """One generation on a fresh copy of ``base`` with ``levers`` applied; returns
-    (uint8 frames (T, size, size, 3), loop seconds, lever telemetry, captured stdout)."""
+    (uint8 frames (T, size, size, 3), (loop wall s, loop CPU s), lever telemetry, captured stdout)."""
     pipe = copy.deepcopy(base)
     state = apply_levers(pipe, LeverParams.model_validate(levers), "clip", None)
-    marks: list[float] = []
+    marks: list[tuple[float, float]] = []
 
     def on_step(_pipe, _step, _t, _kwargs):
-        marks.append(time.perf_counter())
+        marks.append((time.perf_counter(), time.process_time()))
         return {}
 
     out = io.StringIO()
-    start = time.perf_counter()
+    start = (time.perf_counter(), time.process_time())
     with contextlib.redirect_stdout(out), torch.inference_mode(), state.generation(pipe, steps):
         video = pipe(
             image=image,
@@ -109,7 +111,8 @@ def render(base, levers: dict, steps: int, guidance: float, size: int, frames: i
             callback_on_step_end=on_step,
         ).frames[0]
     frames_u8 = np.clip(np.rint(np.asarray(video) * 255), 0, 255).astype(np.uint8)
-    return frames_u8, marks[-1] - start, state.telemetry(steps), out.getvalue()
+    seconds = (marks[-1][0] - start[0], marks[-1][1] - start[1])
+    return frames_u8, seconds, state.telemetry(steps), out.getvalue()
 
 
 def mag_ratios(text: str) -> list[float]:
@@ -126,8 +129,9 @@ def main() -> None:
     parser.add_argument("--heads", type=int, default=4, help="attention heads of 128 dims (Wan2.1-14B: 40)")
     parser.add_argument("--size", type=int, default=64, help="video side in pixels (multiple of 16)")
     parser.add_argument("--frames", type=int, default=9, help="4k+1 frames")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1: CPU time is compute, not spinning)")
     args = parser.parse_args()
-    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    torch.set_num_threads(args.threads)
     from PIL import Image
 
     from wan_pipeline.engines.diffusers_support import quiet_hub_progress
@@ -146,14 +150,13 @@ def main() -> None:
     )
 
     render(base, {}, 2, 5.0, **common)  # warm-up: first-call allocations and lazy imports stay out of the table
-    # MagCache needs per-model magnitude ratios: calibrated on this model (diffusers' calibrate mode)
-    _, _, _, printed = render(base, {"cache": {"method": "mag", "calibrate": True}}, PLAIN_STEPS, 5.0, **common)
-    ratios = mag_ratios(printed)
+    # MagCache needs per-model residual magnitude ratios: calibrated on this model (diffusers'
+    # calibrate mode, which skips nothing and prints them)
+    ratios = mag_ratios(render(base, {"cache": {"method": "mag", "calibrate": True}}, PLAIN_STEPS, 5.0, **common)[3])
 
     distill = [{"path": str(lora)}]
     rows = [
         ("plain", {}, PLAIN_STEPS, 5.0, "ref"),
-        ("cache: none", {"cache": "none"}, PLAIN_STEPS, 5.0, "ref"),
         ("cache: first_block (0.05)", {"cache": {"method": "first_block", "threshold": 0.05}}, PLAIN_STEPS, 5.0, "ref"),
         ("cache: mag (calibrated)", {"cache": {"method": "mag", "mag_ratios": ratios}}, PLAIN_STEPS, 5.0, "ref"),
         ("cache: taylorseer (interval 5)", {"cache": {"method": "taylorseer"}}, PLAIN_STEPS, 5.0, "ref"),
@@ -166,8 +169,10 @@ def main() -> None:
     ]
     refs: dict[str, np.ndarray] = {}
     plain = None
-    print("| lever | steps | guidance | loop s | speed-up | forward calls | blocks run | fewer blocks | attention run | PSNR dB |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print(
+        "| lever | steps | guidance | loop wall s | loop CPU s | CPU speed-up | forward calls | blocks run | fewer blocks | attention run | PSNR dB |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for label, levers, steps, guidance, ref in rows:
         frames, seconds, t, _ = render(base, levers, steps, guidance, **common)
         if plain is None:
@@ -177,7 +182,8 @@ def main() -> None:
         quality = psnr(frames, refs[ref])
         blocks = t["transformer_blocks_run"]
         print(
-            f"| {label} | {steps} | {guidance:g} | {seconds:.2f} | {plain[0] / seconds:.2f}× | {t['transformer_forward_calls']} | "
+            f"| {label} | {steps} | {guidance:g} | {seconds[0]:.2f} | {seconds[1]:.2f} | {plain[0][1] / seconds[1]:.2f}× | "
+            f"{t['transformer_forward_calls']} | "
             f"{blocks} | {plain[1] / blocks:.1f}× | {t['transformer_attention_run']} | {'identical' if quality == float('inf') else f'{quality:.1f}'} |"
         )
         if label == FINAL:

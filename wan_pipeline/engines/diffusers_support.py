@@ -75,7 +75,13 @@ def resolve_model_source(model: str) -> str:
 
 
 def load_pipeline(
-    pipeline_cls, model: str, device: str, params: ModelParams, file: str | None = None, plan_size: tuple[int, int, int] | None = None
+    pipeline_cls,
+    model: str,
+    device: str,
+    params: ModelParams,
+    file: str | None = None,
+    plan_size: tuple[int, int, int] | None = None,
+    prepare=None,
 ):
     """Load ``pipeline_cls`` from ``model`` (safetensors only, no remote code) and place it.
 
@@ -83,7 +89,9 @@ def load_pipeline(
     a repo id must be in the HF cache (else :class:`InputError` with the download command), every
     component must be present with safetensors weights, and a Wan checkpoint is identified from
     its configs (``pipe.wan_model_info``). plan_size: (width, height, frames) of one generation,
-    for the memory planner when ``memory_strategy`` is ``auto`` on CUDA.
+    for the memory planner when ``memory_strategy`` is ``auto`` on CUDA. prepare: called with the
+    pipeline after loading and before it is placed (the speed levers: fp8 storage must shrink the
+    weights before they go to the GPU).
 
     Returns ``(pipeline, memory_strategy)`` where ``memory_strategy`` is what was applied: ``cpu``
     on a CPU device, else the preset's strategy or the planner's choice for ``auto``.
@@ -105,6 +113,8 @@ def load_pipeline(
     pipe = pipeline_cls.from_pretrained(str(ckpt.source), dtype=dtype, use_safetensors=True)
     pipe.set_progress_bar_config(disable=True)
     pipe.wan_model_info = info
+    if prepare is not None:
+        prepare(pipe)
     strategy = apply_memory_strategy(pipe, device, params, str(ckpt.source), plan_size)
     return pipe, strategy
 
@@ -286,6 +296,11 @@ class DiffusersEngine:
     def _load(self, pipeline_cls, source: str | None = None):
         """Load ``pipeline_cls`` (see :func:`load_pipeline`), with the preset's ``flow_shift`` on its
         UniPC scheduler when given."""
+        levers: list[LeverState] = []
+
+        def prepare(pipe) -> None:  # before placement: LoRAs fused and weights cast on the host
+            levers.append(apply_levers(pipe, self.params, self.stage, self.file))
+
         pipe, self._strategy = load_pipeline(
             pipeline_cls,
             source or self.params.model,
@@ -293,17 +308,14 @@ class DiffusersEngine:
             self.params,
             self.file,
             plan_size=(self.preset.width, self.preset.height, self.plan_frames()),
+            prepare=prepare,
         )
+        self._levers = levers[0]
         flow_shift = getattr(self.params, "flow_shift", None)
         if flow_shift is not None:
             from diffusers import UniPCMultistepScheduler
 
             pipe.scheduler = UniPCMultistepScheduler.from_config(pipe.scheduler.config, flow_shift=flow_shift)
-        try:
-            self._levers = apply_levers(pipe, self.params, self.stage, self.file)
-        except BaseException:
-            release_pipeline(pipe)
-            raise
         plan_size = (self.preset.width, self.preset.height, self.plan_frames())
         self._levers.planned_vram_mib, self._levers.planned_vram_plain_mib = planned_vram(
             resolve_model_source(source or self.params.model), self.device, self.params, plan_size

@@ -241,6 +241,8 @@ def validate_levers(
     dtype = params.weights.storage_dtype
     if dtype is not None and not isinstance(getattr(torch, dtype, None), torch.dtype):
         problems.append(f"{where}.weights.storage_dtype: this torch ({torch.__version__}) has no {dtype}")
+    if params.weights.quantization != "none" and dtype is not None:
+        problems.append(f"{where}.weights: give storage_dtype or quantization, not both (torchao already stores the weights)")
     if params.weights.quantization != "none":
         import importlib.util
 
@@ -446,7 +448,8 @@ class LeverState:
 
 
 def apply_levers(pipe, params: LeverParams, stage: str, file: str | None, log=lambda m: None) -> LeverState:
-    """Apply the load-time levers to a freshly loaded pipeline, in the order that keeps each one
+    """Apply the load-time levers to a freshly loaded pipeline (before it is placed on the GPU, so
+    fp8 weights are what moves there), in the order that keeps each one
     valid: preset LoRAs fused (into full-precision weights), torchao quantization or layerwise
     casting, the work counter (before any cache hook, so it sits innermost), the attention
     backend, then regional compilation. The cache is enabled per generation
