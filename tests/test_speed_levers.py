@@ -217,6 +217,10 @@ def test_keyframe_stage_reports_its_levers(tiny):
         ({"cache": {"method": "mag"}}, r"stages\.clip\.cache: .*mag_ratios"),
         ({"weights": {"storage_dtype": "int4"}}, r"stages\.clip\.weights\.storage_dtype"),
         ({"compile": "max"}, r"stages\.clip\.compile"),
+        (
+            {"weights": {"storage_dtype": "float8_e4m3fn", "quantization": "int8_weight_only"}},
+            r"stages\.clip\.weights: give storage_dtype or quantization, not both",
+        ),
         ({"cache": {"method": "pab"}}, r"stages\.clip\.cache: method 'pab' keeps one attention history .* guidance 5 > 1"),
         (
             {"cache": {"method": "faster", "spatial_attention_timestep_skip_range": [-1, 1000]}, "guidance_scale": 1.0},
@@ -289,3 +293,22 @@ def test_planner_counts_fp8_gguf_bytes_and_cache_activations():
     gguf = plan_memory(ckpt, **size, weight_bytes={"transformer": 0.5625})  # Q4_K: 4.5 bits per weight
     assert gguf.weights_mib["transformer"] == pytest.approx(plain.params["transformer"] * 0.5625 / MIB, abs=0.1)
     assert gguf.weights_mib["transformer_2"] == plain.weights_mib["transformer_2"]
+
+
+def test_preflight_refuses_a_missing_attention_backend_before_rendering(tiny, tmp_path):
+    import yaml
+
+    from tests.conftest import REPO
+    from wan_pipeline.preflight import preset_problems
+
+    data = yaml.safe_load((REPO / "workflows" / "tiny-fast.yaml").read_text())
+    data["stages"]["clip"]["attention_backend"] = "sage"
+    data["stages"]["film"]["cache"] = {"method": "pab"}  # guidance 1.0 there: allowed
+    data["stages"]["keyframe"]["cache"] = {"method": "faster"}
+    data["stages"]["keyframe"]["guidance_scale"] = 4.0  # two guidance passes: refused
+    path = tmp_path / "tiny-fast-sage.yaml"
+    path.write_text(yaml.safe_dump(data))
+    problems = preset_problems(load_preset(path), stages=("keyframe", "clip", "film"))
+    assert any(p.startswith("stages.clip.attention_backend:") and "sageattention" in p for p in problems)
+    assert any(p.startswith("stages.keyframe.cache: method 'faster'") for p in problems)
+    assert not any(p.startswith("stages.film") for p in problems)
