@@ -18,7 +18,15 @@ import numpy as np
 from pydantic import ConfigDict, Field
 
 from wan_pipeline.devices import free_device_memory
-from wan_pipeline.engines.levers import LeverParams, LeverState, apply_levers, plan_overrides, validate_levers
+from wan_pipeline.engines.levers import (
+    LeverParams,
+    LeverState,
+    apply_levers,
+    describe_levers,
+    lever_plan_kwargs,
+    planned_vram,
+    validate_levers,
+)
 from wan_pipeline.errors import InputError
 from wan_pipeline.storage import storage_root
 
@@ -145,31 +153,6 @@ def planned_strategy(source: str, device: str, params: ModelParams, plan_size) -
     levers = lever_plan_kwargs(source, params, width, height, frames, dtype)
     _, plan = plan_for_model(source, width=width, height=height, frames=frames, dtype=dtype, strategy="auto", device=device, **levers)
     return plan.chosen_strategy, params.vae_tiling or plan.vae_tiling, params.vae_slicing or plan.vae_slicing
-
-
-def lever_plan_kwargs(source: str, params: ModelParams, width: int, height: int, frames: int, dtype: str) -> dict:
-    """The memory planner's arguments for the preset's speed levers (fp8 weight bytes, cache
-    activations): :func:`wan_pipeline.engines.levers.plan_overrides` on the checkpoint's configs."""
-    from wan_pipeline.models import read_checkpoint
-
-    return plan_overrides(params, read_checkpoint(source), width, height, frames, dtype)
-
-
-def planned_vram(source: str, device: str, params: ModelParams, plan_size) -> tuple[float | None, float | None]:
-    """``(with the levers, without)``: the planner's estimated peak VRAM (MiB) of one generation
-    of ``plan_size`` (width, height, frames) under the strategy it would choose on ``device``
-    (``full_gpu`` on a CPU device); None when the checkpoint cannot be planned."""
-    from wan_pipeline.models import plan_for_model
-
-    width, height, frames = plan_size
-    dtype = "bfloat16" if params.dtype == "auto" else params.dtype
-    strategy = params.memory_strategy
-    try:
-        levers = lever_plan_kwargs(source, params, width, height, frames, dtype)
-        kw = dict(width=width, height=height, frames=frames, dtype=dtype, strategy=strategy, device=device)
-        return plan_for_model(source, **kw, **levers)[1].estimated_peak_mib, plan_for_model(source, **kw)[1].estimated_peak_mib
-    except (InputError, KeyError, ValueError):
-        return None, None
 
 
 def apply_memory_strategy(pipe, device: str, params: ModelParams, source: str | None = None, plan_size=None) -> str:
@@ -338,21 +321,8 @@ class DiffusersEngine:
             self._levers.reset()
 
     def lever_describe(self) -> dict:
-        """The levers as configured (static telemetry for ``describe()``)."""
-        p = self.params
-        out = {
-            "cache": p.cache.method,
-            "cache_params": p.cache.options,
-            "storage_dtype": p.weights.storage_dtype,
-            "quantization": p.weights.quantization,
-            "attention_backend": p.attention_backend or "default",
-            "compile": p.compile,
-            "preset_loras": [e.model_dump() for e in p.loras],
-        }
-        if self._levers is not None:
-            out.update(storage_dtype=self._levers.storage_dtype, preset_loras=self._levers.preset_loras)
-            out.update(planned_vram_mib=self._levers.planned_vram_mib, planned_vram_plain_mib=self._levers.planned_vram_plain_mib)
-        return out
+        """The levers as configured and applied (static telemetry for ``describe()``)."""
+        return describe_levers(self.params, self._levers)
 
     def lever_record(self, steps: int | None, reset: bool = True) -> dict:
         """Telemetry of the speed levers for the generations since the last record (keys:

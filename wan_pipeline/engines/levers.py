@@ -506,3 +506,46 @@ def plan_overrides(params: LeverParams, ckpt, width: int, height: int, frames: i
         extra = streams * passes * latent_tokens(ckpt, width, height, frames) * t.hidden_dim * dtype_bytes(dtype) / MIB
         out["extra_activation_mib"] = {"transformer": extra}
     return out
+
+
+def lever_plan_kwargs(source: str, params: LeverParams, width: int, height: int, frames: int, dtype: str) -> dict:
+    """The memory planner's arguments for the preset's speed levers (fp8 weight bytes, cache
+    activations): :func:`plan_overrides` on the configs of the checkpoint at ``source``."""
+    from wan_pipeline.models import read_checkpoint
+
+    return plan_overrides(params, read_checkpoint(source), width, height, frames, dtype)
+
+
+def planned_vram(source: str, device: str, params, plan_size) -> tuple[float | None, float | None]:
+    """``(with the levers, without)``: the planner's estimated peak VRAM (MiB) of one generation
+    of ``plan_size`` (width, height, frames) under the strategy it would choose on ``device``
+    (``full_gpu`` on a CPU device); None when the checkpoint cannot be planned. ``params``: an
+    engine's ``ModelParams`` (levers plus ``dtype`` and ``memory_strategy``)."""
+    from wan_pipeline.models import plan_for_model
+
+    width, height, frames = plan_size
+    dtype = "bfloat16" if params.dtype == "auto" else params.dtype
+    strategy = params.memory_strategy
+    try:
+        levers = lever_plan_kwargs(source, params, width, height, frames, dtype)
+        kw = dict(width=width, height=height, frames=frames, dtype=dtype, strategy=strategy, device=device)
+        return plan_for_model(source, **kw, **levers)[1].estimated_peak_mib, plan_for_model(source, **kw)[1].estimated_peak_mib
+    except (InputError, KeyError, ValueError):
+        return None, None
+
+
+def describe_levers(params: LeverParams, state: LeverState | None) -> dict:
+    """The levers as configured (``state`` None: not loaded yet) or as applied: static telemetry."""
+    out = {
+        "cache": params.cache.method,
+        "cache_params": params.cache.options,
+        "storage_dtype": params.weights.storage_dtype,
+        "quantization": params.weights.quantization,
+        "attention_backend": params.attention_backend or "default",
+        "compile": params.compile,
+        "preset_loras": [e.model_dump() for e in params.loras],
+    }
+    if state is not None:
+        out.update(storage_dtype=state.storage_dtype, preset_loras=state.preset_loras)
+        out.update(planned_vram_mib=state.planned_vram_mib, planned_vram_plain_mib=state.planned_vram_plain_mib)
+    return out
