@@ -247,8 +247,7 @@ def test_torchao_quantization_needs_torchao():
         engine(weights={"quantization": "int8_weight_only"})
 
 
-def test_missing_hf_lora_names_the_download_command(tiny, monkeypatch, tmp_path):
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+def test_missing_hf_lora_names_the_download_command(tiny):
     e = engine(loras=[{"path": "hf://lightx2v/Wan2.1-Distill-Loras/wan2.1_i2v_lora_rank64_lightx2v_4step.safetensors"}])
     with pytest.raises(InputError, match=r"hf download lightx2v/Wan2\.1-Distill-Loras wan2\.1_i2v_lora_rank64_lightx2v_4step"):
         e.render(request())
