@@ -282,7 +282,8 @@ class DiffusersEngine:
         levers: list[LeverState] = []
 
         def prepare(pipe) -> None:  # before placement: LoRAs fused and weights cast on the host
-            levers.append(apply_levers(pipe, self.params, self.stage, self.file))
+            resolve = getattr(self.preset, "model_path", None)  # the engine context's, where it has one
+            levers.append(apply_levers(pipe, self.params, self.stage, self.file, resolve=resolve))
 
         pipe, self._strategy = load_pipeline(
             pipeline_cls,

@@ -337,9 +337,10 @@ class WorkCounter:
 
 
 # -- applying --------------------------------------------------------------------------------
-def resolve_lora_path(path: str, file: str | None, where: str) -> Path:
+def resolve_lora_path(path: str, file: str | None, where: str, resolve=None) -> Path:
     """A preset LoRA's file: ``hf://owner/repo/file`` from the Hugging Face cache (offline, never
-    downloaded here), an absolute path, or a path under the storage root. Raises
+    downloaded here), an absolute path, or a path under the storage root (``resolve(path)`` when
+    the engine context gives one, e.g. ``ctx.model_path``). Raises
     :class:`InputError` naming the download command for a file not in the cache."""
     from wan_pipeline.storage import storage_root
 
@@ -355,7 +356,9 @@ def resolve_lora_path(path: str, file: str | None, where: str) -> Path:
                 file, f"{where}: {path} is not in the Hugging Face cache; download it with: hf download {owner}/{repo} {filename}"
             ) from None
     p = Path(path).expanduser()
-    return p if p.is_absolute() else storage_root() / p
+    if p.is_absolute():
+        return p
+    return Path(resolve(path)) if resolve is not None else storage_root() / p
 
 
 def denoisers(pipe) -> list[tuple[str, Any]]:
@@ -363,7 +366,7 @@ def denoisers(pipe) -> list[tuple[str, Any]]:
     return [(n, getattr(pipe, n)) for n in DENOISERS if getattr(pipe, n, None) is not None]
 
 
-def fuse_preset_loras(pipe, loras: list[LoraEntry], file: str | None, stage: str, log=lambda m: None) -> list[dict]:
+def fuse_preset_loras(pipe, loras: list[LoraEntry], file: str | None, stage: str, log=lambda m: None, resolve=None) -> list[dict]:
     """Fuse ``loras`` into the pipeline's transformer(s) (each at its strength, into the expert it
     names) and drop the adapter layers, so the bare weights carry them for every scene. Returns
     ``[{path, strength, expert, into}]``. Raises :class:`InputError` for a missing file or a LoRA
@@ -371,7 +374,7 @@ def fuse_preset_loras(pipe, loras: list[LoraEntry], file: str | None, stage: str
     done: list[dict] = []
     for i, entry in enumerate(loras):
         where = f"stages.{stage}.loras[{i}].path"
-        path = resolve_lora_path(entry.path, file, where)
+        path = resolve_lora_path(entry.path, file, where, resolve)
         wanted = ("transformer",) if entry.expert == "high_noise" else ("transformer_2",) if entry.expert == "low_noise" else DENOISERS
         targets = [(n, m) for n, m in denoisers(pipe) if n in wanted]
         if not targets:
@@ -447,16 +450,17 @@ class LeverState:
         }
 
 
-def apply_levers(pipe, params: LeverParams, stage: str, file: str | None, log=lambda m: None) -> LeverState:
+def apply_levers(pipe, params: LeverParams, stage: str, file: str | None, log=lambda m: None, resolve=None) -> LeverState:
     """Apply the load-time levers to a freshly loaded pipeline (before it is placed on the GPU, so
     fp8 weights are what moves there), in the order that keeps each one
     valid: preset LoRAs fused (into full-precision weights), torchao quantization or layerwise
     casting, the work counter (before any cache hook, so it sits innermost), the attention
     backend, then regional compilation. The cache is enabled per generation
-    (:meth:`LeverState.generation`). Raises :class:`InputError` for a LoRA problem."""
+    (:meth:`LeverState.generation`); ``resolve`` maps a relative LoRA path to its file (default:
+    under the storage root). Raises :class:`InputError` for a LoRA problem."""
     import torch
 
-    fused = fuse_preset_loras(pipe, params.loras, file, stage, log) if params.loras else []
+    fused = fuse_preset_loras(pipe, params.loras, file, stage, log, resolve) if params.loras else []
     storage = None
     for _, transformer in denoisers(pipe):
         if params.weights.quantization != "none":
