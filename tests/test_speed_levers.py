@@ -311,3 +311,24 @@ def test_preflight_refuses_a_missing_attention_backend_before_rendering(tiny, tm
     assert any(p.startswith("stages.clip.attention_backend:") and "sageattention" in p for p in problems)
     assert any(p.startswith("stages.keyframe.cache: method 'faster'") for p in problems)
     assert not any(p.startswith("stages.film") for p in problems)
+
+
+def test_planner_keeps_the_load_dtype_for_host_ram():
+    """fp8 storage is applied after the weights are read in the load dtype: the VRAM plan counts
+    the experts at one byte per weight, the host RAM plan (and its choice of offloading to disk)
+    at two, so a machine that cannot hold the bf16 weights is not told it can."""
+    from wan_pipeline.engines.levers import LeverParams, plan_overrides
+    from wan_pipeline.models import plan_memory
+    from wan_pipeline.models.catalog import catalog_checkpoint
+
+    ckpt = catalog_checkpoint("Wan-AI/Wan2.2-I2V-A14B-Diffusers")
+    size = dict(width=1280, height=720, frames=81, dtype="bfloat16", vram_free_mib=80_000, vram_total_mib=80_000)
+    plain = plan_memory(ckpt, **size, ram_available_mib=1e6)
+    levers = LeverParams.model_validate({"weights": {"storage_dtype": "float8_e4m3fn"}})
+    fast = plan_memory(ckpt, **size, ram_available_mib=1e6, **plan_overrides(levers, ckpt, 1280, 720, 81, "bfloat16"))
+    assert fast.total_weights_mib < 0.6 * plain.total_weights_mib
+    assert fast.host_ram_by_strategy_mib == plain.host_ram_by_strategy_mib
+    # RAM for the fp8 weights but not for the bf16 ones: loaded one component at a time, to disk
+    ram = (fast.total_weights_mib + 4096) / 0.9
+    tight = plan_memory(ckpt, **size, ram_available_mib=ram, **plan_overrides(levers, ckpt, 1280, 720, 81, "bfloat16"))
+    assert tight.offload_to_disk

@@ -572,8 +572,9 @@ def apply_levers(pipe, params: LeverParams, stage: str, file: str | None, log=la
 
 def plan_overrides(params: LeverParams, ckpt, width: int, height: int, frames: int, dtype: str) -> dict:
     """Keyword arguments of :func:`wan_pipeline.models.memory.plan_memory` for the levers: the
-    denoisers' weight bytes per element (fp8 storage: 1; torchao int8/fp8: 1) and the cache's
-    extra activations (:data:`CACHE_STREAMS` hidden-state tensors per denoiser and guidance pass)."""
+    denoisers' weight bytes per element (fp8 storage: 1; torchao int8/fp8: 1; read in ``dtype``
+    first, which bounds the host RAM while loading) and the cache's extra activations
+    (:data:`CACHE_STREAMS` hidden-state tensors per denoiser and guidance pass)."""
     from wan_pipeline.models.memory import MIB, dtype_bytes, latent_tokens
 
     out: dict = {}
@@ -584,6 +585,7 @@ def plan_overrides(params: LeverParams, ckpt, width: int, height: int, frames: i
         per = float(dtype_bytes(params.weights.storage_dtype))
     if per is not None:
         out["weight_bytes"] = {n: per for n in DENOISERS}
+        out["loaded_weight_bytes"] = {n: float(dtype_bytes(dtype)) for n in DENOISERS}  # cast after loading
     streams = CACHE_STREAMS.get(params.cache.method, 0)
     t = ckpt.transformer or ckpt.transformer_2
     if streams and t is not None:

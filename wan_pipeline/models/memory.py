@@ -316,6 +316,7 @@ def plan_memory(
     ram_available_mib: float | None = None,
     weight_bytes: dict[str, float] | None = None,
     extra_activation_mib: dict[str, float] | None = None,
+    loaded_weight_bytes: dict[str, float] | None = None,
 ) -> MemoryPlan:
     """Estimate the memory a checkpoint needs for one ``width``×``height``×``frames`` generation
     and choose a strategy.
@@ -329,7 +330,9 @@ def plan_memory(
     weight_bytes: bytes per parameter of named components that are stored differently from
     ``dtype`` (speed levers: fp8 layerwise casting 1.0; a GGUF file its size / parameters, e.g.
     ≈0.56 for Q4_K); extra_activation_mib: MiB added to a component's activations (a cache's
-    kept residuals; ``transformer`` covers both denoisers).
+    kept residuals; ``transformer`` covers both denoisers); loaded_weight_bytes: bytes per
+    parameter of named components as they are read, where ``weight_bytes`` is applied only after
+    loading (layerwise casting: the host holds the load dtype first); host RAM is planned with them.
     Raises :class:`InputError` for an unknown strategy or dtype.
     """
     if strategy != "auto" and strategy not in STRATEGIES:
@@ -339,6 +342,8 @@ def plan_memory(
     per_param = {n: (4 if n in FULL_PRECISION_COMPONENTS else b) for n in stats}
     per_param.update({n: v for n, v in (weight_bytes or {}).items() if n in stats})
     weights = {n: s.total * per_param[n] / MIB for n, s in stats.items()}
+    load_param = {**per_param, **{n: v for n, v in (loaded_weight_bytes or {}).items() if n in stats}}
+    loaded = {n: s.total * load_param[n] / MIB for n, s in stats.items()}  # host RAM while loading
     act = _activations(ckpt, stats, width, height, frames, b, 4)
     for name, extra in (extra_activation_mib or {}).items():
         act[name] = act.get(name, 0.0) + extra
@@ -368,13 +373,13 @@ def plan_memory(
     peaks = {s: round(peak(s, False), 1) for s in STRATEGIES}
     tiled_peaks = {s: round(peak(s, True), 1) for s in STRATEGIES}
     budget = vram_free_mib * VRAM_MARGIN if vram_free_mib is not None else None
-    total_w = sum(weights.values())
+    total_w = sum(loaded.values())
     if budget is None:  # CPU device: weights and activations all in host RAM
         in_memory = total_w + max((act_of(n, False) for n in stats), default=0.0) + HOST_OVERHEAD_MIB
     else:
         in_memory = total_w + HOST_OVERHEAD_MIB
     host_by = {s: round(in_memory, 1) for s in STRATEGIES}
-    host_by[DISK_OFFLOAD] = round(max(weights.values(), default=0.0) + HOST_OVERHEAD_MIB, 1)
+    host_by[DISK_OFFLOAD] = round(max(loaded.values(), default=0.0) + HOST_OVERHEAD_MIB, 1)
     ram_budget = ram_available_mib * RAM_MARGIN if ram_available_mib is not None else None
 
     def ram_ok(host: float) -> bool:
