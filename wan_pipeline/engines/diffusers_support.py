@@ -138,7 +138,7 @@ def load_pipeline(
         if prepare is not None:
             prepare(pipe)
         pipe.stored_weight_bytes = stored_weight_bytes(pipe, source)
-        plan = memory_plan(source, device, params, dtype, plan_size, stored=pipe.stored_weight_bytes)
+        plan = memory_plan(source, device, params, dtype, plan_size, stored=pipe.stored_weight_bytes) if device.startswith("cuda") else None
         return pipe, apply_memory_strategy(pipe, device, params, source, plan_size, plan=plan)
     source = resolve_model_source(model, root)
     try:
