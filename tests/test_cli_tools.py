@@ -88,7 +88,7 @@ def test_inspect_tells_configs_from_weights(tmp_path, capsys):
 def test_make_tiny_models_and_tools(tmp_path, capsys):
     assert main(["make-tiny-models", str(tmp_path / "tiny")]) == 0
     listing = capsys.readouterr().out
-    assert "flownet.pkl" in listing and "realesr-general-x4v3" in listing
+    assert "flownet.pkl" in listing and "realesr-general-x4v3" in listing and "wan21-i2v-distill-4step.safetensors" in listing
     assert "comfyui/models/diffusion_models/wan21-i2v_Q8_0.gguf" in listing and "wan21-i2v_fp8_e4m3fn.safetensors" in listing
     frames = np.stack([np.roll(fit_image(read_image(IMAGES / "rocket.jpg"), 64, 48), 2 * i, axis=1) for i in range(5)])
     write_video(tmp_path / "in.mp4", Clip(frames, 12))

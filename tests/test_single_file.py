@@ -461,3 +461,63 @@ def test_gguf_with_reshaped_tensors_is_refused(storage, tmp_path):
     report = inspect_file_report(path)
     assert report["transformer_config"]["ffn_dim"] == 32 and report["variant"] == "Wan2.1-FLF2V-miniature"
     assert not report["loadable"] and "orig_shape" in report["problems"][0] and "blocks.0.ffn.0.weight" in report["problems"][0]
+
+
+# -- speed levers on single files ---------------------------------------------------------------
+
+
+def test_weight_levers_on_single_files(files, folder_frames):
+    """fp8 storage applies to a transformer loaded from a single fp16 file (stored fp8, clip close
+    to the folder's, planner with the lever below the plain one); a GGUF transformer is quantized
+    already, so storage_dtype and a preset LoRA are refused by name before loading."""
+    with pytest.raises(InputError) as err:
+        WanI2VClip(
+            {
+                **BASE,
+                "model": "wan21-i2v_Q8_0.gguf",
+                "components": "models/tiny/wan21-i2v",
+                "comfyui_models": COMFY,
+                "weights": {"storage_dtype": "float8_e4m3fn"},
+                "loras": [{"path": "models/tiny/loras/any.safetensors"}],
+            },
+            _preset(),
+        )
+    text = str(err.value)
+    assert "stages.clip.weights.storage_dtype: wan21-i2v_Q8_0.gguf is GGUF-quantized already" in text
+    assert "stages.clip.loras: a LoRA cannot be fused into the quantized weights of wan21-i2v_Q8_0.gguf" in text
+    fp8 = {"weights": {"storage_dtype": "float8_e4m3fn"}}
+    clip, engine = _render(model="wan21-i2v_fp16.safetensors", components="models/tiny/wan21-i2v", comfyui_models=COMFY, **fp8)
+    assert clip.meta["storage_dtype"] == "float8_e4m3fn" and clip.frames.shape == folder_frames.shape
+    assert np.abs(clip.frames.astype(int) - folder_frames.astype(int)).mean() < 8  # fp8 rounding of the weights
+    assert 0 < clip.meta["planned_vram_mib"] <= clip.meta["planned_vram_plain_mib"]  # miniature: 0.1 MiB rounding
+
+
+def test_fp8_file_kept_in_fp8_takes_only_its_own_storage_dtype(files, storage):
+    """An fp8 file kept in fp8 (what CUDA gets) already stores its weights by layerwise casting:
+    the levers keep it (storage_dtype may repeat its dtype) and refuse another dtype or a fused
+    preset LoRA, naming the field. A GGUF transformer's storage is reported as its GGUF type."""
+    from diffusers import WanImageToVideoPipeline
+
+    from wan_pipeline.engines.diffusers_support import stored_weight_bytes
+    from wan_pipeline.engines.levers import LeverParams, apply_levers, layerwise_storage, stored_as
+    from wan_pipeline.engines.wan_clip import WanClipParams
+    from wan_pipeline.models.model_files import load_files_pipeline, load_transformer, resolve_model_files
+
+    params = WanClipParams.model_validate(
+        {"model": "wan21-i2v_fp8_e4m3fn.safetensors", "components": "models/tiny/wan21-i2v", "comfyui_models": COMFY}
+    )
+    found = resolve_model_files(params, "workflows/test.yaml", storage)
+    pipe = load_files_pipeline(WanImageToVideoPipeline, found, torch.float32, keep_fp8=True)
+    assert layerwise_storage(pipe.transformer) == "float8_e4m3fn"
+    measured = stored_weight_bytes(pipe, str(found.config_dir))["transformer"]  # what the planner counts
+    assert 1.0 <= measured < 0.75 * 4  # fp8 matrices; norms, biases and embeddings stay float32
+    for levers, message in [
+        ({"weights": {"storage_dtype": "float8_e5m2"}}, r"stages\.clip\.weights\.storage_dtype: .*already stored in float8_e4m3fn"),
+        ({"loras": [{"path": "x.safetensors"}]}, r"stages\.clip\.loras: .*stored in float8_e4m3fn.*rounded"),
+    ]:
+        with pytest.raises(InputError, match=message):
+            apply_levers(pipe, LeverParams.model_validate(levers), "clip", "workflows/test.yaml")
+    state = apply_levers(pipe, LeverParams.model_validate({"weights": {"storage_dtype": "float8_e4m3fn"}}), "clip", None)
+    assert state.storage_dtype == "float8_e4m3fn" and pipe.transformer.blocks[0].attn1.to_q.weight.dtype == torch.float8_e4m3fn
+    gguf = load_transformer(files["wan21-i2v-gguf"], storage / "models" / "tiny" / "wan21-i2v", "transformer", torch.float32)
+    assert stored_as(gguf).startswith("gguf_")

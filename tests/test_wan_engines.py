@@ -468,3 +468,49 @@ def test_group_offload_to_disk_loads_one_component_at_a_time(storage, photos, tm
     assert not folder.exists()
     with pytest.raises(InputError, match=r"group offload to disk needs ~\d+ MiB free here"):
         offload_folder(1e12, tmp_path / "offload")
+
+
+def test_fp8_storage_is_applied_before_the_weights_go_to_disk(storage, photos, tmp_path):
+    """``weights.storage_dtype`` on the disk-offload path: the experts are cast before their groups
+    are written (fp8 tensors in the offload files), the speed levers keep that storage, the frames
+    stay close to a normal load; preset LoRAs and torchao, which cannot change weights already on
+    disk, are named as refused."""
+    import torch
+    from diffusers import WanImageToVideoPipeline
+    from PIL import Image
+    from safetensors import safe_open
+
+    from wan_pipeline.engines.diffusers_support import ModelParams, component_dtype_map, disk_offload_problems, release_pipeline
+    from wan_pipeline.engines.disk_offload import load_components_to_disk, offload_folder
+    from wan_pipeline.engines.levers import LeverParams, apply_levers, layerwise_storage
+    from wan_pipeline.models import read_checkpoint
+    from wan_pipeline.models.tiny import make_tiny_models
+
+    source = make_tiny_models(storage / "models" / "tiny", names=("wan21-i2v",))["wan21-i2v"]
+    folder = offload_folder(1.0, tmp_path / "offload")
+    dtypes = component_dtype_map(torch.float32)
+    modules = load_components_to_disk(read_checkpoint(source), dtypes, "cpu", folder, storage_dtype="float8_e4m3fn")
+    assert layerwise_storage(modules["transformer"]) == "float8_e4m3fn" and layerwise_storage(modules["vae"]) is None
+    stored = set()
+    for path in (folder / "transformer").glob("*.safetensors"):
+        with safe_open(str(path), "pt") as f:
+            stored |= {str(f.get_slice(k).get_dtype()) for k in f.keys()}
+    assert "F8_E4M3" in stored
+    pipe = WanImageToVideoPipeline.from_pretrained(str(source), **modules)
+    pipe.offload_folder = folder
+    state = apply_levers(pipe, LeverParams.model_validate({"weights": {"storage_dtype": "float8_e4m3fn"}}), "clip", None)
+    assert state.storage_dtype == "float8_e4m3fn"
+    reference = WanImageToVideoPipeline.from_pretrained(str(source))
+    image = Image.fromarray(np.ascontiguousarray(photos[0][:32, :32]))
+    kwargs = dict(image=image, last_image=image, prompt="a cat", height=32, width=32, num_frames=5, num_inference_steps=2)
+    kwargs.update(output_type="np", max_sequence_length=32)
+    a = pipe(**kwargs, generator=torch.Generator().manual_seed(1)).frames
+    b = reference(**kwargs, generator=torch.Generator().manual_seed(1)).frames
+    assert 0 < np.abs(a - b).max() < 0.05  # fp8 rounding of the transformer's weights, nothing else
+    release_pipeline(pipe)
+    problems = disk_offload_problems(
+        ModelParams.model_validate({"model": "m", "loras": [{"path": "d.safetensors"}], "weights": {"quantization": "int8_weight_only"}})
+    )
+    assert any(p.startswith("loras: preset LoRAs cannot be fused") for p in problems)
+    assert any(p.startswith("weights.quantization: torchao cannot quantize") for p in problems)
+    assert disk_offload_problems(ModelParams.model_validate({"model": "m", "weights": {"storage_dtype": "float8_e4m3fn"}})) == []

@@ -33,11 +33,13 @@ from wan_pipeline.media.image_io import fit_image
 
 
 class T2IParams(ModelParams):
-    """Preset section ``stages.keyframe`` for ``engine: diffusers_t2i``: steps, guidance_scale,
-    and ``size_multiple`` (the generated size is rounded up to it, then fitted to the base size)."""
+    """Preset section ``stages.keyframe`` for ``engine: diffusers_t2i``: steps, guidance_scale
+    (guidance_scale_2: the low-noise expert of a two-expert Wan checkpoint), ``size_multiple``
+    (the generated size is rounded up to it, then fitted to the base size), and the speed levers."""
 
     steps: int = 30
     guidance_scale: float = Field(5.0, ge=0.0, le=30.0)
+    guidance_scale_2: float | None = Field(None, ge=0.0, le=30.0)
     size_multiple: int = Field(16, ge=1, le=128)
 
 
@@ -54,6 +56,7 @@ class DiffusersT2IKeyframe(DiffusersEngine):
         self._wan = False
         self._native_sizes: list[tuple[int, int]] = []
         self._generated_size: tuple[int, int] | None = None
+        self._last_record: dict = {}
 
     @property
     def pipe(self):
@@ -103,12 +106,15 @@ class DiffusersT2IKeyframe(DiffusersEngine):
             "memory_strategy": self._strategy or p.memory_strategy,
             "generated_size": list(self._generated_size) if self._generated_size else None,
             **self.loaded_info(),
+            **self.lever_describe(),
+            **self._last_record,  # the levers' work counts of the last generated keyframe
         }
 
     def render(self, request: KeyframeRequest) -> np.ndarray:
         """Return uint8 (request.height, request.width, 3): the scene's image fitted, or generated
         from ``request.prompt`` with ``request.seed``."""
         if request.image is not None:
+            self._last_record = {}
             return fit_image(request.image, request.width, request.height)
         import torch
 
@@ -126,8 +132,13 @@ class DiffusersT2IKeyframe(DiffusersEngine):
             output_type="np",
             callback_on_step_end=step_progress(request.progress, 0, self.params.steps),
         )
-        if self._wan:
-            frame = to_uint8_frames(pipe(num_frames=1, max_sequence_length=self.params.max_sequence_length, **kwargs).frames)[0]
-        else:
-            frame = to_uint8_frames(np.asarray(pipe(**kwargs).images))[0]
+        if self.params.guidance_scale_2 is not None and pipe.config.get("boundary_ratio") is not None:
+            kwargs["guidance_scale_2"] = self.params.guidance_scale_2
+        self.start_counting()
+        with self.generation(pipe, self.params.steps, (self.params.guidance_scale, self.params.guidance_scale_2)):
+            if self._wan:
+                frame = to_uint8_frames(pipe(num_frames=1, max_sequence_length=self.params.max_sequence_length, **kwargs).frames)[0]
+            else:
+                frame = to_uint8_frames(np.asarray(pipe(**kwargs).images))[0]
+        self._last_record = self.lever_record(self.params.steps)
         return fit_image(frame, request.width, request.height)

@@ -2,12 +2,14 @@
 onto the device under a memory strategy, how it is released, and how its output becomes frames.
 
 A preset stage section of a model engine carries ``model`` (a Hugging Face repo id, an absolute
-folder, or a folder relative to the storage root) and the memory fields of
-:class:`ModelParams`.
+folder, or a folder relative to the storage root), the memory fields of :class:`ModelParams` and
+the speed levers of :class:`~wan_pipeline.engines.levers.LeverParams` (LoRAs, cache, weight
+storage, attention backend, compilation).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import Literal
@@ -16,6 +18,16 @@ import numpy as np
 from pydantic import ConfigDict, Field
 
 from wan_pipeline.devices import free_device_memory
+from wan_pipeline.engines.levers import (
+    LeverParams,
+    LeverState,
+    apply_levers,
+    describe_levers,
+    lever_plan_kwargs,
+    planned_vram,
+    single_file_problems,
+    validate_levers,
+)
 from wan_pipeline.errors import InputError
 from wan_pipeline.models.hub import quiet_hub_progress  # noqa: F401 (loaders below and callers use it)
 from wan_pipeline.models.model_files import ModelFileFields, uses_single_file
@@ -24,8 +36,9 @@ from wan_pipeline.storage import storage_root
 MemoryStrategy = Literal["auto", "full_gpu", "model_cpu_offload", "group_offload", "sequential_cpu_offload"]
 
 
-class ModelParams(ModelFileFields):
-    """Preset fields every model engine accepts.
+class ModelParams(ModelFileFields, LeverParams):
+    """Preset fields every model engine accepts (with the single-file keys of
+    :class:`ModelFileFields` and the speed levers of :class:`LeverParams`).
 
     model: repo id (``Wan-AI/Wan2.2-TI2V-5B-Diffusers``), absolute folder, or folder relative to
         the storage root (``models/tiny/wan21-i2v``); or a single ``.safetensors`` / ``.gguf``
@@ -89,6 +102,7 @@ def load_pipeline(
     file: str | None = None,
     plan_size: tuple[int, int, int] | None = None,
     root: Path | None = None,
+    prepare=None,
 ):
     """Load ``pipeline_cls`` from ``model`` (safetensors only, no remote code) and place it.
 
@@ -96,7 +110,13 @@ def load_pipeline(
     a repo id must be in the HF cache (else :class:`InputError` with the download command), every
     component must be present with safetensors weights, and a Wan checkpoint is identified from
     its configs (``pipe.wan_model_info``). plan_size: (width, height, frames) of one generation,
-    for the memory planner when ``memory_strategy`` is ``auto`` on CUDA.
+    for the memory planner when ``memory_strategy`` is ``auto`` on CUDA. prepare: called with the
+    pipeline after loading and before it is placed (the speed levers: fp8 storage must shrink the
+    weights before they go to the GPU).
+
+    The pipeline carries ``plan_source`` (the folder whose configs the memory planner reads) and,
+    from single files, ``loaded_weight_bytes`` / ``stored_weight_bytes``: the denoisers' measured
+    bytes per parameter before and after ``prepare`` (:func:`stored_weight_bytes`).
 
     Returns ``(pipeline, memory_strategy)`` where ``memory_strategy`` is what was applied: ``cpu``
     on a CPU device, else the preset's strategy or the planner's choice for ``auto``.
@@ -108,10 +128,18 @@ def load_pipeline(
 
         files = resolve_model_files(params, file, root or storage_root())
         quiet_hub_progress()
-        pipe = load_files_pipeline(pipeline_cls, files, model_dtype(params.dtype, device)[0], keep_fp8=device.startswith("cuda"))
+        dtype, dtype_note = model_dtype(params.dtype, device)
+        pipe = load_files_pipeline(pipeline_cls, files, dtype, keep_fp8=device.startswith("cuda"))
         pipe.set_progress_bar_config(disable=True)
         pipe.wan_model_info = files.info
-        return pipe, apply_memory_strategy(pipe, device, params, str(files.config_dir), plan_size)
+        pipe.dtype_note = dtype_note
+        pipe.plan_source = source = str(files.config_dir)
+        pipe.loaded_weight_bytes = stored_weight_bytes(pipe, source)  # a GGUF file at its size, fp8 kept in fp8
+        if prepare is not None:
+            prepare(pipe)
+        pipe.stored_weight_bytes = stored_weight_bytes(pipe, source)
+        plan = memory_plan(source, device, params, dtype, plan_size, stored=pipe.stored_weight_bytes) if device.startswith("cuda") else None
+        return pipe, apply_memory_strategy(pipe, device, params, source, plan_size, plan=plan)
     source = resolve_model_source(model, root)
     try:
         ckpt = read_checkpoint(source)
@@ -130,29 +158,81 @@ def load_pipeline(
     if plan is not None and plan.offload_to_disk and device.startswith("cuda"):
         from wan_pipeline.engines.disk_offload import load_components_to_disk, offload_folder
 
+        problems = disk_offload_problems(params)
+        if problems:
+            raise InputError(file, [f"model {model!r}: {p} ({plan.reason})" for p in problems])
         folder = offload_folder(plan.total_weights_mib)
-        components = load_components_to_disk(ckpt, component_dtype_map(dtype), device, folder)
+        storage = params.weights.storage_dtype  # cast before the weights are written: fp8 on disk and in transfer
+        components = load_components_to_disk(ckpt, component_dtype_map(dtype), device, folder, storage_dtype=storage)
     pipe = pipeline_cls.from_pretrained(str(ckpt.source), dtype=component_dtype_map(dtype), use_safetensors=True, **components)
     pipe.set_progress_bar_config(disable=True)
     pipe.wan_model_info = info
     pipe.dtype_note = dtype_note
     pipe.offload_folder = folder
+    pipe.plan_source = str(ckpt.source)
+    if prepare is not None:
+        prepare(pipe)
     strategy = apply_memory_strategy(pipe, device, params, str(ckpt.source), plan_size, plan=plan)
     return pipe, strategy
 
 
-def memory_plan(source: str, device: str, params: ModelParams, dtype, plan_size):
+def memory_plan(source: str, device: str, params: ModelParams, dtype, plan_size, stored: dict[str, float] | None = None):
     """The memory plan of one generation of ``plan_size`` (width, height, frames) with the
-    preset's ``memory_strategy`` on ``device`` (free VRAM and host RAM measured now), made before
-    any weight is read; None without a ``plan_size``. See :func:`wan_pipeline.models.plan_memory`."""
+    preset's ``memory_strategy`` and speed levers on ``device`` (free VRAM and host RAM measured
+    now), made before any weight is read; None without a ``plan_size``. stored: measured bytes
+    per parameter of loaded denoisers (:func:`stored_weight_bytes`), which replace the levers'
+    estimate. See :func:`wan_pipeline.models.plan_memory`."""
     if plan_size is None:
         return None
     from wan_pipeline.models import plan_for_model
 
     width, height, frames = plan_size
     name = str(dtype).removeprefix("torch.")
-    _, plan = plan_for_model(source, width=width, height=height, frames=frames, dtype=name, strategy=params.memory_strategy, device=device)
+    levers = lever_plan_kwargs(source, params, width, height, frames, name)
+    if stored:
+        levers["weight_bytes"] = {**levers.get("weight_bytes", {}), **stored}
+    _, plan = plan_for_model(
+        source, width=width, height=height, frames=frames, dtype=name, strategy=params.memory_strategy, device=device, **levers
+    )
     return plan
+
+
+def stored_weight_bytes(pipe, source: str) -> dict[str, float]:
+    """``{denoiser: bytes per parameter}`` as the loaded weights are stored (a ``.gguf`` file at
+    its quantized size, an fp8 file kept in fp8: 1.0), measured from the tensors against the
+    parameter count of the configs at ``source``; denoisers that cannot be measured are left out."""
+    from wan_pipeline.engines.levers import denoisers
+    from wan_pipeline.models import read_checkpoint
+    from wan_pipeline.models.memory import component_parameters
+
+    try:
+        counts = component_parameters(read_checkpoint(source))
+    except InputError:
+        return {}
+    out = {}
+    for name, module in denoisers(pipe):
+        stats = counts.get(name)
+        if stats is None or not stats.total:
+            continue
+        stored = sum(t.numel() * t.element_size() for t in [*module.parameters(), *module.buffers()])
+        out[name] = stored / stats.total
+    return out
+
+
+def disk_offload_problems(params: ModelParams) -> list[str]:
+    """The speed levers that cannot apply to a pipeline whose weights are offloaded to disk while
+    loading (:mod:`~wan_pipeline.engines.disk_offload`): preset LoRAs (fused into weights that
+    already sit in the offload files) and torchao quantization; fp8 ``weights.storage_dtype``
+    does apply (cast before the files are written)."""
+    out = []
+    if params.loras:
+        out.append(
+            "loras: preset LoRAs cannot be fused into weights offloaded to disk while loading: give them in the "
+            "scenes (applied as adapters), or run on a machine with more host RAM"
+        )
+    if params.weights.quantization != "none":
+        out.append("weights.quantization: torchao cannot quantize weights offloaded to disk: use weights.storage_dtype")
+    return out
 
 
 def model_dtype(name: str, device: str):
@@ -364,9 +444,15 @@ class DiffusersEngine:
         if uses_single_file(self.params):  # checked now (file headers only), so preflight reports it
             from wan_pipeline.models.model_files import resolve_model_files
 
-            resolve_model_files(self.params, self.file, ctx.storage_root)
+            files = resolve_model_files(self.params, self.file, ctx.storage_root)
+            problems = single_file_problems(self.params, self.stage, files)
+            if problems:
+                raise InputError(self.file, problems)
+        guidance = (getattr(self.params, "guidance_scale", None), getattr(self.params, "guidance_scale_2", None))
+        validate_levers(self.params, self.stage, self.file, self.device, self.params.steps, guidance)
         self._pipe = None
         self._strategy: str | None = None
+        self._levers: LeverState | None = None
 
     def plan_frames(self) -> int:
         return 1
@@ -384,6 +470,12 @@ class DiffusersEngine:
     def _load(self, pipeline_cls, source: str | None = None):
         """Load ``pipeline_cls`` (see :func:`load_pipeline`), with the preset's ``flow_shift`` on its
         UniPC scheduler when given."""
+        levers: list[LeverState] = []
+
+        def prepare(pipe) -> None:  # before placement: LoRAs fused and weights cast on the host
+            resolve = getattr(self.preset, "model_path", None)  # the engine context's, where it has one
+            levers.append(apply_levers(pipe, self.params, self.stage, self.file, resolve=resolve))
+
         pipe, self._strategy = load_pipeline(
             pipeline_cls,
             source or self.params.model,
@@ -392,15 +484,56 @@ class DiffusersEngine:
             self.file,
             plan_size=(self.preset.width, self.preset.height, self.plan_frames()),
             root=self.preset.storage_root,
+            prepare=prepare,
         )
+        self._levers = levers[0]
         flow_shift = getattr(self.params, "flow_shift", None)
         if flow_shift is not None:
             from diffusers import UniPCMultistepScheduler
 
             pipe.scheduler = UniPCMultistepScheduler.from_config(pipe.scheduler.config, flow_shift=flow_shift)
+        plan_size = (self.preset.width, self.preset.height, self.plan_frames())
+        self._levers.planned_vram_mib, self._levers.planned_vram_plain_mib = planned_vram(
+            pipe.plan_source,
+            self.device,
+            self.params,
+            plan_size,
+            stored=getattr(pipe, "stored_weight_bytes", None),
+            loaded=getattr(pipe, "loaded_weight_bytes", None),
+        )
         return pipe
+
+    @contextlib.contextmanager
+    def generation(self, pipe, steps: int, guidance: tuple[float | None, ...] = ()):
+        """Around one pipeline call of ``steps`` steps with ``guidance`` scales: the preset's
+        cache hook (see :class:`~wan_pipeline.engines.levers.LeverState`); work counts accumulate."""
+        if self._levers is None:
+            yield
+            return
+        with self._levers.generation(pipe, steps, guidance):
+            yield
+
+    def start_counting(self) -> None:
+        """Restart the work counts (at the start of a render)."""
+        if self._levers is not None:
+            self._levers.reset()
+
+    def lever_describe(self) -> dict:
+        """The levers as configured and applied (static telemetry for ``describe()``)."""
+        return describe_levers(self.params, self._levers)
+
+    def lever_record(self, steps: int | None, reset: bool = True) -> dict:
+        """Telemetry of the speed levers for the generations since the last record (keys:
+        :data:`~wan_pipeline.engines.levers.LEVER_TELEMETRY_KEYS`); counts restart if ``reset``."""
+        if self._levers is None:
+            return {"steps": steps, **self.lever_describe()}
+        record = self._levers.telemetry(steps)
+        if reset:
+            self._levers.reset()
+        return record
 
     def close(self) -> None:
         """Release the pipeline (host memory and CUDA cache)."""
         pipe, self._pipe = self._pipe, None
+        self._levers = None
         release_pipeline(pipe)

@@ -48,12 +48,16 @@ def offload_folder(weights_mib: float, root: Path | None = None) -> Path:
     return Path(tempfile.mkdtemp(prefix="load-", dir=root))
 
 
-def load_components_to_disk(ckpt, dtypes: dict, device: str, folder: Path, log=lambda m: None) -> dict:
+def load_components_to_disk(ckpt, dtypes: dict, device: str, folder: Path, log=lambda m: None, storage_dtype: str | None = None) -> dict:
     """Load every weighted component of ``ckpt`` (a :class:`~wan_pipeline.models.checkpoint.Checkpoint`)
     one at a time in its dtype (``dtypes``: component name → torch dtype, ``default`` for the
     rest) and apply block-level group offloading to disk (``folder/<component>``) before the next
     is read. ``device``: where the groups run (``cuda:N``; ``cpu`` only for tests, without CUDA
-    streams). Returns ``{component name: module}`` for ``from_pretrained``.
+    streams). storage_dtype: a torch dtype name (speed lever ``weights.storage_dtype``, e.g.
+    ``float8_e4m3fn``) the denoisers' weights are stored in through diffusers' layerwise casting,
+    applied before the group offloading so the files hold (and the GPU receives) the smaller
+    weights; computation stays in their load dtype. Returns ``{component name: module}`` for
+    ``from_pretrained``.
     """
     import torch
     from diffusers.hooks import apply_group_offloading
@@ -67,6 +71,8 @@ def load_components_to_disk(ckpt, dtypes: dict, device: str, folder: Path, log=l
         dtype = dtypes.get(name, dtypes.get("default"))
         dtype_kw = {"torch_dtype": dtype} if comp.library == "diffusers" else {"dtype": dtype}
         module = cls.from_pretrained(str(ckpt.source), subfolder=name, use_safetensors=True, **dtype_kw).eval()
+        if storage_dtype is not None and name in ("transformer", "transformer_2"):
+            module.enable_layerwise_casting(storage_dtype=getattr(torch, storage_dtype), compute_dtype=dtype)
         apply_group_offloading(
             module,
             onload_device=torch.device(device),

@@ -48,13 +48,15 @@ class VaceFilmParams(ModelParams):
 
     seam_frames: native frames regenerated per seam (split over both sides); context_frames:
     native frames of context on each side; cut_seams: also regenerate at ``cut`` transitions;
-    crf: H.264 quality of the delivery file (read by the writer).
+    crf: H.264 quality of the delivery file (read by the writer); guidance_scale_2: the
+    low-noise expert of a two-expert checkpoint; plus the speed levers of ``ModelParams``.
     """
 
     seam_frames: int = Field(8, ge=1, le=64)
     context_frames: int = Field(8, ge=1, le=64)
     steps: int = 30
     guidance_scale: float = Field(5.0, ge=0.0, le=30.0)
+    guidance_scale_2: float | None = Field(None, ge=0.0, le=30.0)
     flow_shift: float | None = Field(None, gt=0.0, le=50.0)
     cut_seams: bool = True
     crf: int = Field(18, ge=0, le=51)
@@ -125,6 +127,7 @@ class WanVaceFilm(DiffusersEngine):
             "crf": p.crf,
             "memory_strategy": self._strategy or p.memory_strategy,
             **self.loaded_info(),
+            **self.lever_describe(),
         }
 
     # -- the join --------------------------------------------------------------------------
@@ -154,6 +157,7 @@ class WanVaceFilm(DiffusersEngine):
         seam_frames: list[np.ndarray | None] = [None] * (len(scenes) - 1)
         plans = []
         todo = [i for i in range(len(scenes) - 1) if scenes[i].transition == "handoff" or self.params.cut_seams]
+        self.start_counting()
         for count, i in enumerate(todo):
             left, right = scenes[i], scenes[i + 1]
             handoff = left.transition == "handoff"
@@ -208,6 +212,7 @@ class WanVaceFilm(DiffusersEngine):
             "model": self.params.model,
             "memory_strategy": self._strategy,
         }
+        meta.update(self.lever_record(self.params.steps))  # cache, work counts over all seams, storage dtype
         if self._pipe is not None:
             meta["variant"] = checkpoint_variant(self._pipe)
             h, w = scenes[0].native.frames.shape[1:3]
@@ -234,21 +239,27 @@ class WanVaceFilm(DiffusersEngine):
         video = np.concatenate([ctx_l, grey, ctx_r])
         mask = np.concatenate([np.zeros(c), np.ones(s), np.zeros(c)])
         steps = self.params.steps
-        out = self.pipe(
-            video=[Image.fromarray(f) for f in video],
-            mask=[Image.fromarray(np.full((h, w), 255 * int(m), np.uint8)) for m in mask],
-            prompt=" ".join(p for p in (left.prompt, right.prompt) if p) or "a continuous shot",
-            negative_prompt=self.params.negative_prompt,
-            height=h,
-            width=w,
-            num_frames=len(video),
-            num_inference_steps=steps,
-            guidance_scale=self.params.guidance_scale,
-            max_sequence_length=self.params.max_sequence_length,
-            generator=torch.Generator("cpu").manual_seed(int(request.seed) + index),
-            output_type="np",
-            callback_on_step_end=step_progress(request.progress, index * steps, total * steps),
-        ).frames
+        pipe = self.pipe
+        extra = {}
+        if self.params.guidance_scale_2 is not None and pipe.config.get("boundary_ratio") is not None:
+            extra["guidance_scale_2"] = self.params.guidance_scale_2
+        with self.generation(pipe, steps, (self.params.guidance_scale, self.params.guidance_scale_2)):
+            out = pipe(
+                video=[Image.fromarray(f) for f in video],
+                mask=[Image.fromarray(np.full((h, w), 255 * int(m), np.uint8)) for m in mask],
+                prompt=" ".join(p for p in (left.prompt, right.prompt) if p) or "a continuous shot",
+                negative_prompt=self.params.negative_prompt,
+                height=h,
+                width=w,
+                num_frames=len(video),
+                num_inference_steps=steps,
+                guidance_scale=self.params.guidance_scale,
+                max_sequence_length=self.params.max_sequence_length,
+                generator=torch.Generator("cpu").manual_seed(int(request.seed) + index),
+                output_type="np",
+                callback_on_step_end=step_progress(request.progress, index * steps, total * steps),
+                **extra,
+            ).frames
         generated = to_uint8_frames(out)[c : c + s]
         return match_colour(generated, ctx_l, ctx_r), ctx_l, ctx_r
 

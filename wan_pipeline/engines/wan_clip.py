@@ -44,7 +44,7 @@ from wan_pipeline.engines.diffusers_support import (
     step_progress,
     to_uint8_frames,
 )
-from wan_pipeline.engines.lora import LoraEntry, loras_applied
+from wan_pipeline.engines.lora import loras_applied
 from wan_pipeline.errors import InputError
 from wan_pipeline.frame_metrics import mean_colour_shift
 from wan_pipeline.media.clip import Clip
@@ -61,8 +61,9 @@ class WanClipParams(ModelParams):
     steps / guidance_scale: defaults, overridden per scene; guidance_scale_2: low-noise expert
     (two-expert models; default = guidance_scale); flow_shift: scheduler shift (None keeps the
     checkpoint's); max_frames: the longest single generation (4k+1; Wan: 81); min_size/max_size:
-    the supported side length in pixels; loras: adapters applied to every scene; overlap_frames /
-    colour_match: how a long scene's segments continue (module doc).
+    the supported side length in pixels; overlap_frames / colour_match: how a long scene's
+    segments continue (module doc). The speed levers (``loras`` fused for every scene, ``cache``,
+    ``weights``, ``attention_backend``, ``compile``) come from ``ModelParams``.
     """
 
     steps: int = 30
@@ -72,7 +73,6 @@ class WanClipParams(ModelParams):
     max_frames: int = Field(81, ge=5, le=481)
     min_size: int = Field(256, ge=16)
     max_size: int = Field(1280, le=4096)
-    loras: list[LoraEntry] = Field(default_factory=list)
     overlap_frames: int = Field(5, ge=1, le=33, description="frames a segment continues from (4k+1; Wan2GP: 5)")
     colour_match: bool = Field(True, description="match each later segment's colours to the overlap it continues")
 
@@ -190,6 +190,7 @@ class WanI2VClip(DiffusersEngine):
             "max_frames": p.max_frames,
             "dtype": p.dtype,
             "memory_strategy": self._strategy or p.memory_strategy,
+            **self.lever_describe(),
         }
         if self._pipe is not None:
             out["variant"] = checkpoint_variant(self._pipe)
@@ -203,9 +204,8 @@ class WanI2VClip(DiffusersEngine):
         return self.pipe(**kwargs).frames
 
     def _lora_list(self, request: ClipRequest) -> list[tuple[Path, float, str]]:
+        """The scene's LoRAs, loaded as adapters on top of the preset's (fused at load)."""
         out = []
-        for entry in self.params.loras:
-            out.append((self.preset.model_path(entry.path), entry.strength, entry.expert))
         for lora in request.loras:
             out.append((Path(lora.path), float(lora.strength), getattr(lora, "expert", "both")))
         return out
@@ -261,6 +261,7 @@ class WanI2VClip(DiffusersEngine):
         pieces: list[np.ndarray] = []
         context = None  # uint8 (overlap, H, W, 3): the previous segment's last frames
         shifts: list[float] = []
+        self.start_counting()
         with loras_applied(pipe, self._lora_list(request), request.log):
             for i, n in enumerate(lengths):
                 final = i == len(lengths) - 1
@@ -285,7 +286,7 @@ class WanI2VClip(DiffusersEngine):
                     kwargs["guidance_scale_2"] = guidance_2
                 if end is not None:
                     kwargs["last_image"] = Image.fromarray(end)
-                with _clip_images(pipe, start, end), _continue_from(pipe, context):
+                with _clip_images(pipe, start, end), _continue_from(pipe, context), self.generation(pipe, steps, (guidance, guidance_2)):
                     frames = to_uint8_frames(self._run_pipeline(**kwargs))
                 if context is None:
                     pieces.append(frames)
@@ -313,6 +314,7 @@ class WanI2VClip(DiffusersEngine):
             "warnings": warnings,
             **self.loaded_info(),
         }
+        meta.update(self.lever_record(steps))  # cache, work counts, storage dtype, planner VRAM
         if guidance_2 is not None:
             meta["guidance_scale_2"] = guidance_2
         for w in warnings:

@@ -252,12 +252,21 @@ def gpu_memory_mib(device: str) -> tuple[float | None, float | None]:
 
 
 def plan_for_model(
-    model_ref: str, *, width: int, height: int, frames: int, dtype: str = "bfloat16", strategy: str = "auto", device: str = "cuda:0"
+    model_ref: str,
+    *,
+    width: int,
+    height: int,
+    frames: int,
+    dtype: str = "bfloat16",
+    strategy: str = "auto",
+    device: str = "cuda:0",
+    **levers,
 ):
     """Read ``model_ref`` and plan its memory for one generation on ``device`` (free VRAM and
     available host RAM measured now). Returns ``(ModelInfo, MemoryPlan)``; for engines, which
     record ``plan.chosen_strategy``, ``vae_tiling`` and ``estimated_peak_mib`` in the stage
-    metadata and refuse to load when ``plan.fits_ram`` is False. Raises :class:`InputError`."""
+    metadata and refuse to load when ``plan.fits_ram`` is False. ``levers``: the speed levers'
+    ``weight_bytes`` / ``extra_activation_mib`` of :func:`plan_memory`. Raises :class:`InputError`."""
     import psutil
 
     ckpt = read_checkpoint(model_ref)
@@ -274,6 +283,7 @@ def plan_for_model(
         vram_total_mib=total,
         vram_free_mib=free,
         ram_available_mib=psutil.virtual_memory().available / MIB,
+        **levers,
     )
     return info, plan
 

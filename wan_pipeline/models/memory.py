@@ -54,7 +54,18 @@ from wan_pipeline.models.checkpoint import Checkpoint
 MIB = 2**20
 STRATEGIES = ("full_gpu", "model_cpu_offload", "group_offload", "sequential_cpu_offload")
 """Weakest to strongest: each keeps less of the model on the GPU (and runs slower)."""
-DTYPE_BYTES = {"float32": 4, "fp32": 4, "float16": 2, "fp16": 2, "bfloat16": 2, "bf16": 2, "float8": 1, "fp8": 1, "float8_e4m3fn": 1}
+DTYPE_BYTES = {
+    "float32": 4,
+    "fp32": 4,
+    "float16": 2,
+    "fp16": 2,
+    "bfloat16": 2,
+    "bf16": 2,
+    "float8": 1,
+    "fp8": 1,
+    "float8_e4m3fn": 1,
+    "float8_e5m2": 1,
+}
 OVERHEAD_MIB = 1024.0
 """CUDA context + allocator fragmentation (estimate)."""
 VAE_CACHE_FACTOR = 8
@@ -303,6 +314,9 @@ def plan_memory(
     vram_free_mib: float | None = None,
     strategy: str = "auto",
     ram_available_mib: float | None = None,
+    weight_bytes: dict[str, float] | None = None,
+    extra_activation_mib: dict[str, float] | None = None,
+    loaded_weight_bytes: dict[str, float] | None = None,
 ) -> MemoryPlan:
     """Estimate the memory a checkpoint needs for one ``width``×``height``×``frames`` generation
     and choose a strategy.
@@ -313,14 +327,26 @@ def plan_memory(
     with VAE tiling switched on when the untiled decode would not fit. ram_available_mib: host
     RAM available (psutil), None to leave host RAM unchecked; a forced ``group_offload`` that
     does not fit it goes to disk, any other strategy that does not fit it gives ``fits=False``.
+    weight_bytes: bytes per parameter of named components that are stored differently from
+    ``dtype`` (speed levers: fp8 layerwise casting 1.0; a GGUF file its size / parameters, e.g.
+    ≈0.56 for Q4_K); extra_activation_mib: MiB added to a component's activations (a cache's
+    kept residuals; ``transformer`` covers both denoisers); loaded_weight_bytes: bytes per
+    parameter of named components as they are read, where ``weight_bytes`` is applied only after
+    loading (layerwise casting: the host holds the load dtype first); host RAM is planned with them.
     Raises :class:`InputError` for an unknown strategy or dtype.
     """
     if strategy != "auto" and strategy not in STRATEGIES:
         raise InputError(None, f"memory_strategy: {strategy!r} unknown; use auto or one of {', '.join(STRATEGIES)}")
     b = dtype_bytes(dtype)
     stats = component_parameters(ckpt)
-    weights = {n: s.total * (4 if n in FULL_PRECISION_COMPONENTS else b) / MIB for n, s in stats.items()}
+    per_param = {n: (4 if n in FULL_PRECISION_COMPONENTS else b) for n in stats}
+    per_param.update({n: v for n, v in (weight_bytes or {}).items() if n in stats})
+    weights = {n: s.total * per_param[n] / MIB for n, s in stats.items()}
+    load_param = {**per_param, **{n: v for n, v in (loaded_weight_bytes or {}).items() if n in stats}}
+    loaded = {n: s.total * load_param[n] / MIB for n, s in stats.items()}  # host RAM while loading
     act = _activations(ckpt, stats, width, height, frames, b, 4)
+    for name, extra in (extra_activation_mib or {}).items():
+        act[name] = act.get(name, 0.0) + extra
 
     def act_of(name: str, tiled: bool) -> float:
         if name in DENOISERS:
@@ -330,7 +356,7 @@ def plan_memory(
         return act.get(name, 0.0)
 
     def resident(name: str, strat: str) -> float:
-        s, bytes_ = stats[name], (4 if name in FULL_PRECISION_COMPONENTS else b)
+        s, bytes_ = stats[name], per_param[name]
         if strat == "group_offload" and s.blocks:
             return ((s.total - s.in_blocks) + 2 * s.in_blocks / s.blocks) * bytes_ / MIB
         if strat == "sequential_cpu_offload":
@@ -347,13 +373,13 @@ def plan_memory(
     peaks = {s: round(peak(s, False), 1) for s in STRATEGIES}
     tiled_peaks = {s: round(peak(s, True), 1) for s in STRATEGIES}
     budget = vram_free_mib * VRAM_MARGIN if vram_free_mib is not None else None
-    total_w = sum(weights.values())
+    total_w = sum(loaded.values())
     if budget is None:  # CPU device: weights and activations all in host RAM
         in_memory = total_w + max((act_of(n, False) for n in stats), default=0.0) + HOST_OVERHEAD_MIB
     else:
         in_memory = total_w + HOST_OVERHEAD_MIB
     host_by = {s: round(in_memory, 1) for s in STRATEGIES}
-    host_by[DISK_OFFLOAD] = round(max(weights.values(), default=0.0) + HOST_OVERHEAD_MIB, 1)
+    host_by[DISK_OFFLOAD] = round(max(loaded.values(), default=0.0) + HOST_OVERHEAD_MIB, 1)
     ram_budget = ram_available_mib * RAM_MARGIN if ram_available_mib is not None else None
 
     def ram_ok(host: float) -> bool:

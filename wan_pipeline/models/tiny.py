@@ -287,6 +287,48 @@ _WAN_LORA_NAMES = (
     ("ffn.net.0.proj", "ffn.0"),
     ("ffn.net.2", "ffn.2"),
 )
+# Wan (original checkpoint) names of the transformer linears a distillation LoRA adapts, as in
+# the lightx2v / Wan2.2-Lightning releases: the modules above plus the image key/value
+# projections ``k_img``/``v_img`` of I2V transformers.
+_DISTILL_NAMES = (
+    *_WAN_LORA_NAMES[:8],
+    ("attn2.add_k_proj", "cross_attn.k_img"),
+    ("attn2.add_v_proj", "cross_attn.v_img"),
+    *_WAN_LORA_NAMES[8:],
+)
+DISTILL_LORA = "loras/wan21-i2v-distill-4step.safetensors"
+"""Where :func:`make_all_tiny_models` writes the miniature distillation LoRA (under its folder)."""
+
+
+def _write_wan_lora(path, transformer, names, rank: int, seed: int, scale: float, bias_scale: float | None) -> Path:
+    """Write random LoRA factors in the original Wan key layout for the ``names`` ((diffusers,
+    Wan) module suffixes) of every block of ``transformer`` that exist as linears; ``diff_b`` bias
+    deltas too unless ``bias_scale`` is None."""
+    import torch
+    from safetensors.torch import save_file
+
+    from wan_pipeline.media.atomic import atomic_path
+
+    modules = dict(transformer.named_modules())
+    gen = torch.Generator().manual_seed(seed)
+    tensors = {}
+    for i in range(len(transformer.blocks)):
+        for ours, theirs in names:
+            module = modules.get(f"blocks.{i}.{ours}")
+            if not isinstance(module, torch.nn.Linear):
+                continue  # e.g. no image projections in a T2V / TI2V transformer
+            key = f"diffusion_model.blocks.{i}.{theirs}"
+            tensors[f"{key}.lora_down.weight"] = (
+                torch.randn(rank, module.in_features, generator=gen) / module.in_features**0.5
+            ).contiguous()
+            tensors[f"{key}.lora_up.weight"] = (torch.randn(module.out_features, rank, generator=gen) * scale).contiguous()
+            tensors[f"{key}.alpha"] = torch.tensor(float(rank))
+            if bias_scale is not None:
+                tensors[f"{key}.diff_b"] = (torch.randn(module.out_features, generator=gen) * bias_scale).contiguous()
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp))
+    return path
 
 
 def make_tiny_wan_lora(
@@ -299,36 +341,39 @@ def make_tiny_wan_lora(
     ``diff_b`` (out,), the bias delta. All random (``scale`` / ``bias_scale`` set the size of the
     up factor and of the bias delta), so the LoRA changes the output. Returns ``path``.
     """
-    import torch
-    from safetensors.torch import save_file
-
-    from wan_pipeline.media.atomic import atomic_path
-
-    pipe = build_tiny_pipeline(model)
-    modules = dict(pipe.transformer.named_modules())
-    gen = torch.Generator().manual_seed(seed)
-    tensors = {}
-    for i in range(len(pipe.transformer.blocks)):
-        for ours, theirs in _WAN_LORA_NAMES:
-            module = modules[f"blocks.{i}.{ours}"]
-            key = f"diffusion_model.blocks.{i}.{theirs}"
-            tensors[f"{key}.lora_down.weight"] = (
-                torch.randn(rank, module.in_features, generator=gen) / module.in_features**0.5
-            ).contiguous()
-            tensors[f"{key}.lora_up.weight"] = (torch.randn(module.out_features, rank, generator=gen) * scale).contiguous()
-            tensors[f"{key}.alpha"] = torch.tensor(float(rank))
-            tensors[f"{key}.diff_b"] = (torch.randn(module.out_features, generator=gen) * bias_scale).contiguous()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp))
-    return path
+    return _write_wan_lora(path, build_tiny_pipeline(model).transformer, _WAN_LORA_NAMES, rank, seed, scale, bias_scale)
 
 
-def make_all_tiny_models(directory: str | os.PathLike, kinds: tuple[str, ...] = ("wan", "rife", "esrgan", "single")) -> dict[str, Path]:
-    """Every miniature the ``tiny`` preset uses, under ``directory``: the Wan checkpoints
-    (``<name>/``), RIFE (``rife/flownet.pkl|.safetensors``), Real-ESRGAN (``esrgan/*.pth``) and the
-    Wan miniatures as single files in a ComfyUI ``comfyui/models/`` tree
-    (:mod:`wan_pipeline.models.tiny_single_file`). Returns ``{name: path}``; existing files are kept."""
+def make_tiny_distill_lora(
+    path: str | os.PathLike,
+    model: str = "wan21-i2v",
+    expert: str = "transformer",
+    rank: int = 4,
+    seed: int = 11,
+    scale: float = 0.3,
+    transformer=None,
+) -> Path:
+    """Write a LoRA in the key format of the published Wan distillation LoRAs (lightx2v,
+    Wan2.2-Lightning: original Wan module names, ``diffusion_model.blocks.<i>.<module>.lora_down /
+    lora_up.weight`` and ``.alpha``) for the miniature ``model``'s ``expert`` (``transformer`` or
+    ``transformer_2``), rank ``rank`` on every attention projection and FFN layer
+    (:data:`_DISTILL_NAMES`), so diffusers' Wan LoRA conversion is exercised. Random factors
+    (``scale`` sets the size of ``lora_up``); the weights are not a real distillation. A given
+    ``transformer`` (a ``WanTransformer3DModel``) is used instead of the miniature. Returns ``path``.
+    """
+    if transformer is None:
+        transformer = getattr(build_tiny_pipeline(model), expert)
+    return _write_wan_lora(path, transformer, _DISTILL_NAMES, rank, seed, scale, None)
+
+
+def make_all_tiny_models(
+    directory: str | os.PathLike, kinds: tuple[str, ...] = ("wan", "rife", "esrgan", "single", "lora")
+) -> dict[str, Path]:
+    """Every miniature the ``tiny`` and ``tiny-fast`` presets use, under ``directory``: the Wan
+    checkpoints (``<name>/``), RIFE (``rife/flownet.pkl|.safetensors``), Real-ESRGAN
+    (``esrgan/*.pth``), the Wan miniatures as single files in a ComfyUI ``comfyui/models/`` tree
+    (:mod:`wan_pipeline.models.tiny_single_file`) and the distillation LoRA (:data:`DISTILL_LORA`).
+    Returns ``{name: path}``; existing files are kept."""
     from wan_pipeline.models.tiny_esrgan import make_tiny_esrgan
     from wan_pipeline.models.tiny_rife import make_tiny_rife_files
 
@@ -345,6 +390,9 @@ def make_all_tiny_models(directory: str | os.PathLike, kinds: tuple[str, ...] = 
         from wan_pipeline.models.tiny_single_file import make_tiny_single_files
 
         written.update({f"file-{k}": v for k, v in make_tiny_single_files(root, folders).items()})
+    if "lora" in kinds:
+        lora = root / DISTILL_LORA
+        written["distill-lora"] = lora if lora.is_file() else make_tiny_distill_lora(lora)
     return written
 
 
