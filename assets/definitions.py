@@ -51,6 +51,14 @@ def load_stories(folder: Path | None = None) -> tuple[list[Story], dict[str, str
     return stories, errors
 
 
+def take_tags(story: Story) -> dict[str, str]:
+    """Default run tags of a story's jobs: its own preset and take, shown (and editable) in the
+    Launchpad — set ``wan_pipeline/take`` and ``wan_pipeline/preset`` there to render another take."""
+    from wan_pipeline.run_config import PRESET_TAG, STORY_TAG, TAKE_TAG
+
+    return {STORY_TAG: story.id, PRESET_TAG: story.preset, TAKE_TAG: story.preset}
+
+
 def story_job(story: Story) -> dg.UnresolvedAssetJobDefinition:
     """``<story>_scenes``: every per-scene stage of the story (partitioned, single-run backfills);
     the stage table's per-scene rows, so neither the film nor the render report."""
@@ -58,6 +66,7 @@ def story_job(story: Story) -> dg.UnresolvedAssetJobDefinition:
         f"{story.id}_scenes",
         selection=dg.AssetSelection.assets(*[[story.id, name] for name in STAGES.scene_stages()]),
         partitions_def=dg.StaticPartitionsDefinition(story.scene_ids),
+        tags=take_tags(story),
         description=f"Render the scenes of {story.title or story.id} (keyframe → clip → interpolated → upscaled).",
     )
 
@@ -66,6 +75,7 @@ def film_job(story: Story) -> dg.UnresolvedAssetJobDefinition:
     return dg.define_asset_job(
         f"{story.id}_film",
         selection=dg.AssetSelection.assets(*[[story.id, name] for name in STAGES.story_stages()], [story.id, "render_report"]),
+        tags=take_tags(story),
         description=f"Join the rendered scenes of {story.title or story.id} into the film, then its render report.",
     )
 

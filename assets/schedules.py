@@ -1,4 +1,7 @@
-"""The nightly schedule: render whatever is stale or missing, one run per story.
+"""The nightly schedule: render whatever is stale or missing, one run per story and take.
+
+Every take the instance has runs of (and the story's own) is checked with the preset it was
+last rendered with; the film's runs include the render report.
 
 A day of edits (the sensor off, or runs that failed) renders overnight. The cron is
 ``$WAN_PIPELINE_NIGHTLY_CRON`` (default ``0 2 * * *``, 02:00 in ``$WAN_PIPELINE_TIMEZONE``, default
@@ -13,20 +16,22 @@ import dagster as dg
 
 from assets.render_context import current_story
 from assets.sensors import STORY_TAG
-from assets.status import observe_fingerprints, status_for
+from assets.status import known_takes, observe_fingerprints, status_for
 from wan_pipeline.errors import InputError
 from wan_pipeline.status import stale_plan
 from wan_pipeline.story import Story
 
 
-def stale_run_request(instance: dg.DagsterInstance, story: Story, reason: str) -> dg.RunRequest | None:
-    """ONE run rendering every stale or missing partition of ``story`` (None when all fresh)."""
-    plan = stale_plan(story, status_for(instance, story))
+def stale_run_request(instance: dg.DagsterInstance, story: Story, reason: str, config=None) -> dg.RunRequest | None:
+    """ONE run rendering every stale or missing partition of ``config``'s take of ``story`` (a
+    :class:`~wan_pipeline.run_config.RunConfig`; default the story's own); None when all fresh."""
+    plan = stale_plan(story, status_for(instance, story, config))
     if plan.empty:
         return None
+    run_tags = config.tags() if config is not None else {}
     return dg.RunRequest(
-        asset_selection=[dg.AssetKey([story.id, st]) for st in plan.stages],
-        tags={**plan.tags(story.scene_ids), STORY_TAG: story.id, "wan_pipeline/reason": reason},
+        asset_selection=[dg.AssetKey([story.id, name]) for name in plan.assets],
+        tags={**run_tags, **plan.tags(story.scene_ids), STORY_TAG: story.id, "wan_pipeline/reason": reason},
     )
 
 
@@ -37,7 +42,7 @@ def build_nightly_schedule(loaded: list[Story]) -> dg.ScheduleDefinition:
         execution_timezone=os.environ.get("WAN_PIPELINE_TIMEZONE", "UTC"),
         default_status=dg.DefaultScheduleStatus.STOPPED,
         target=dg.AssetSelection.groups(*[s.id for s in loaded]) if loaded else None,
-        description="Renders every stale or missing partition of every story (one run per story).",
+        description="Renders every stale or missing partition of every take of every story (one run per story and take).",
     )
     def nightly_render(context: dg.ScheduleEvaluationContext):
         requests = []
@@ -48,9 +53,10 @@ def build_nightly_schedule(loaded: list[Story]) -> dg.ScheduleDefinition:
             except InputError as exc:
                 context.log.error(f"story not rendered: {exc}")
                 continue
-            request = stale_run_request(context.instance, story, "nightly")
-            if request is not None:
-                requests.append(request)
+            for config in known_takes(context.instance, story).values():
+                request = stale_run_request(context.instance, story, "nightly", config)
+                if request is not None:
+                    requests.append(request)
         return requests or dg.SkipReason("every story is fresh")
 
     return nightly_render

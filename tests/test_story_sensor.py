@@ -85,7 +85,7 @@ def test_prompt_edit_requests_one_run_for_affected_partitions_then_fresh(rendere
     from assets.story_assets import build_story_assets
     from resources import default_resources
 
-    before = {s: (path.parent.parent / "storage/outputs/tiny_story" / s / "keyframe.png").stat().st_mtime_ns for s in ("s1", "s3")}
+    before = {s: (path.parent.parent / "storage/outputs/tiny_story/tiny" / s / "keyframe.png").stat().st_mtime_ns for s in ("s1", "s3")}
     run = dg.materialize(
         [*build_story_assets(story), *build_story_checks(story)],
         selection=req.asset_selection,
@@ -94,7 +94,7 @@ def test_prompt_edit_requests_one_run_for_affected_partitions_then_fresh(rendere
         tags=req.tags,
     )
     assert run.success
-    after = {s: (path.parent.parent / "storage/outputs/tiny_story" / s / "keyframe.png").stat().st_mtime_ns for s in ("s1", "s3")}
+    after = {s: (path.parent.parent / "storage/outputs/tiny_story/tiny" / s / "keyframe.png").stat().st_mtime_ns for s in ("s1", "s3")}
     assert after == before  # keyframe[s1] (in the range) was kept, s3 untouched
     assert all(p.state == MATERIALIZED for p in status_for(instance, story))
     again, _ = tick(instance, path, cursor=result.cursor)
