@@ -106,3 +106,34 @@ def test_film_duration_fps_and_run_summary(rendered):
     assert {(r["stage"], r["scene"]) for r in rows} == {(st, sc) for st in STAGES for sc in story.scene_ids} | {("film", None)}
     for row in rows:
         assert all(k in row for k in CONTRACT_KEYS) and row["path"].startswith("/")
+
+
+def _decoded_animation(markdown: str):
+    import base64
+    import io
+    import re
+
+    from PIL import Image
+
+    match = re.search(r"^!\[.*\]\(data:(image/(?:webp|gif));base64,([A-Za-z0-9+/=]+)\)$", markdown)
+    assert match, markdown[:80]
+    data = base64.b64decode(match.group(2))
+    return match.group(1), len(data), Image.open(io.BytesIO(data))
+
+
+def test_every_video_materialization_plays_an_animated_preview_of_its_take(rendered):
+    story, events = rendered["story"], rendered["events"]
+    for stage in ("clip", "interpolated", "upscaled", "film"):
+        for scene, meta in events[stage].items():
+            assert meta["take"].value == "small" and meta["preset"].value == "small", (stage, scene)
+            mime, size, image = _decoded_animation(meta["animation"].value)
+            assert mime == "image/webp" and size <= 2_000_000 and image.width <= 480
+            # a 1 s scene at 8 preview frames/s: 9 frames (the WebP encoder merges a static camera's
+            # identical frames into one); the film samples each of its 3 scenes
+            if scene is None:
+                assert image.is_animated and image.n_frames >= len(story.scenes), (stage, image.n_frames)
+            elif story.scene(scene).camera != "static":
+                assert image.is_animated and image.n_frames == 9, (stage, scene, image.n_frames)
+            assert image.size == (meta["width"].value, meta["height"].value)
+            assert meta["animation_path"].path.endswith(f"/small/{scene + '/' if scene else ''}{stage}.anim.webp")
+    assert "animation" not in events["keyframe"][story.scene_ids[0]]  # an image has its thumbnail only

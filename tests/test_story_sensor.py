@@ -58,9 +58,10 @@ def test_prompt_edit_requests_one_run_for_affected_partitions_then_fresh(rendere
     assert len(result.run_requests) == 1
     req = result.run_requests[0]
     assert {tuple(k.path) for k in req.asset_selection} == {
-        ("tiny_story", st) for st in ("keyframe", "clip", "interpolated", "upscaled", "film")
+        ("tiny_story", st) for st in ("keyframe", "clip", "interpolated", "upscaled", "film", "render_report")
     }
     assert req.tags["wan_pipeline/story"] == "tiny_story" and req.tags["wan_pipeline/changed_scenes"] == "s2"
+    assert req.tags["wan_pipeline/take"] == "tiny" and req.tags["wan_pipeline/preset"] == "tiny"
     assert (req.tags["dagster/asset_partition_range_start"], req.tags["dagster/asset_partition_range_end"]) == ("s1", "s2")
     assert req.tags["wan_pipeline/render/keyframe"] == "s2"
     assert req.tags["wan_pipeline/render/clip"] == req.tags["wan_pipeline/render/upscaled"] == "s1,s2"
@@ -78,6 +79,7 @@ def test_prompt_edit_requests_one_run_for_affected_partitions_then_fresh(rendere
         ("upscaled", "s1"),
         ("upscaled", "s2"),
         ("film", None),
+        ("render_report", None),
     }
 
     # execute the requested run as the daemon would
