@@ -54,9 +54,12 @@ def load_stories(folder: Path | None = None) -> tuple[list[Story], dict[str, str
 def take_tags(story: Story) -> dict[str, str]:
     """Default run tags of a story's jobs: its own preset and take, shown (and editable) in the
     Launchpad — set ``wan_pipeline/take`` and ``wan_pipeline/preset`` there to render another take."""
-    from wan_pipeline.run_config import PRESET_TAG, STORY_TAG, TAKE_TAG
+    from assets.stage_labels import story_preset
+    from wan_pipeline.run_config import PRESET_TAG, STORY_TAG, TAKE_TAG, default_take
 
-    return {STORY_TAG: story.id, PRESET_TAG: story.preset, TAKE_TAG: story.preset}
+    preset = story_preset(story)
+    tags = {STORY_TAG: story.id, PRESET_TAG: story.preset}
+    return {**tags, TAKE_TAG: default_take(preset)} if preset is not None else tags
 
 
 def story_job(story: Story) -> dg.UnresolvedAssetJobDefinition:

@@ -18,6 +18,7 @@ from assets.render_context import current_story
 from assets.sensors import STORY_TAG
 from assets.status import known_takes, observe_fingerprints, status_for
 from wan_pipeline.errors import InputError
+from wan_pipeline.run_config import TAKE_TAG
 from wan_pipeline.status import stale_plan
 from wan_pipeline.story import Story
 
@@ -29,7 +30,9 @@ def stale_run_request(instance: dg.DagsterInstance, story: Story, reason: str, c
     if plan.empty:
         return None
     run_tags = config.tags() if config is not None else {}
+    take = run_tags.get(TAKE_TAG, "")
     return dg.RunRequest(
+        run_key=f"{story.id}/{take}" if take else story.id,  # one per story and take in a tick (Dagster needs keys for several)
         asset_selection=[dg.AssetKey([story.id, name]) for name in plan.assets],
         tags={**run_tags, **plan.tags(story.scene_ids), STORY_TAG: story.id, "wan_pipeline/reason": reason},
     )
