@@ -10,7 +10,7 @@ The daemon, not a run coordinator that launches at once, runs the queue: that is
 ``dagster dev`` does, so the test goes through the same queued-run + ``gpu`` pool path as a person
 clicking Materialize.
 
-The story is rendered twice: take ``preview`` and take ``draft`` (a smaller copy of the preset),
+The story is rendered twice: take ``draft`` (a smaller copy of the preset), then take ``preview``,
 and the film's page shows both takes and plays the film's animated preview.
 
 Screenshots land in the test's ``tmp_path``; with ``WAN_PIPELINE_SCREENSHOTS`` set (``1`` or a
@@ -137,25 +137,22 @@ def studio(tmp_path_factory):
     env = {**os.environ, **make_small_project(folder, duration_s=0.5, width=128, height=80)}
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
     story = Path(env["WAN_PIPELINE_STORIES"]) / f"{STORY}.yaml"
-    render = subprocess.run(
-        [sys.executable, "-m", "wan_pipeline.cli", "render", str(story)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
-    )
-    assert render.returncode == 0, render.stderr[-3000:]
-    assert Path(render.stdout.strip().splitlines()[-1]).is_file()
-    # a second take with a smaller draft preset, side by side with the first
+    # two takes side by side: first a smaller draft preset, then the story's own (`preview`, the latest)
     workflows = Path(env["WAN_PIPELINE_WORKFLOWS"])
     draft = {**yaml.safe_load((workflows / "preview.yaml").read_text()), "name": "draft", "width": 96, "height": 64}
     (workflows / "draft.yaml").write_text(yaml.safe_dump(draft, sort_keys=False))
-    render = subprocess.run(
-        [sys.executable, "-m", "wan_pipeline.cli", "render", str(story), "--preset", "draft"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert render.returncode == 0, render.stderr[-3000:]
-    assert render.stdout.strip().splitlines()[-1].endswith(f"/outputs/{STORY}/draft/film.mp4")
+    for take in ("draft", "preview"):
+        render = subprocess.run(
+            [sys.executable, "-m", "wan_pipeline.cli", "render", str(story), "--preset", take],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert render.returncode == 0, render.stderr[-3000:]
+        film = Path(render.stdout.strip().splitlines()[-1])
+        assert film.is_file() and film.parent.name == take
 
     bindir = Path(sys.executable).parent
     port = _free_port()
@@ -249,7 +246,8 @@ def test_lineage_preview_and_telemetry(studio, browser, tmp_path):
         for key in TELEMETRY_KEYS:
             assert re.search(rf"(^|\s){key}(\s|$)", text), f"telemetry key {key!r} not on the page"
         assert "camera_motion" in text and "preview" in text and "handoff_to" in text
-        assert re.search(r"/outputs/launch_day/preview/liftoff/clip\.mp4", text)  # take `preview`
+        assert re.search(r"/outputs/launch_day/preview/liftoff/clip\.mp4", text)  # the latest take: `preview`
+        assert re.search(r"(^|\s)take\s+preview(\s|$)", text)
 
         page.get_by_text("[Show Markdown]").first.click()
         image = page.locator("img[src^='data:image/jpeg;base64,']").first
@@ -323,8 +321,8 @@ def test_film_plays_its_animated_preview_and_shows_both_takes(studio, browser, t
         metadata = page.locator("table").filter(has_text="animation").first
         expect(metadata).to_be_visible(timeout=30000)
         text = metadata.inner_text()
-        assert re.search(r"(^|\s)take\s+draft(\s|$)", text), "the film's take is not in its metadata"
-        assert re.search(rf"/outputs/{STORY}/draft/film\.mp4", text)
+        assert re.search(r"(^|\s)take\s+preview(\s|$)", text), "the film's take is not in its metadata"
+        assert re.search(rf"/outputs/{STORY}/preview/film\.mp4", text)
 
         row = metadata.locator("tr").filter(has_text="animation").first
         row.get_by_text("[Show Markdown]").click()
