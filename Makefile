@@ -18,7 +18,7 @@ $(BIN)/wan-pipeline: pyproject.toml
 
 install: $(BIN)/wan-pipeline
 
-## Render the demo story with the preview preset (CPU, no weights): storage/outputs/launch_day/film.mp4
+## Render the demo story with the preview preset (CPU, no weights): storage/outputs/launch_day/preview/film.mp4
 demo: install
 	$(BIN)/wan-pipeline render $(STORY) --preset $(PRESET)
 

@@ -28,7 +28,7 @@ import numpy as np
 from resources import GPUResource
 from wan_pipeline.frame_metrics import inter_frame_diff, mean_abs_diff, mean_luma, ssim
 from wan_pipeline.media.video_io import probe_video, read_video
-from wan_pipeline.preset import Preset, load_preset
+from wan_pipeline.preset import Preset
 from wan_pipeline.storage import StorageLayout
 from wan_pipeline.story import Story
 from wan_pipeline.telemetry import read_sidecar
@@ -66,11 +66,11 @@ def _finish(rows: list[dict], key: str = "scene") -> Outcome:
     return Outcome(not failed, failed, rows, "; ".join(problems + skipped) or f"{len(rows)} checked, all ok")
 
 
-def _missing(layout: StorageLayout, story: Story, stage: str) -> list[str]:
-    return [s for s in story.scene_ids if not layout.output(story.id, s, stage).is_file()]
+def _missing(layout: StorageLayout, story: Story, stage: str, take: str) -> list[str]:
+    return [s for s in story.scene_ids if not layout.output(story.id, s, stage, take=take).is_file()]
 
 
-def check_seams(story: Story, preset: Preset, layout: StorageLayout) -> Outcome:
+def check_seams(story: Story, preset: Preset, layout: StorageLayout, take: str) -> Outcome:
     """Seam continuity of every handoff pair (see the module docstring)."""
     t = thresholds(preset)
     rows = []
@@ -78,7 +78,7 @@ def check_seams(story: Story, preset: Preset, layout: StorageLayout) -> Outcome:
         nxt = story.handoff_target(s.id)
         if nxt is None:
             continue
-        a_path, b_path = layout.output(story.id, s.id, "clip"), layout.output(story.id, nxt.id, "clip")
+        a_path, b_path = layout.output(story.id, s.id, "clip", take=take), layout.output(story.id, nxt.id, "clip", take=take)
         if not (a_path.is_file() and b_path.is_file()):
             continue
         if (read_sidecar(a_path) or {}).get("flf2v") is False:
@@ -106,12 +106,12 @@ def check_seams(story: Story, preset: Preset, layout: StorageLayout) -> Outcome:
     return _finish(rows)
 
 
-def check_black_frozen(story: Story, preset: Preset, layout: StorageLayout) -> Outcome:
+def check_black_frozen(story: Story, preset: Preset, layout: StorageLayout, take: str) -> Outcome:
     """Black and (for moving cameras) frozen frames in every clip."""
     t = thresholds(preset)
     rows = []
     for s in story.scenes:
-        path = layout.output(story.id, s.id, "clip")
+        path = layout.output(story.id, s.id, "clip", take=take)
         if not path.is_file():
             continue
         frames = read_video(path).frames
@@ -138,11 +138,11 @@ def check_black_frozen(story: Story, preset: Preset, layout: StorageLayout) -> O
     return _finish(rows)
 
 
-def check_interpolated(story: Story, preset: Preset, layout: StorageLayout) -> Outcome:
+def check_interpolated(story: Story, preset: Preset, layout: StorageLayout, take: str) -> Outcome:
     """Interpolated fps = clip fps × factor; frames = factor·(n−1)+1 or factor·n."""
     rows = []
     for s in story.scenes:
-        src, out = layout.output(story.id, s.id, "clip"), layout.output(story.id, s.id, "interpolated")
+        src, out = layout.output(story.id, s.id, "clip", take=take), layout.output(story.id, s.id, "interpolated", take=take)
         if not (src.is_file() and out.is_file()):
             continue
         a, b = probe_video(src), probe_video(out)
@@ -167,11 +167,11 @@ def check_interpolated(story: Story, preset: Preset, layout: StorageLayout) -> O
     return _finish(rows)
 
 
-def check_upscaled(story: Story, preset: Preset, layout: StorageLayout) -> Outcome:
+def check_upscaled(story: Story, preset: Preset, layout: StorageLayout, take: str) -> Outcome:
     """Upscaled size = interpolated size × factor (±2 px), equal across scenes."""
     rows, sizes = [], set()
     for s in story.scenes:
-        src, out = layout.output(story.id, s.id, "interpolated"), layout.output(story.id, s.id, "upscaled")
+        src, out = layout.output(story.id, s.id, "interpolated", take=take), layout.output(story.id, s.id, "upscaled", take=take)
         if not (src.is_file() and out.is_file()):
             continue
         a, b = probe_video(src), probe_video(out)
@@ -195,14 +195,14 @@ def check_upscaled(story: Story, preset: Preset, layout: StorageLayout) -> Outco
     return _finish(rows)
 
 
-def check_segment_colour(story: Story, preset: Preset, layout: StorageLayout) -> Outcome:
+def check_segment_colour(story: Story, preset: Preset, layout: StorageLayout, take: str) -> Outcome:
     """Colour continuity inside long scenes: the clip's recorded ``segment_colour_shift`` (mean
     colour jump between its segments, 8-bit levels) at most ``segment_colour_shift_max``; scenes
     rendered in one segment (no such value) are not checked."""
     t = thresholds(preset)
     rows = []
     for s in story.scenes:
-        shift = (read_sidecar(layout.output(story.id, s.id, "clip")) or {}).get("segment_colour_shift")
+        shift = (read_sidecar(layout.output(story.id, s.id, "clip", take=take)) or {}).get("segment_colour_shift")
         if shift is None:
             continue
         rows.append(
@@ -216,9 +216,9 @@ def check_segment_colour(story: Story, preset: Preset, layout: StorageLayout) ->
     return _finish(rows)
 
 
-def check_film_duration(story: Story, preset: Preset, layout: StorageLayout) -> Outcome:
+def check_film_duration(story: Story, preset: Preset, layout: StorageLayout, take: str) -> Outcome:
     """Film duration = Σ scene durations within one frame per scene."""
-    path = layout.film(story.id)
+    path = layout.film(story.id, take=take)
     if not path.is_file():
         return Outcome(False, ["film"], [], f"{path} does not exist")
     info = probe_video(path)
@@ -258,9 +258,9 @@ def to_result(outcome: Outcome) -> dg.AssetCheckResult:
 
 def build_story_checks(story: Story) -> list[dg.AssetChecksDefinition]:
     """The checks of :data:`CHECKS` on ``<story>/<stage>``, evaluated on the story file as it is
-    now and its preset."""
+    now and the run's take with its preset (run tags, :class:`~wan_pipeline.run_config.RunConfig`)."""
     from assets.recovery import cancel_on_interrupt
-    from assets.render_context import current_story
+    from assets.render_context import run_config
 
     out = []
     for (stage, name), (evaluate, description) in CHECKS.items():
@@ -269,8 +269,8 @@ def build_story_checks(story: Story) -> list[dg.AssetChecksDefinition]:
             @dg.asset_check(asset=dg.AssetKey([story.id, stage]), name=name, description=description)
             @cancel_on_interrupt
             def _check(context, gpu: GPUResource) -> dg.AssetCheckResult:
-                current = current_story(story)
-                outcome = evaluate(current, load_preset(current.preset), gpu.layout())
+                config = run_config(context, story, gpu)  # the run's take and preset
+                outcome = evaluate(config.story, config.preset, config.layout, config.take)
                 if not outcome.passed:
                     context.log.error(f"{story.id}/{stage} {name}: {outcome.summary}")
                 return to_result(outcome)

@@ -21,6 +21,17 @@ def render_job_name(story_id: str) -> str:
     return f"{story_id}_render"
 
 
+def take_tags(story: Story) -> dict[str, str]:
+    """Default run tags of a story's jobs: its own preset and take, shown (and editable) in the
+    Launchpad — set ``wan_pipeline/take`` and ``wan_pipeline/preset`` there to render another take."""
+    from assets.stage_labels import story_preset
+    from wan_pipeline.run_config import PRESET_TAG, STORY_TAG, TAKE_TAG, default_take
+
+    preset = story_preset(story)
+    tags = {STORY_TAG: story.id, PRESET_TAG: story.preset}
+    return {**tags, TAKE_TAG: default_take(preset)} if preset is not None else tags
+
+
 def story_job(story: Story) -> dg.UnresolvedAssetJobDefinition:
     """``<story>_scenes``: every per-scene stage of the story (partitioned, single-run backfills);
     the stage table's per-scene rows, so neither the film nor the render report."""
@@ -28,6 +39,7 @@ def story_job(story: Story) -> dg.UnresolvedAssetJobDefinition:
         f"{story.id}_scenes",
         selection=dg.AssetSelection.assets(*[[story.id, name] for name in STAGES.scene_stages()]),
         partitions_def=dg.StaticPartitionsDefinition(story.scene_ids),
+        tags=take_tags(story),
         description=f"Render the scenes of {story.title or story.id} (keyframe → clip → interpolated → upscaled).",
     )
 
@@ -37,6 +49,7 @@ def film_job(story: Story) -> dg.UnresolvedAssetJobDefinition:
     return dg.define_asset_job(
         f"{story.id}_film",
         selection=dg.AssetSelection.assets(*[[story.id, name] for name in STAGES.story_stages()], [story.id, "render_report"]),
+        tags=take_tags(story),
         description=f"Join the rendered scenes of {story.title or story.id} into the film, then its render report.",
     )
 

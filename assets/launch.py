@@ -29,6 +29,7 @@ from assets.executors import celery_enabled
 from assets.recovery import BAD_INPUT_KEY
 from wan_pipeline import interrupts, progress
 from wan_pipeline.errors import InputError
+from wan_pipeline.fingerprint import REPORT
 from wan_pipeline.preflight import check_preset
 from wan_pipeline.run_config import CHECKED_TAG, RunConfig
 from wan_pipeline.stages import STAGES
@@ -77,7 +78,7 @@ def range_tags(start: str, end: str) -> dict:
 
 
 def _story_selection(story: Story) -> dg.AssetSelection:
-    keys = [[story.id, name] for name in STAGES.story_stages()] + [[story.id, "render_report"]]
+    keys = [[story.id, name] for name in STAGES.story_stages()] + [[story.id, REPORT]]
     return dg.AssetSelection.assets(*keys)
 
 
@@ -377,7 +378,7 @@ def runs_after_waiting(instance: dg.DagsterInstance, story: Story, config: RunCo
     from assets.status import status_for
     from wan_pipeline.status import stale_plan
 
-    plan = stale_plan(story, status_for(instance, story, config.preset))
+    plan = stale_plan(story, status_for(instance, story, config))
     if plan.empty:
         return []
     selection = dg.AssetSelection.assets(*[[story.id, st] for st in plan.stages])
@@ -442,11 +443,11 @@ def render_stale(story: Story, config: RunConfig, reporter, verbose: bool = Fals
         instance = init_instance(config)
         with story_render_lock(config, story, announce):
             observe_fingerprints(instance, story)
-            plan = stale_plan(story, status_for(instance, story, config.preset))
+            plan = stale_plan(story, status_for(instance, story, config))
             if plan.empty:
                 return None
-            announce(f"rendering the stale or missing partitions of {story.id!r}: {plan.describe()}")
-            selection = dg.AssetSelection.assets(*[[story.id, st] for st in plan.stages])
+            announce(f"rendering the stale or missing partitions of {story.id!r}, take {config.take!r}: {plan.describe()}")
+            selection = dg.AssetSelection.assets(*[[story.id, name] for name in plan.assets])
             progress.set_reporter(reporter)
             try:
                 run = PlannedRun(plan.describe(), selection, plan.tags(story.scene_ids))

@@ -48,22 +48,24 @@ def build_render_report(story: Story, film) -> dg.AssetsDefinition:
         group_name=story.id,
         kinds={"json", "matplotlib"},
         description=(
-            "What rendering the story cost: run-summary.json (one telemetry row per scene and stage, and the film) "
+            "What rendering one take of the story cost: run-summary.json (one telemetry row per scene and stage, and the film) "
             "and a chart of duration and peak VRAM (peak RSS on a CPU) per stage and scene. Same table: `wan-pipeline report STORY`."
         ),
     )
     @cancel_on_interrupt
     def render_report(context: dg.AssetExecutionContext, gpu: GPUResource) -> dg.MaterializeResult:
-        from assets.render_context import current_story
+        from assets.render_context import run_config
 
-        current = current_story(story)
-        layout = gpu.layout()
-        rows = report_rows(layout, current)
+        config = run_config(context, story, gpu)  # the run's take
+        current, layout, take = config.story, config.layout, config.take
+        rows = report_rows(layout, current, take)
         if not rows:
-            raise dg.Failure(f"no telemetry for {current.id}: materialize its scenes and film first")
-        summary = write_run_summary(layout, current, rows)
-        chart = write_report_chart(rows, chart_path(layout, current.id), title=f"{current.title or current.id}: render telemetry")
-        context.log.info(f"render report of {current.id}: {len(rows)} rows → {summary}, {chart}")
-        return dg.MaterializeResult(metadata=report_metadata(rows, chart, summary))
+            raise dg.Failure(f"no telemetry for {current.id} take {take!r}: materialize its scenes and film first")
+        summary = write_run_summary(layout, current, take, rows)
+        title = f"{current.title or current.id} ({take}): render telemetry"
+        chart = write_report_chart(rows, chart_path(layout, current.id, take), title=title)
+        context.log.info(f"render report of {current.id} take {take!r}: {len(rows)} rows → {summary}, {chart}")
+        meta = {**report_metadata(rows, chart, summary), "take": take, "preset": config.preset.name}
+        return dg.MaterializeResult(metadata=meta)
 
     return render_report

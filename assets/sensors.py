@@ -8,10 +8,13 @@ Every tick (default 15 s) it reads the story files whose bytes changed since the
   logs ``RELOAD NEEDED …`` once, tries the webserver's ``reloadRepositoryLocation`` mutation
   (``wan-pipeline reload`` does the same by hand) and, once reloaded, renders the new scenes;
 * otherwise: each scene's fingerprint against the last observed one (``scene_spec`` data
-  version; for a never-observed scene the one its keyframe was rendered from; a scene never
-  rendered counts as changed). Changed scenes are observed with their new fingerprints, and ONE
-  run is requested for what they affect (:func:`wan_pipeline.fingerprint.affected_by_edit`), with
-  tags ``wan_pipeline/story`` and ``wan_pipeline/changed_scenes``.
+  version; for a never-observed scene the one its keyframe was rendered from in the story's own
+  take; a scene never rendered counts as changed). Changed scenes are observed with their new
+  fingerprints, and ONE run per take is requested for what they affect
+  (:func:`wan_pipeline.fingerprint.affected_by_edit`, the film and the render report included):
+  the story's own take and every other take the instance has runs of, each with the preset it
+  was last rendered with (its run tags), tagged ``wan_pipeline/story``, ``wan_pipeline/take`` and
+  ``wan_pipeline/changed_scenes``.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from pathlib import Path
 import dagster as dg
 
 from assets.jobs import render_job, render_job_name
-from assets.status import InstanceRecords, observations, observed_fingerprints
+from assets.status import InstanceRecords, known_takes, observations, observed_fingerprints, story_config
 from wan_pipeline.errors import InputError, WanPipelineError
 from wan_pipeline.fingerprint import affected_by_edit, changed_scenes, current_fingerprints, structure
 from wan_pipeline.story import Story, load_story, story_files
@@ -41,7 +44,7 @@ def baseline_fingerprints(instance: dg.DagsterInstance, story: Story) -> dict[st
     one its keyframe was rendered from, else ``"rendered"`` (rendered before fingerprints were
     recorded: not re-rendered) or None (never rendered: render it)."""
     observed = observed_fingerprints(instance, story)
-    records = InstanceRecords(instance, story.id)
+    records = InstanceRecords(instance, story.id, story_config(story).take)
     out = {}
     for sid in story.scene_ids:
         if observed[sid] is not None:
@@ -56,16 +59,18 @@ def _loaded_digest(loaded: list[Story]) -> str:
     return hashlib.sha256(json.dumps([[s.id, structure(s)] for s in loaded]).encode()).hexdigest()[:12]
 
 
-def run_request_for(story: Story, changed: list[str]) -> dg.RunRequest | None:
-    """ONE run rendering what editing ``changed`` affects, or None when nothing."""
+def run_request_for(story: Story, changed: list[str], config=None) -> dg.RunRequest | None:
+    """ONE run rendering what editing ``changed`` affects in ``config``'s take (a
+    :class:`~wan_pipeline.run_config.RunConfig`; default the story's own), or None when nothing."""
     plan = affected_by_edit(story, changed)
     if plan.empty:
         return None
-    tags = {**plan.tags(story.scene_ids), STORY_TAG: story.id, CHANGED_TAG: ",".join(changed)}
+    config = config or story_config(story)
+    tags = {**config.tags(), **plan.tags(story.scene_ids), STORY_TAG: story.id, CHANGED_TAG: ",".join(changed)}
     return dg.RunRequest(
         run_key=f"{story.id}:{hashlib.sha256(json.dumps(sorted(tags.items())).encode()).hexdigest()[:12]}",
         job_name=render_job_name(story.id),
-        asset_selection=[dg.AssetKey([story.id, st]) for st in plan.stages],
+        asset_selection=[dg.AssetKey([story.id, name]) for name in plan.assets],
         tags=tags,
     )
 
@@ -125,10 +130,15 @@ def build_story_sensor(loaded: list[Story], folder, minimum_interval_seconds: in
             if not changed:
                 continue
             events.extend(observations(story, {s: fingerprints[s] for s in changed}))
-            request = run_request_for(story, changed)
-            context.log.info(f"{story.id}: scenes {', '.join(changed)} changed → {affected_by_edit(story, changed).describe()}")
-            if request is not None:
-                requests.append(request)
+            takes = known_takes(context.instance, story)
+            context.log.info(
+                f"{story.id}: scenes {', '.join(changed)} changed → {affected_by_edit(story, changed).describe()} "
+                f"in take(s) {', '.join(takes)}"
+            )
+            for config in takes.values():
+                request = run_request_for(story, changed, config)
+                if request is not None:
+                    requests.append(request)
         return dg.SensorResult(run_requests=requests, asset_events=events, cursor=json.dumps(new_cursor, sort_keys=True))
 
     return story_changes

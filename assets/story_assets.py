@@ -116,7 +116,7 @@ def _stage_asset(story: Story, row: Stage, table: StageTable, scene_spec, partit
                     context.log.warning(f"{row.name}[{pk}]: {warning}")
                 meta = to_dagster_metadata(record)
                 if pk is None:
-                    meta["run_summary"] = dg.MetadataValue.path(str(write_run_summary(config.layout, config.story)))
+                    meta["run_summary"] = dg.MetadataValue.path(str(write_run_summary(config.layout, config.story, config.take)))
                     context.add_output_metadata(meta)
                 else:
                     context.add_asset_metadata(meta, partition_key=pk)

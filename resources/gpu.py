@@ -26,19 +26,23 @@ __all__ = ["GPUResource", "StageRun", "to_dagster_metadata"]
 def to_dagster_metadata(record: dict) -> dict:
     """Telemetry record → Dagster metadata values (null stays null, ``path`` is a path value,
     lists and dicts become JSON), plus ``preview`` (the output's thumbnail or contact sheet as a
-    Markdown image, when the record has a ``preview_path``) and ``telemetry`` (the record as a
+    Markdown image, when the record has a ``preview_path``), ``animation`` (a video's animated
+    preview, when it has an ``animation_path``) and ``telemetry`` (the record as a
     key/value/unit table) for people reading the UI."""
-    from resources.presentation import preview_markdown, telemetry_table
+    from resources.presentation import animation_markdown, preview_markdown, telemetry_table
 
     out = {}
     preview = preview_markdown(record)
     if preview is not None:
         out["preview"] = preview
+    animation = animation_markdown(record)
+    if animation is not None:
+        out["animation"] = animation
     out["telemetry"] = telemetry_table(record)
     for key, value in record.items():
         if value is None:
             out[key] = dg.MetadataValue.null()
-        elif key in ("path", "preview_path"):
+        elif key in ("path", "preview_path", "animation_path"):
             out[key] = dg.MetadataValue.path(str(value))
         elif isinstance(value, (dict, list)):
             out[key] = dg.MetadataValue.json(value)

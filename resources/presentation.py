@@ -2,7 +2,8 @@
 
 The flat contract keys stay on the materialization (the UI plots floats over time); these two
 values sit beside them for a person: ``preview`` (Markdown with an inline JPEG, the UI's only way
-to show an image) and ``telemetry`` (a key / value / unit table).
+to show an image), ``animation`` (a video's animated WebP/GIF preview inline, so a clip or the
+film plays in the UI) and ``telemetry`` (a key / value / unit table).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ UNITS = {
     "input_frames": "frames",
     "size_bytes": "bytes",
 }
-HIDDEN = {"path", "preview_path"}  # shown as path values already
+HIDDEN = {"path", "preview_path", "animation_path"}  # shown as path values already
 
 TELEMETRY_SCHEMA = dg.TableSchema(
     columns=[
@@ -75,3 +76,14 @@ def preview_markdown(record: dict) -> dg.MarkdownMetadataValue | None:
         return None
     where = f"{record.get('stage')}[{record.get('scene')}]" if record.get("scene") else str(record.get("stage"))
     return dg.MetadataValue.md(markdown_image(Path(path).read_bytes(), alt=f"{where} preview"))
+
+
+def animation_markdown(record: dict) -> dg.MarkdownMetadataValue | None:
+    """The record's animated preview (``animation_path``: ``.webp`` or ``.gif``) as a Markdown
+    image, or None without one."""
+    path = record.get("animation_path")
+    if not path or not Path(path).is_file():
+        return None
+    where = f"{record.get('stage')}[{record.get('scene')}]" if record.get("scene") else str(record.get("stage"))
+    mime = "image/gif" if Path(path).suffix.lower() == ".gif" else "image/webp"
+    return dg.MetadataValue.md(markdown_image(Path(path).read_bytes(), alt=f"{where} animated preview", mime=mime))

@@ -48,20 +48,20 @@ def test_checks_pass_on_a_good_render(good):
     assert [r["scene"] for r in seams] == ["s1", "s2"] and all(r["ssim"] > 0.99 for r in seams)
     preset = load_preset("tiny")
     for check in (check_interpolated, check_upscaled, check_film_duration):
-        assert check(story, preset, layout).passed
+        assert check(story, preset, layout, "tiny").passed
 
 
 def test_black_clip_and_seam_jump_fail(good):
     instance, story, layout, _ = good
     preset = load_preset("tiny")
-    clip2 = layout.output(story.id, "s2", "clip")
+    clip2 = layout.output(story.id, "s2", "clip", take="tiny")
     original = read_video(clip2)
     try:
         black = Clip(np.zeros_like(original.frames), original.fps)
         write_video(clip2, black)
-        outcome = check_black_frozen(story, preset, layout)
+        outcome = check_black_frozen(story, preset, layout, "tiny")
         assert not outcome.passed and outcome.failed == ["s2"]
-        seams = check_seams(story, preset, layout)  # s1 → black s2 → s3: both handoff seams jump
+        seams = check_seams(story, preset, layout, "tiny")  # s1 → black s2 → s3: both handoff seams jump
         assert not seams.passed and seams.failed == ["s1", "s2"]
         # also through Dagster: the failed check shows in `status`
         from assets.checks import build_story_checks
@@ -87,9 +87,9 @@ def test_black_clip_and_seam_jump_fail(good):
     try:
         shifted = Clip(np.ascontiguousarray(255 - original.frames), original.fps)
         write_video(clip2, shifted)
-        seams = check_seams(story, preset, layout)
+        seams = check_seams(story, preset, layout, "tiny")
         assert not seams.passed and seams.failed == ["s1", "s2"]
-        assert check_black_frozen(story, preset, layout).passed
+        assert check_black_frozen(story, preset, layout, "tiny").passed
     finally:
         write_video(clip2, original)
 
@@ -97,19 +97,19 @@ def test_black_clip_and_seam_jump_fail(good):
 def test_frame_count_and_duration_checks_fail_on_wrong_files(good):
     instance, story, layout, _ = good
     preset = load_preset("tiny")
-    path = layout.output(story.id, "s3", "interpolated")
+    path = layout.output(story.id, "s3", "interpolated", take="tiny")
     original = read_video(path)
     try:
         write_video(path, Clip(original.frames[:-3], original.fps))
-        out = check_interpolated(story, preset, layout)
+        out = check_interpolated(story, preset, layout, "tiny")
         assert not out.passed and out.failed == ["s3"]
     finally:
         write_video(path, original)
-    film = layout.film(story.id)
+    film = layout.film(story.id, take="tiny")
     saved = read_video(film)
     try:
         write_video(film, Clip(saved.frames[: saved.num_frames // 2], saved.fps), lossless=False)
-        assert not check_film_duration(story, preset, layout).passed
+        assert not check_film_duration(story, preset, layout, "tiny").passed
     finally:
         write_video(film, saved, lossless=False)
 
@@ -123,13 +123,13 @@ def test_seam_check_says_why_it_skips_a_clip_without_flf2v(good):
 
     instance, story, layout, _ = good
     preset = load_preset("tiny")
-    clip2 = layout.output(story.id, "s2", "clip")
-    side1 = sidecar_path(layout.output(story.id, "s1", "clip"))
+    clip2 = layout.output(story.id, "s2", "clip", take="tiny")
+    side1 = sidecar_path(layout.output(story.id, "s1", "clip", take="tiny"))
     original, record = read_video(clip2), side1.read_text()
     try:
         side1.write_text(json.dumps({**json.loads(record), "flf2v": False}))
         write_video(clip2, Clip(np.ascontiguousarray(255 - original.frames), original.fps))
-        seams = check_seams(story, preset, layout)
+        seams = check_seams(story, preset, layout, "tiny")
         assert seams.failed == ["s2"]  # s2 (flf2v true) → s3 still jumps
         row = next(r for r in seams.rows if r["scene"] == "s1")
         assert row["ok"] and "flf2v false" in row["skipped"] and "s1: skipped" in seams.summary
@@ -147,14 +147,14 @@ def test_segment_colour_shift_is_bounded(good):
 
     instance, story, layout, _ = good
     preset = load_preset("tiny")
-    assert check_segment_colour(story, preset, layout).rows == []  # 0.5 s scenes: one segment each
-    side = sidecar_path(layout.output(story.id, "s2", "clip"))
+    assert check_segment_colour(story, preset, layout, "tiny").rows == []  # 0.5 s scenes: one segment each
+    side = sidecar_path(layout.output(story.id, "s2", "clip", take="tiny"))
     record = side.read_text()
     try:
         side.write_text(json.dumps({**json.loads(record), "segment_colour_shift": 1.5}))
-        assert check_segment_colour(story, preset, layout).passed
+        assert check_segment_colour(story, preset, layout, "tiny").passed
         side.write_text(json.dumps({**json.loads(record), "segment_colour_shift": 25.0}))
-        out = check_segment_colour(story, preset, layout)
+        out = check_segment_colour(story, preset, layout, "tiny")
         assert not out.passed and out.failed == ["s2"] and "25.0 levels" in out.summary
     finally:
         side.write_text(record)

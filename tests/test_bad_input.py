@@ -405,7 +405,7 @@ def test_read_only_storage_root(workspace, monkeypatch, capsys):
 def test_corrupt_telemetry_sidecar_in_report(workspace, capsys):
     from wan_pipeline.storage import StorageLayout
 
-    sidecar = StorageLayout.default().output("tiny_tale", "one", "clip").with_suffix(".json")
+    sidecar = StorageLayout.default().output("tiny_tale", "one", "clip", take="small").with_suffix(".json")
     _write(sidecar, b'{"duration_s": 1.0, "frames": ')
     rc, err = _cli(["report", workspace["story"]], capsys)
     assert rc == 2 and str(sidecar) in err and "re-render" in err
@@ -447,7 +447,7 @@ def test_image_broken_after_loading_fails_its_stage_at_once_and_keeps_the_good_o
         assert dg.materialize(assets, selection=key, instance=instance, resources=default_resources(), tags=tags).success
         from wan_pipeline.storage import StorageLayout
 
-        good = StorageLayout.default().output(story.id, "one", "keyframe")
+        good = StorageLayout.default().output(story.id, "one", "keyframe", take="small")
         before = good.read_bytes()
         (workspace["story"].parent / "images" / "rocket.jpg").write_bytes(b"this is not a jpeg")
         result = dg.materialize(assets, selection=key, instance=instance, resources=default_resources(), tags=tags, raise_on_error=False)

@@ -15,7 +15,7 @@ def test_render_prints_film_path_last_and_records_runs(workspace, capsys):
     assert main(["render", str(workspace["story"]), "--preset", "small"]) == 0
     out, err = capsys.readouterr()
     film = Path(out.strip().splitlines()[-1])
-    assert film == workspace["storage"] / "outputs" / "tiny_tale" / "film.mp4" and film.is_file()
+    assert film == workspace["storage"] / "outputs" / "tiny_tale" / "small" / "film.mp4" and film.is_file()
     assert probe_video(film).frames == 3 * 8 * 2 + 1
     for stage in ("keyframe[one]", "clip[three]", "interpolated[two]", "upscaled[one]", "film"):
         assert stage in err  # progress per stage and scene
@@ -33,7 +33,7 @@ def test_render_subset_renders_handoff_target_keyframe(workspace, capsys):
     assert main(["render", str(workspace["story"]), "--preset", "small", "--scenes", "one"]) == 1
     err = capsys.readouterr().err
     assert "not rendered yet: two, three" in err  # scene one rendered, the film needs all
-    out = workspace["storage"] / "outputs" / "tiny_tale"
+    out = workspace["storage"] / "outputs" / "tiny_tale" / "small"
     assert (out / "one" / "upscaled.mp4").is_file()
     assert (out / "two" / "keyframe.png").is_file()  # FLF2V target of scene one
     assert not (out / "two" / "clip.mp4").exists()
@@ -42,7 +42,7 @@ def test_render_subset_renders_handoff_target_keyframe(workspace, capsys):
 def test_render_failure_is_readable_and_keeps_good_outputs(workspace, capsys):
     story = workspace["story"]
     assert main(["render", str(story), "--preset", "small"]) == 0
-    good = workspace["storage"] / "outputs" / "tiny_tale" / "one" / "keyframe.png"
+    good = workspace["storage"] / "outputs" / "tiny_tale" / "small" / "one" / "keyframe.png"
     before = good.read_bytes()
     (story.parent / "images" / "rocket.jpg").write_bytes(b"this is not a jpeg")
     capsys.readouterr()

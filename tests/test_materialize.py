@@ -83,12 +83,12 @@ def test_measured_figures_match_the_files(rendered):
         )
         # 1 s at 8 fps → 9 frames; ×2 → 17 frames at 16 fps; ×2 size → 192x128
         assert (info.frames, info.fps, info.width, info.height) == (17, Fraction(16), 192, 128)
-        sidecar = json.loads((storage / "outputs" / story.id / scene / "upscaled.json").read_text())
+        sidecar = json.loads((storage / "outputs" / story.id / "small" / scene / "upscaled.json").read_text())
         assert sidecar["frames"] == 17 and sidecar["path"] == meta["path"].value
 
 
 def test_handoff_clip_ends_on_next_keyframe_on_disk(rendered):
-    out = rendered["storage"] / "outputs" / rendered["story"].id
+    out = rendered["storage"] / "outputs" / rendered["story"].id / "small"
     clip = read_video(out / "one" / "clip.mp4")
     nxt = read_image(out / "two" / "keyframe.png")
     assert np.abs(clip.frames[-1].astype(float) - nxt).mean() <= 1.0
@@ -97,13 +97,44 @@ def test_handoff_clip_ends_on_next_keyframe_on_disk(rendered):
 def test_film_duration_fps_and_run_summary(rendered):
     story, storage = rendered["story"], rendered["storage"]
     meta = rendered["events"]["film"][None]
-    info = probe_video(storage / "outputs" / story.id / "film.mp4")
+    info = probe_video(storage / "outputs" / story.id / "small" / "film.mp4")
     total = sum(s.duration_s for s in story.scenes)
     assert info.fps == Fraction(16) and (info.width, info.height) == (192, 128) and info.pix_fmt == "yuv420p"
     assert abs(info.frames - total * 16) <= len(story.scenes)  # within one frame per scene
     assert meta["frames"].value == info.frames and meta["seam_frames"].value == 8  # one cut
-    rows = json.loads((storage / "outputs" / story.id / "run-summary.json").read_text())
+    rows = json.loads((storage / "outputs" / story.id / "small" / "run-summary.json").read_text())
     assert len(rows) == 3 * 4 + 1
     assert {(r["stage"], r["scene"]) for r in rows} == {(st, sc) for st in STAGES for sc in story.scene_ids} | {("film", None)}
     for row in rows:
         assert all(k in row for k in CONTRACT_KEYS) and row["path"].startswith("/")
+
+
+def _decoded_animation(markdown: str):
+    import base64
+    import io
+    import re
+
+    from PIL import Image
+
+    match = re.search(r"^!\[.*\]\(data:(image/(?:webp|gif));base64,([A-Za-z0-9+/=]+)\)$", markdown)
+    assert match, markdown[:80]
+    data = base64.b64decode(match.group(2))
+    return match.group(1), len(data), Image.open(io.BytesIO(data))
+
+
+def test_every_video_materialization_plays_an_animated_preview_of_its_take(rendered):
+    story, events = rendered["story"], rendered["events"]
+    for stage in ("clip", "interpolated", "upscaled", "film"):
+        for scene, meta in events[stage].items():
+            assert meta["take"].value == "small" and meta["preset"].value == "small", (stage, scene)
+            mime, size, image = _decoded_animation(meta["animation"].value)
+            assert mime == "image/webp" and size <= 2_000_000 and image.width <= 480
+            # a 1 s scene at 8 preview frames/s: 9 frames (the WebP encoder merges a static camera's
+            # identical frames into one); the film samples each of its 3 scenes
+            if scene is None:
+                assert image.is_animated and image.n_frames >= len(story.scenes), (stage, image.n_frames)
+            elif story.scene(scene).camera != "static":
+                assert image.is_animated and image.n_frames == 9, (stage, scene, image.n_frames)
+            assert image.size == (meta["width"].value, meta["height"].value)
+            assert meta["animation_path"].path.endswith(f"/small/{scene + '/' if scene else ''}{stage}.anim.webp")
+    assert "animation" not in events["keyframe"][story.scene_ids[0]]  # an image has its thumbnail only

@@ -178,7 +178,7 @@ def test_sensor_request_executes_on_its_job(project):
         job = defs.resolve_job_def(req.job_name)
         run = job.execute_in_process(instance=instance, asset_selection=req.asset_selection, tags=req.tags)
         assert run.success
-    assert StorageLayout.default().film("beta").stat().st_size > 0
+    assert StorageLayout.default().film("beta", take=req.tags["wan_pipeline/take"]).stat().st_size > 0
 
 
 def test_nightly_schedule_per_story(project):

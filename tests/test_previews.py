@@ -149,7 +149,7 @@ def test_stage_materialization_shows_preview_table_and_path(rendered_commander):
     mats, storage = rendered_commander
     clip = mats["clip"].metadata
     sheet = _decode_markdown_jpeg(clip["preview"].value)
-    on_disk = Image.open(storage / "outputs" / "launch_day" / "commander" / "clip.sheet.jpg")
+    on_disk = Image.open(storage / "outputs" / "launch_day" / "preview" / "commander" / "clip.sheet.jpg")
     assert sheet.size == on_disk.size
     assert sheet.size == (3 * 128 + 4 * SHEET_GAP, 2 * 80 + 3 * SHEET_GAP)  # 6 tiles of 128×80
     assert len(clip["preview"].value) < 100_000
@@ -168,4 +168,4 @@ def test_stage_materialization_shows_preview_table_and_path(rendered_commander):
     key = mats["keyframe"].metadata
     thumb = _decode_markdown_jpeg(key["preview"].value)
     assert thumb.size == (128, 80)  # smaller than the thumbnail side: kept as is
-    assert (storage / "outputs" / "launch_day" / "commander" / "keyframe.thumb.jpg").is_file()
+    assert (storage / "outputs" / "launch_day" / "preview" / "commander" / "keyframe.thumb.jpg").is_file()

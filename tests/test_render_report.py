@@ -33,7 +33,7 @@ def project(tmp_path, monkeypatch):
     layout = StorageLayout.default()
     for i, scene in enumerate(story.scenes):
         for k, stage in enumerate(STAGES.scene_stages()):
-            out = layout.output(story.id, scene.id, stage)
+            out = layout.output(story.id, scene.id, stage, take="preview")
             out.parent.mkdir(parents=True, exist_ok=True)
             rec = {key: None for key in CONTRACT_KEYS}
             rec.update(
@@ -53,20 +53,20 @@ def project(tmp_path, monkeypatch):
             write_sidecar(out, rec)
     film = {key: None for key in CONTRACT_KEYS}
     film.update(stage="film", engine="concat", device="cpu", duration_s=2.5, peak_rss_mb=300.0, frames=64, fps=32.0, width=256, height=160)
-    write_sidecar(layout.film(story.id), film)
+    write_sidecar(layout.film(story.id, take="preview"), film)
     return story, layout
 
 
 def test_rows_summary_and_chart(project, tmp_path):
     story, layout = project
-    rows = report_rows(layout, story)
+    rows = report_rows(layout, story, "preview")
     assert len(rows) == len(story.scenes) * len(STAGES.scene_stages()) + 1
     assert [r["scene"] for r in rows[:4]] == [story.scenes[0].id] * 4 and rows[-1]["stage"] == "film" and rows[-1]["scene"] is None
-    summary = json.loads(write_run_summary(layout, story, rows).read_text())
+    summary = json.loads(write_run_summary(layout, story, "preview", rows).read_text())
     assert summary == json.loads(json.dumps(rows))
     label, mem = memory_series(rows)
     assert label.startswith("peak RSS") and mem[1] == 101.0  # CPU render: RSS stands in for VRAM
-    png = write_report_chart(rows, chart_path(layout, story.id), title="t")
+    png = write_report_chart(rows, chart_path(layout, story.id, "preview"), title="t")
     img = Image.open(png)
     assert img.format == "PNG" and img.size == (1000, 420)
     assert 10_000 < png.stat().st_size < 300_000
@@ -116,7 +116,7 @@ def test_cli_report_prints_one_row_per_scene_and_stage(project, capsys):
     assert main(["report", story.source_path, "--chart"]) == 0
     out = capsys.readouterr().out
     lines = out.splitlines()
-    assert lines[-1] == str(chart_path(layout, story.id)) and Path(lines[-1]).is_file()
+    assert lines[-1] == str(chart_path(layout, story.id, "preview")) and Path(lines[-1]).is_file()
     for scene in story.scenes:
         for stage in STAGES.scene_stages():
             assert sum(1 for line in lines if f" {scene.id} " in line and f" {stage} " in line) == 1, (scene.id, stage)

@@ -21,7 +21,7 @@ from wan_pipeline.media import probe_video
 def test_render_with_a_preset_file_outside_workflows_and_relaunch_from_its_tags(workspace, tmp_path, capsys):
     custom = write_preset(tmp_path / "elsewhere" / "folder", name="custom", width=80, height=48, fps=6)
     assert main(["render", str(workspace["story"]), "--preset", str(custom)]) == 0
-    film = workspace["storage"] / "outputs" / "tiny_tale" / "film.mp4"
+    film = workspace["storage"] / "outputs" / "tiny_tale" / "custom" / "film.mp4"
     info = probe_video(film)
     assert (info.width, info.height, float(info.fps)) == (160, 96, 12.0)  # the file's size and rate, ×2 each
     with dg.DagsterInstance.from_config(str(workspace["storage"])) as instance:
@@ -38,7 +38,7 @@ def test_render_with_a_preset_file_outside_workflows_and_relaunch_from_its_tags(
     from wan_pipeline.story import load_story
 
     story = load_story(workspace["story"])
-    (workspace["storage"] / "outputs" / "tiny_tale" / "two" / "keyframe.png").unlink()
+    (workspace["storage"] / "outputs" / "tiny_tale" / "custom" / "two" / "keyframe.png").unlink()
     relaunch = {k: v for k, v in tags.items() if k.startswith("wan_pipeline/")} | {"dagster/partition": "two"}
     with dg.DagsterInstance.from_config(str(workspace["storage"])) as instance:
         assert dg.materialize(
@@ -51,7 +51,7 @@ def test_render_with_a_preset_file_outside_workflows_and_relaunch_from_its_tags(
         ).success
     from wan_pipeline.media.image_io import read_image
 
-    assert read_image(workspace["storage"] / "outputs" / "tiny_tale" / "two" / "keyframe.png").shape == (48, 80, 3)
+    assert read_image(workspace["storage"] / "outputs" / "tiny_tale" / "custom" / "two" / "keyframe.png").shape == (48, 80, 3)
 
 
 def test_a_tampered_preset_tag_is_refused(workspace):

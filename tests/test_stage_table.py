@@ -95,4 +95,4 @@ def test_a_new_per_scene_stage_renders_through_dagster(graded, workspace):
     # derived everywhere: the edit graph, the plan of an edit, the report
     assert ("graded", "two") in downstream_partitions(story, "upscaled", "two")
     assert affected_by_edit(story, ["two"]).scenes["graded"] == ("one", "two")  # one hands off to two
-    assert {r["stage"] for r in report_rows(config.layout, story)} >= {"graded"}
+    assert {r["stage"] for r in report_rows(config.layout, story, config.take)} >= {"graded"}

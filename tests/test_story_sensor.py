@@ -59,9 +59,10 @@ def test_prompt_edit_requests_one_run_for_affected_partitions_then_fresh(rendere
     assert len(result.run_requests) == 1
     req = result.run_requests[0]
     assert {tuple(k.path) for k in req.asset_selection} == {
-        ("tiny_story", st) for st in ("keyframe", "clip", "interpolated", "upscaled", "film")
+        ("tiny_story", st) for st in ("keyframe", "clip", "interpolated", "upscaled", "film", "render_report")
     }
     assert req.tags["wan_pipeline/story"] == "tiny_story" and req.tags["wan_pipeline/changed_scenes"] == "s2"
+    assert req.tags["wan_pipeline/take"] == "tiny" and req.tags["wan_pipeline/preset"] == "tiny"
     assert (req.tags["dagster/asset_partition_range_start"], req.tags["dagster/asset_partition_range_end"]) == ("s1", "s2")
     assert req.tags["wan_pipeline/render/keyframe"] == "s2"
     assert req.tags["wan_pipeline/render/clip"] == req.tags["wan_pipeline/render/upscaled"] == "s1,s2"
@@ -79,6 +80,7 @@ def test_prompt_edit_requests_one_run_for_affected_partitions_then_fresh(rendere
         ("upscaled", "s1"),
         ("upscaled", "s2"),
         ("film", None),
+        ("render_report", None),
     }
 
     # execute the requested run as the daemon would
@@ -86,7 +88,7 @@ def test_prompt_edit_requests_one_run_for_affected_partitions_then_fresh(rendere
     from assets.story_assets import build_story_assets
     from resources import default_resources
 
-    before = {s: (path.parent.parent / "storage/outputs/tiny_story" / s / "keyframe.png").stat().st_mtime_ns for s in ("s1", "s3")}
+    before = {s: (path.parent.parent / "storage/outputs/tiny_story/tiny" / s / "keyframe.png").stat().st_mtime_ns for s in ("s1", "s3")}
     run = dg.materialize(
         [*build_story_assets(story), *build_story_checks(story)],
         selection=req.asset_selection,
@@ -95,7 +97,7 @@ def test_prompt_edit_requests_one_run_for_affected_partitions_then_fresh(rendere
         tags=req.tags,
     )
     assert run.success
-    after = {s: (path.parent.parent / "storage/outputs/tiny_story" / s / "keyframe.png").stat().st_mtime_ns for s in ("s1", "s3")}
+    after = {s: (path.parent.parent / "storage/outputs/tiny_story/tiny" / s / "keyframe.png").stat().st_mtime_ns for s in ("s1", "s3")}
     assert after == before  # keyframe[s1] (in the range) was kept, s3 untouched
     assert all(p.state == MATERIALIZED for p in status_for(instance, story))
     again, _ = tick(instance, path, cursor=result.cursor)

@@ -43,10 +43,10 @@ def test_ti2v_handoff_is_recorded_without_flf2v_and_its_seam_check_says_why(tmp_
             result = dg.materialize(assets, selection=selection, instance=instance, resources=default_resources(), tags=tags)
         assert result.success
         layout = StorageLayout.default()
-        record = read_sidecar(layout.output(story.id, "one", "clip"))
+        record = read_sidecar(layout.output(story.id, "one", "clip", take="tiny"))
         assert record["flf2v"] is False and record["handoff_to"] == "two"
         assert any("TI2V" in w for w in record["warnings"])
-        seams = check_seams(story, load_preset("tiny"), layout)
+        seams = check_seams(story, load_preset("tiny"), layout, "tiny")
         assert seams.passed and seams.rows[0]["skipped"].startswith("skipped: clip one was rendered without two's keyframe")
     finally:
         mp.undo()

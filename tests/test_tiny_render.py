@@ -46,7 +46,7 @@ def tiny_render(tmp_path_factory):
         for stage in ("keyframe", "clip", "interpolated", "upscaled", "film"):
             for r in instance.fetch_materializations(dg.AssetKey([story.id, stage]), limit=10).records:
                 meta[(stage, r.asset_materialization.partition)] = {k: v.value for k, v in r.asset_materialization.metadata.items()}
-        yield {"ok": (ok1, ok2), "meta": meta, "out": root / "storage" / "outputs" / story.id}
+        yield {"ok": (ok1, ok2), "meta": meta, "out": root / "storage" / "outputs" / story.id / "tiny"}
     mp.undo()
 
 

@@ -253,7 +253,7 @@ def _run_config(args, story):
     from wan_pipeline.run_config import RunConfig
     from wan_pipeline.storage import StorageLayout
 
-    config = RunConfig.resolve(story, args.preset, StorageLayout.default())
+    config = RunConfig.resolve(story, args.preset, StorageLayout.default(), take=args.take)
     ensure_tiny_models_for(config.preset, config.layout.root)
     return config
 
@@ -288,14 +288,14 @@ def _render(args) -> int:
         else:
             print(
                 f"rendering {story.id!r} ({len(scenes or story.scene_ids)} of {len(story.scene_ids)} scenes) with preset "
-                f"{config.preset.name!r} into {config.layout.story_dir(story.id)}",
+                f"{config.preset.name!r} into take {config.take!r} ({config.layout.take_dir(story.id, config.take)})",
                 file=sys.stderr,
             )
             outcome = render_story(story, config, reporter, scenes, args.verbose)
     if outcome is not None and not outcome.ok:
         _err(outcome.message)
         return EXIT_BAD_INPUT if outcome.bad_input else EXIT_FAILED
-    print(str(config.layout.film(story.id)))
+    print(str(config.layout.film(story.id, take=config.take)))
     return EXIT_OK
 
 
@@ -310,16 +310,25 @@ def _instance():
 # status, reload, recover
 
 
+def _take_config(args, story):
+    """The take ``status`` / ``report`` read: ``--preset`` (default the story's own) and ``--take``
+    (default the preset's name)."""
+    from assets.status import story_config
+
+    return story_config(story, args.preset, args.take)
+
+
 def cmd_status(args) -> int:
     from assets.status import status_for
     from wan_pipeline.status import MATERIALIZED, format_status
     from wan_pipeline.story import load_story
 
     story = load_story(args.story)
+    config = _take_config(args, story)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        statuses = status_for(_instance(), story)
-    print(format_status(story, statuses))
+        statuses = status_for(_instance(), story, config)
+    print(format_status(story, statuses, config.take))
     return EXIT_OK if all(p.state == MATERIALIZED and not p.failed_checks for p in statuses) else EXIT_FAILED
 
 
@@ -475,13 +484,16 @@ def cmd_report(args) -> int:
     from wan_pipeline.story import load_story
 
     story = load_story(args.story)
-    layout = StorageLayout.default()
-    rows = report_rows(layout, story)
+    layout, take = StorageLayout.default(), _take_config(args, story).take
+    rows = report_rows(layout, story, take)
+    where = layout.take_dir(story.id, take)
     if not rows:
+        others = ", ".join(t for t in layout.takes(story.id) if t != take)
+        hint = f" (takes on disk: {others}; pick one with --take)" if others else ""
         raise WanPipelineError(
-            f"nothing rendered yet for {story.id!r} in {layout.story_dir(story.id)}: run `wan-pipeline render {args.story}` first"
+            f"nothing rendered yet for {story.id!r} take {take!r} in {where}: run `wan-pipeline render {args.story}` first{hint}"
         )
-    table = Table(title=f"{story.title or story.id}: render telemetry ({layout.story_dir(story.id)})", title_justify="left")
+    table = Table(title=f"{story.title or story.id}, take {take}: render telemetry ({where})", title_justify="left")
     numeric = {"duration_s", "gpu_wait_s", "peak_vram_mb", "peak_rss_mb", "frames", "fps"}
     for key, header, _ in REPORT_COLUMNS:
         table.add_column(header, justify="right" if key in numeric else "left", no_wrap=True)
@@ -492,7 +504,9 @@ def cmd_report(args) -> int:
         console = Console(width=200)  # piped: never squash the columns
     console.print(table)
     if args.chart:
-        print(str(write_report_chart(rows, chart_path(layout, story.id), title=f"{story.title or story.id}: render telemetry")))
+        print(
+            str(write_report_chart(rows, chart_path(layout, story.id, take), title=f"{story.title or story.id} ({take}): render telemetry"))
+        )
     return EXIT_OK
 
 
@@ -531,6 +545,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("story", type=_path_arg, help="story file (YAML or JSON), anywhere on disk")
     p.add_argument("--preset", type=_path_arg, help="preset name (workflows/<name>.yaml) or file; default: the story's own")
     p.add_argument("--scenes", type=_scenes_arg, help="comma-separated scene ids to (re)render; default: all")
+    p.add_argument("--take", help="take name: outputs/<story>/<take>/ (default: the preset's name, e.g. preview)")
     p.add_argument("--stale", action="store_true", help="render only what is stale or missing (one run), see `status`")
     p.add_argument("-v", "--verbose", action="store_true", help="show Dagster's INFO log")
     p.set_defaults(func=cmd_render)
@@ -578,6 +593,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("status", help="per scene and stage: materialized / stale (why) / missing / failed check; exit 1 unless all fresh")
     p.add_argument("story", type=_path_arg, help="story file (YAML or JSON)")
+    p.add_argument("--preset", type=_path_arg, help="the take's preset, name or file (default: the story's own)")
+    p.add_argument("--take", help="take name (default: the preset's name)")
     p.set_defaults(func=cmd_status)
 
     p = sub.add_parser(
@@ -591,7 +608,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("report", help="print the render telemetry of a story: one row per scene and stage, and the film")
     p.add_argument("story", type=_path_arg, help="story file (YAML or JSON)")
-    p.add_argument("--chart", action="store_true", help="also (re)write outputs/<story>/render-report.png and print its path")
+    p.add_argument("--preset", type=_path_arg, help="the take's preset, name or file (default: the story's own)")
+    p.add_argument("--take", help="take name (default: the preset's name)")
+    p.add_argument("--chart", action="store_true", help="also (re)write outputs/<story>/<take>/render-report.png and print its path")
     p.set_defaults(func=cmd_report)
 
     return parser

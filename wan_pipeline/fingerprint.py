@@ -27,6 +27,9 @@ from wan_pipeline.preset import Preset
 from wan_pipeline.stages import STAGES
 from wan_pipeline.story import Story
 
+REPORT = "render_report"
+"""The report asset read after the last story stage (:mod:`wan_pipeline.report`): every run that
+renders the film renders it too, and ``status`` lists it."""
 PLAN_TAG_PREFIX = "wan_pipeline/render/"
 """Run tag ``wan_pipeline/render/<stage>`` = comma-separated scene ids that stage renders in the run."""
 
@@ -139,7 +142,8 @@ def downstream_closure(story: Story, roots) -> set[tuple[str, str | None]]:
 
 @dataclass(frozen=True)
 class RenderPlan:
-    """What one run renders: per stage the scene ids (story order), and whether the film.
+    """What one run renders: per stage the scene ids (story order), whether the film, and whether
+    the render report (always with the film; alone when only the report is out of date).
 
     A run covers one partition range (Dagster runs one range per run); the stage assets render
     only the scenes listed for them in the run's ``wan_pipeline/render/<stage>`` tags and keep the
@@ -149,10 +153,16 @@ class RenderPlan:
     story_id: str
     scenes: dict[str, tuple[str, ...]] = field(default_factory=dict)
     film: bool = False
+    report: bool = False
 
     @property
     def empty(self) -> bool:
-        return not self.film and not any(self.scenes.values())
+        return not self.film and not self.report and not any(self.scenes.values())
+
+    @property
+    def assets(self) -> list[str]:
+        """The story's assets the run materializes: :attr:`stages`, then the render report."""
+        return self.stages + ([REPORT] if self.film or self.report else [])
 
     @property
     def stages(self) -> list[str]:
@@ -182,14 +192,18 @@ class RenderPlan:
         parts = [f"{st}[{', '.join(self.scenes[st])}]" for st in STAGES.scene_stages() if self.scenes.get(st)]
         if self.film:
             parts.append("film")
+        if self.film or self.report:
+            parts.append(REPORT)
         return " → ".join(parts) or "nothing"
 
 
 def plan_for(story: Story, nodes) -> RenderPlan:
-    """A :class:`RenderPlan` rendering exactly ``nodes`` ((stage, scene) pairs, film as ("film", None))."""
+    """A :class:`RenderPlan` rendering exactly ``nodes`` ((stage, scene) pairs, film as ("film", None),
+    the report as (:data:`REPORT`, None))."""
     nodes = set(nodes)
     scenes = {st: tuple(s for s in story.scene_ids if (st, s) in nodes) for st in STAGES.scene_stages()}
-    return RenderPlan(story.id, {k: v for k, v in scenes.items() if v}, film=any(s is None for _, s in nodes))
+    film = any(s is None and st != REPORT for st, s in nodes)
+    return RenderPlan(story.id, {k: v for k, v in scenes.items() if v}, film=film, report=(REPORT, None) in nodes)
 
 
 def affected_by_edit(story: Story, changed: list[str]) -> RenderPlan:

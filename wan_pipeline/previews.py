@@ -372,3 +372,37 @@ def animated_preview_of_file(
     except av.error.FFmpegError as exc:
         raise InputError(str(path), f"cannot be read as a video ({exc})") from exc
     return builder.finish(max_bytes)
+
+
+def animation_path(output: str | os.PathLike, animation: Animation) -> Path:
+    """Where the animated preview of ``output`` sits: ``clip.mp4`` → ``clip.anim.webp`` (or ``.gif``)."""
+    output = Path(output)
+    return output.with_name(f"{output.stem}.anim{animation.suffix}")
+
+
+def write_animated_preview(
+    output: str | os.PathLike,
+    frames: np.ndarray | None = None,
+    fps: float | Fraction | None = None,
+    *,
+    scene_lengths: Sequence[float] | None = None,
+) -> tuple[Path, Animation]:
+    """Write the animated preview of the video ``output`` beside it (atomically; the other format's
+    older file is removed) and return (its path, the animation).
+
+    frames: the video's frames uint8 (T, H, W, 3) when the caller holds them, with ``fps`` (frames/s);
+    None decodes the file in one streaming pass. scene_lengths: a film's scene lengths (any unit
+    proportional to frames), so every scene is sampled (:func:`animation_indices`).
+    Raises :class:`InputError` when the file has to be read and cannot be."""
+    if frames is not None and frames.ndim == 4 and len(frames) and fps:
+        animation = animated_preview(iter(frames), len(frames), fps, scene_lengths=scene_lengths)
+    else:
+        animation = animated_preview_of_file(output, scene_lengths=scene_lengths)
+    target = animation_path(output, animation)
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(animation.data)
+    for other in (".webp", ".gif"):
+        stale = Path(output).with_name(f"{Path(output).stem}.anim{other}")
+        if stale != target and stale.is_file():
+            stale.unlink()
+    return target, animation

@@ -32,31 +32,31 @@ REPORT_COLUMNS = (
 )
 
 
-def chart_path(layout: StorageLayout, story_id: str) -> Path:
-    """``outputs/<story>/render-report.png``."""
-    return layout.story_dir(story_id) / "render-report.png"
+def chart_path(layout: StorageLayout, story_id: str, take: str) -> Path:
+    """``outputs/<story>/<take>/render-report.png``."""
+    return layout.take_dir(story_id, take) / "render-report.png"
 
 
-def report_rows(layout: StorageLayout, story: Story) -> list[dict]:
-    """Telemetry rows in story order: every rendered scene stage, then the film when rendered.
-    Each row is the stage's sidecar record with ``stage`` and ``scene`` (None for the film)."""
+def report_rows(layout: StorageLayout, story: Story, take: str) -> list[dict]:
+    """Telemetry rows of one take in story order: every rendered scene stage, then the film when
+    rendered. Each row is the stage's sidecar record with ``stage`` and ``scene`` (None for the film)."""
     rows = []
     for s in story.scenes:
         for stage in STAGES.scene_stages():
-            rec = read_sidecar(layout.output(story.id, s.id, stage))
+            rec = read_sidecar(layout.output(story.id, s.id, stage, take=take))
             if rec is not None:
                 rows.append({**rec, "stage": stage, "scene": s.id})
     for stage in STAGES.story_stages():
-        rec = read_sidecar(layout.output(story.id, None, stage))
+        rec = read_sidecar(layout.output(story.id, None, stage, take=take))
         if rec is not None:
             rows.append({**rec, "stage": stage, "scene": None})
     return rows
 
 
-def write_run_summary(layout: StorageLayout, story: Story, rows: list[dict] | None = None) -> Path:
-    """Write ``outputs/<story>/run-summary.json`` (the rows of :func:`report_rows`) atomically."""
-    rows = report_rows(layout, story) if rows is None else rows
-    return write_text_atomic(layout.run_summary(story.id), json.dumps(rows, indent=2, default=str) + "\n")
+def write_run_summary(layout: StorageLayout, story: Story, take: str, rows: list[dict] | None = None) -> Path:
+    """Write ``outputs/<story>/<take>/run-summary.json`` (the rows of :func:`report_rows`) atomically."""
+    rows = report_rows(layout, story, take) if rows is None else rows
+    return write_text_atomic(layout.run_summary(story.id, take=take), json.dumps(rows, indent=2, default=str) + "\n")
 
 
 def cell(row: dict, key: str, fmt: str) -> str:

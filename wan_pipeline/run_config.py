@@ -9,13 +9,14 @@ without looking it up by name again. Engines get an explicit
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from wan_pipeline.engines.context import EngineContext
 from wan_pipeline.errors import InputError
 from wan_pipeline.preset import Preset, load_preset, preset_from_json
-from wan_pipeline.storage import StorageLayout
+from wan_pipeline.storage import StorageLayout, check_take
 from wan_pipeline.story import Story
 
 PRESET_TAG = "wan_pipeline/preset"
@@ -28,6 +29,8 @@ PRESET_FILE_TAG = "wan_pipeline/preset_file"
 """Run tag: the resolved preset's file (error messages name it)."""
 STORY_TAG = "wan_pipeline/story"
 """Run tag: the story id."""
+TAKE_TAG = "wan_pipeline/take"
+"""Run tag: the take the run writes (``outputs/<story>/<take>/``); default the preset's name."""
 CHECKED_TAG = "wan_pipeline/checked"
 """Run tag: the :attr:`Preset.content_sha` whose every stage the launcher checked before the run
 (its steps skip the check)."""
@@ -38,21 +41,32 @@ class RunConfig:
     """What every step of one render uses.
 
     story: the story as on disk when the step runs; preset: the resolved preset; layout: the
-    storage root; device: the torch device the stages run on (resolved: ``cpu``, ``cuda:0``).
+    storage root; device: the torch device the stages run on (resolved: ``cpu``, ``cuda:0``);
+    take: the take the render writes (``outputs/<story>/<take>/``), derived from the preset's
+    name when not given (:func:`default_take`).
     """
 
     story: Story | None
     preset: Preset
     layout: StorageLayout
     device: str
+    take: str = ""
+
+    def __post_init__(self):
+        object.__setattr__(self, "take", check_take(self.take or default_take(self.preset)))
 
     @classmethod
     def resolve(
-        cls, story: Story | None, preset: str | Path | Preset | None, layout: StorageLayout, device: str | None = None
+        cls,
+        story: Story | None,
+        preset: str | Path | Preset | None,
+        layout: StorageLayout,
+        device: str | None = None,
+        take: str | None = None,
     ) -> RunConfig:
-        """Resolve ``preset`` (a name, a file path, a loaded preset, or None: the story's own) and
-        the device (``device`` or the preset's). Raises :class:`InputError` for an unknown preset
-        or an unusable device."""
+        """Resolve ``preset`` (a name, a file path, a loaded preset, or None: the story's own),
+        the device (``device`` or the preset's) and the take (``take`` or the preset's name).
+        Raises :class:`InputError` for an unknown preset, an unusable device or a bad take name."""
         from wan_pipeline.devices import pick_device
 
         if not isinstance(preset, Preset):
@@ -65,14 +79,14 @@ class RunConfig:
             resolved = pick_device(device or preset.device)
         except InputError as exc:
             raise InputError(preset.source_path, [f"device: {p}" for p in exc.problems]) from None
-        return cls(story=story, preset=preset, layout=layout, device=resolved)
+        return cls(story=story, preset=preset, layout=layout, device=resolved, take=take or "")
 
     @classmethod
     def from_tags(cls, story: Story | None, tags: dict, layout: StorageLayout, device: str | None = None) -> RunConfig:
         """The configuration a run was launched with: the preset content in its tags (checked
         against its hash), else the preset named by :data:`PRESET_TAG`, else the story's own.
         Raises :class:`InputError` when the tags disagree with themselves."""
-        content = tags.get(PRESET_CONFIG_TAG)
+        content, take = tags.get(PRESET_CONFIG_TAG), tags.get(TAKE_TAG) or None
         if content:
             preset = preset_from_json(content, tags.get(PRESET_FILE_TAG))
             expected = tags.get(PRESET_SHA_TAG)
@@ -81,8 +95,8 @@ class RunConfig:
                     tags.get(PRESET_FILE_TAG),
                     f"the run's preset content hashes to {preset.content_sha}, its tag says {expected}: launch the render again",
                 )
-            return cls.resolve(story, preset, layout, device)
-        return cls.resolve(story, tags.get(PRESET_TAG) or None, layout, device)
+            return cls.resolve(story, preset, layout, device, take)
+        return cls.resolve(story, tags.get(PRESET_TAG) or None, layout, device, take)
 
     def tags(self) -> dict[str, str]:
         """Run tags that make every step (and a later re-execution) use exactly this preset."""
@@ -91,6 +105,7 @@ class RunConfig:
             PRESET_TAG: str(ref),
             PRESET_SHA_TAG: self.preset.content_sha,
             PRESET_CONFIG_TAG: self.preset.to_json(),
+            TAKE_TAG: self.take,
         }
         if self.preset.source_path:
             tags[PRESET_FILE_TAG] = str(self.preset.source_path)
@@ -118,8 +133,15 @@ class RunConfig:
         )
 
     def output(self, stage: str, scene_id: str | None) -> Path:
-        """Where ``stage`` of ``scene_id`` (None: a story stage) writes."""
-        return self.layout.output(self.story.id, scene_id, stage)
+        """Where ``stage`` of ``scene_id`` (None: a story stage) writes in this take."""
+        return self.layout.output(self.story.id, scene_id, stage, take=self.take)
+
+
+def default_take(preset: Preset) -> str:
+    """The take a preset renders into unless ``--take`` says otherwise: its name, with any
+    character a take name cannot hold (:data:`~wan_pipeline.storage.TAKE_RE`) replaced by ``-``."""
+    name = re.sub(r"[^A-Za-z0-9_.-]", "-", str(preset.name or "take"))[:64].lstrip(".")
+    return name or "take"
 
 
 def _is_named(preset: Preset) -> bool:

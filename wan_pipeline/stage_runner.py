@@ -32,7 +32,7 @@ from wan_pipeline import progress
 from wan_pipeline.device_lock import lease_slot, record_model
 from wan_pipeline.devices import free_device_memory
 from wan_pipeline.media.video_io import VideoInfo, probe_video
-from wan_pipeline.previews import write_preview
+from wan_pipeline.previews import write_animated_preview, write_preview
 from wan_pipeline.storage import StorageLayout, machine_name
 from wan_pipeline.telemetry import CONTRACT_KEYS, StageMonitor, write_sidecar
 
@@ -47,7 +47,8 @@ class StageRun:
     :class:`~wan_pipeline.media.video_io.VideoInfo` the writer measured from that file, so it is
     not opened again), ``meta`` (engine facts) and ``preview`` (what the body already holds of the
     output: an image uint8 (H, W, 3) or frames uint8 (T, H, W, 3), so the preview needs no second
-    decode). ``record`` is the telemetry record once the stage ended."""
+    decode); ``preview_scene_lengths``: a film's scene lengths, so its animated preview samples
+    every scene. ``record`` is the telemetry record once the stage ended."""
 
     stage: str
     scene: str | None
@@ -62,6 +63,7 @@ class StageRun:
     slot: int = 0
     started_at: str | None = None
     finished_at: str | None = None
+    preview_scene_lengths: list[float] | None = None
     log: object = None
     engine: object = None
     _logged_tenth: int = -1
@@ -256,8 +258,22 @@ class StageRunner:
             record["preview_path"] = str(write_preview(run.output, frames=run.preview)[0])
         except Exception as exc:  # a preview never fails a good render
             run.log.warning(f"{run.stage}: no preview ({exc})")
+        if record.get("fps") is not None:  # a video: an animated preview too
+            record["animation_path"] = _animation(run, record)
         write_sidecar(run.output, record)
         return record
+
+
+def _animation(run: StageRun, record: dict) -> str | None:
+    """Write the animated preview of a video output from the frames the stage holds; its path,
+    or None (with a warning) when it cannot be made — a preview never fails a good render."""
+    fps = Fraction(record["fps_exact"]) if record.get("fps_exact") else record["fps"]
+    try:
+        path, _ = write_animated_preview(run.output, run.preview, fps, scene_lengths=run.preview_scene_lengths)
+    except Exception as exc:
+        run.log.warning(f"{run.stage}: no animated preview ({exc})")
+        return None
+    return str(path)
 
 
 class OOMRetryingEngine:

@@ -88,6 +88,8 @@ def render_partition(job: StageJob, runner, engine, log=None) -> dict:
         job = replace(job, config=job.config.on_device(run.device))
         job.stage.work_fn(job, run)
         run.meta.setdefault("preset", job.preset.name)
+        run.meta.setdefault("preset_sha", job.preset.content_sha)
+        run.meta.setdefault("take", job.config.take)
     return run.record
 
 
@@ -211,6 +213,7 @@ def film_work(job: StageJob, run) -> None:
     run.output_info = write_video(job.output_path, out, lossless=job.stage.lossless, crf=crf)
     run.output = Path(run.output_info.path)
     run.preview = out.frames
+    run.preview_scene_lengths = [s.duration_s for s in story.scenes]  # the animated preview shows every scene
     run.meta.update(out.meta)
     run.meta.update(scenes=len(scenes), expected_duration_s=round(sum(s.duration_s for s in story.scenes), 4))
 

@@ -4,9 +4,12 @@
 
     <root>/dagster.yaml                      the Dagster instance (DAGSTER_HOME unless set)
     <root>/instance.lock                     held while the instance's files are created (DAGSTER_HOME)
-    <root>/outputs/<story>/<scene>/keyframe.png | clip.mp4 | interpolated.mp4 | upscaled.mp4 (+ .json)
-    <root>/outputs/<story>/film.mp4, run-summary.json
+    <root>/outputs/<story>/<take>/<scene>/keyframe.png | clip.mp4 | interpolated.mp4 | upscaled.mp4 (+ .json)
+    <root>/outputs/<story>/<take>/film.mp4, run-summary.json, render-report.png
     <root>/models/   <root>/locks/<machine>/   (device-slot locks, per machine)
+
+A take is one rendering of a story (by default named after its preset: ``preview``, ``tiny``);
+two takes never share a file, so a draft and a final render sit side by side.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +40,23 @@ def machine_name() -> str:
     import socket
 
     return os.environ.get(MACHINE_ENV) or socket.gethostname()
+
+
+TAKE_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
+"""A take name: a folder name of letters, digits, ``_ . -`` (not starting with a dot), ≤ 64 characters."""
+
+
+def check_take(take: str) -> str:
+    """``take`` when it is a valid take name (:data:`TAKE_RE`); raises
+    :class:`~wan_pipeline.errors.InputError` naming ``--take`` and the rule otherwise."""
+    from wan_pipeline.errors import InputError
+
+    if not isinstance(take, str) or not TAKE_RE.match(take):
+        raise InputError(
+            None,
+            f"--take: {take!r} is not a take name: use 1-64 letters, digits, '_', '.' or '-', not starting with '.' (e.g. --take draft)",
+        )
+    return take
 
 
 def storage_root() -> Path:
@@ -82,26 +103,36 @@ class StorageLayout:
         return self.locks / machine_name()
 
     def story_dir(self, story_id: str) -> Path:
+        """``outputs/<story>``: the folder of the story's takes."""
         return self.outputs / story_id
 
-    def output(self, story_id: str, scene_id: str | None, stage: str) -> Path:
-        """Where a stage writes: ``outputs/<story>/<scene>/<output file>`` for a per-scene stage,
-        ``outputs/<story>/<output file>`` for a story stage (scene None); the file name is the stage
-        table's (:mod:`wan_pipeline.stages`)."""
+    def take_dir(self, story_id: str, take: str) -> Path:
+        """``outputs/<story>/<take>``: everything one take of the story wrote."""
+        return self.story_dir(story_id) / check_take(take)
+
+    def takes(self, story_id: str) -> list[str]:
+        """The takes of ``story_id`` that have files on disk, sorted by name."""
+        folder = self.story_dir(story_id)
+        return sorted(p.name for p in folder.iterdir() if p.is_dir() and TAKE_RE.match(p.name)) if folder.is_dir() else []
+
+    def output(self, story_id: str, scene_id: str | None, stage: str, *, take: str) -> Path:
+        """Where a stage writes in ``take``: ``outputs/<story>/<take>/<scene>/<output file>`` for a
+        per-scene stage, ``outputs/<story>/<take>/<output file>`` for a story stage (scene None);
+        the file name is the stage table's (:mod:`wan_pipeline.stages`)."""
         from wan_pipeline.stages import STAGES
 
         row = STAGES[stage]
         if row.per_scene:
             if scene_id is None:
                 raise ValueError(f"stage {stage!r} is per scene: give the scene id")
-            return self.story_dir(story_id) / scene_id / row.output
-        return self.story_dir(story_id) / row.output
+            return self.take_dir(story_id, take) / scene_id / row.output
+        return self.take_dir(story_id, take) / row.output
 
-    def film(self, story_id: str) -> Path:
-        return self.output(story_id, None, "film")
+    def film(self, story_id: str, *, take: str) -> Path:
+        return self.output(story_id, None, "film", take=take)
 
-    def run_summary(self, story_id: str) -> Path:
-        return self.story_dir(story_id) / "run-summary.json"
+    def run_summary(self, story_id: str, *, take: str) -> Path:
+        return self.take_dir(story_id, take) / "run-summary.json"
 
     def dagster_home(self) -> Path:
         """``DAGSTER_HOME`` when set, else the storage root."""

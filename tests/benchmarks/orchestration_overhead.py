@@ -91,8 +91,9 @@ def compare_outputs(a: Path, b: Path, story_id: str) -> tuple[bool, float]:
             same &= bool(np.array_equal(read_image(path), read_image(b / rel)))
         elif path.suffix == ".mp4" and path.name != "film.mp4":
             same &= bool(np.array_equal(read_video(path).frames, read_video(b / rel).frames))
-    x = read_video(a / "outputs" / story_id / "film.mp4").frames.astype(np.float64)
-    y = read_video(b / "outputs" / story_id / "film.mp4").frames.astype(np.float64)
+    film = next((a / "outputs" / story_id).rglob("film.mp4")).relative_to(a)  # outputs/<story>/<take>/film.mp4
+    x = read_video(a / film).frames.astype(np.float64)
+    y = read_video(b / film).frames.astype(np.float64)
     if x.shape != y.shape:
         return same, 0.0
     mse = float(np.mean((x - y) ** 2))

@@ -10,9 +10,12 @@ The daemon, not a run coordinator that launches at once, runs the queue: that is
 ``dagster dev`` does, so the test goes through the same queued-run + ``gpu`` pool path as a person
 clicking Materialize.
 
+The story is rendered twice: take ``draft`` (a smaller copy of the preset), then take ``preview``,
+and the film's page shows both takes and plays the film's animated preview.
+
 Screenshots land in the test's ``tmp_path``; with ``WAN_PIPELINE_SCREENSHOTS`` set (``1`` or a
-folder) the lineage and partition shots are also copied to ``docs/screenshots/`` (``make
-screenshots``).
+folder) the lineage, partition, animated film and takes shots are also copied to
+``docs/screenshots/`` (``make screenshots``).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import yaml
 
 pytestmark = pytest.mark.e2e
 
@@ -133,11 +137,22 @@ def studio(tmp_path_factory):
     env = {**os.environ, **make_small_project(folder, duration_s=0.5, width=128, height=80)}
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
     story = Path(env["WAN_PIPELINE_STORIES"]) / f"{STORY}.yaml"
-    render = subprocess.run(
-        [sys.executable, "-m", "wan_pipeline.cli", "render", str(story)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
-    )
-    assert render.returncode == 0, render.stderr[-3000:]
-    assert Path(render.stdout.strip().splitlines()[-1]).is_file()
+    # two takes side by side: first a smaller draft preset, then the story's own (`preview`, the latest)
+    workflows = Path(env["WAN_PIPELINE_WORKFLOWS"])
+    draft = {**yaml.safe_load((workflows / "preview.yaml").read_text()), "name": "draft", "width": 96, "height": 64}
+    (workflows / "draft.yaml").write_text(yaml.safe_dump(draft, sort_keys=False))
+    for take in ("draft", "preview"):
+        render = subprocess.run(
+            [sys.executable, "-m", "wan_pipeline.cli", "render", str(story), "--preset", take],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert render.returncode == 0, render.stderr[-3000:]
+        film = Path(render.stdout.strip().splitlines()[-1])
+        assert film.is_file() and film.parent.name == take
 
     bindir = Path(sys.executable).parent
     port = _free_port()
@@ -231,7 +246,8 @@ def test_lineage_preview_and_telemetry(studio, browser, tmp_path):
         for key in TELEMETRY_KEYS:
             assert re.search(rf"(^|\s){key}(\s|$)", text), f"telemetry key {key!r} not on the page"
         assert "camera_motion" in text and "preview" in text and "handoff_to" in text
-        assert re.search(r"/outputs/launch_day/liftoff/clip\.mp4", text)
+        assert re.search(r"/outputs/launch_day/preview/liftoff/clip\.mp4", text)  # the latest take: `preview`
+        assert re.search(r"(^|\s)take\s+preview(\s|$)", text)
 
         page.get_by_text("[Show Markdown]").first.click()
         image = page.locator("img[src^='data:image/jpeg;base64,']").first
@@ -281,5 +297,54 @@ def test_materialize_one_partition_from_the_ui(studio, browser, tmp_path):
         page.goto(f"{url}/assets/{STORY}/clip?view=partitions", wait_until="domcontentloaded")
         page.get_by_text("commander", exact=True).first.click(timeout=30000)
         expect(page.get_by_text(run["runId"][:8]).first).to_be_visible(timeout=30000)
+    finally:
+        page.close()
+
+
+FRAME_COUNT_JS = """async img => {
+    const data = await (await fetch(img.src)).arrayBuffer();
+    const mime = img.src.slice(5, img.src.indexOf(';'));
+    const decoder = new ImageDecoder({data, type: mime});
+    await decoder.tracks.ready;
+    const track = decoder.tracks.selectedTrack;
+    const last = await decoder.decode({frameIndex: track.frameCount - 1});
+    return {frames: track.frameCount, animated: track.animated, width: last.image.displayWidth};
+}"""
+
+
+def test_film_plays_its_animated_preview_and_shows_both_takes(studio, browser, tmp_path):
+    url, _ = studio
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    try:
+        _open(page, f"{url}/assets/{STORY}/film")
+        expect(page.get_by_text("Latest materialization")).to_be_visible(timeout=30000)
+        metadata = page.locator("table").filter(has_text="animation").first
+        expect(metadata).to_be_visible(timeout=30000)
+        text = metadata.inner_text()
+        assert re.search(r"(^|\s)take\s+preview(\s|$)", text), "the film's take is not in its metadata"
+        assert re.search(rf"/outputs/{STORY}/preview/film\.mp4", text)
+
+        row = metadata.locator("tr").filter(has_text="animation").first
+        row.get_by_text("[Show Markdown]").click()
+        image = page.locator("img[src^='data:image/webp;base64,'], img[src^='data:image/gif;base64,']").first
+        expect(image).to_be_visible(timeout=10000)
+        decoded = image.evaluate(FRAME_COUNT_JS)
+        # every scene: 4 scenes of 0.5 s at 8 preview frames/s, decoded by the browser itself
+        assert decoded["animated"] and decoded["frames"] > 4, decoded
+        assert 0 < decoded["width"] <= 480, decoded
+        page.wait_for_timeout(800)  # a few frames in
+        shot = tmp_path / "film-animation.png"
+        page.screenshot(path=shot)
+        _publish(shot, "film-animation.png")
+        page.get_by_role("button", name="Close").click()
+
+        # both takes: the story's runs, each tagged with its take
+        page.goto(f"{url}/runs", wait_until="domcontentloaded")
+        for take in ("preview", "draft"):
+            expect(page.get_by_text(f"wan_pipeline/take: {take}").first).to_be_visible(timeout=30000)
+        page.wait_for_timeout(500)
+        shot = tmp_path / "takes.png"
+        page.screenshot(path=shot)
+        _publish(shot, "takes.png")
     finally:
         page.close()
