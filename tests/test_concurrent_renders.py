@@ -92,7 +92,7 @@ def test_same_story_twice_at_once_renders_once(project):
     finally:
         os.kill(first.proc.pid, signal.SIGCONT)
     (rc1, out1), (rc2, out2) = first.finish(), second.finish()
-    film = storage / "outputs" / "alpha" / "film.mp4"
+    film = storage / "outputs" / "alpha" / "small" / "film.mp4"  # the take: the preset's name
     assert rc1 == 0, first.err
     assert rc2 == 0, second.err
     assert out1.strip().splitlines()[-1] == out2.strip().splitlines()[-1] == str(film)
@@ -113,7 +113,7 @@ def test_two_stories_at_once_both_make_their_films(project):
     for story_id, render in renders.items():
         rc, out = render.finish()
         assert rc == 0, render.err
-        film = storage / "outputs" / story_id / "film.mp4"
+        film = storage / "outputs" / story_id / "small" / "film.mp4"
         assert out.strip().splitlines()[-1] == str(film) and film.stat().st_size > 0
     with _instance(storage) as instance:
         runs = instance.get_runs()

@@ -49,7 +49,7 @@ def test_signal_stops_render_then_next_render_completes(tmp_path, sig):
     env = {**os.environ, **make_small_project(tmp_path, duration_s=2.0), "PYTHONPATH": str(ROOT)}
     story = Path(env["WAN_PIPELINE_STORIES"]) / "launch_day.yaml"
     storage = Path(env["WAN_PIPELINE_STORAGE"])
-    film = storage / "outputs" / "launch_day" / "film.mp4"
+    film = storage / "outputs" / "launch_day" / "preview" / "film.mp4"  # the take: the preset's name
 
     proc, lines, clip_done = _start_render(env, story)
     assert clip_done.wait(180), "".join(lines)[-3000:]

@@ -21,7 +21,7 @@ def test_two_slots_render_scene_ranges_in_parallel_runs(workspace, capsys, monke
     assert probe_video(film).frames == 3 * 8 * 2 + 1  # the whole film, every scene
     assert "clip[three]" in err and "upscaled[one]" in err  # progress from the worker processes reached the console
     assert "default_limit: 2" in (workspace["storage"] / "dagster.yaml").read_text()  # the gpu pool = two slots
-    story_dir = workspace["storage"] / "outputs" / "tiny_tale"
+    story_dir = workspace["storage"] / "outputs" / "tiny_tale" / "small"  # the take
     records = [json.loads(p.read_text()) for p in story_dir.glob("*/*.json")]
     assert len(records) == 3 * 4
     spans = {(r["stage"], r["scene"]): (datetime.fromisoformat(r["started_at"]), datetime.fromisoformat(r["finished_at"])) for r in records}
@@ -58,7 +58,7 @@ def test_a_render_killed_mid_stage_frees_its_slots_and_the_next_render_completes
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
     cmd = [sys.executable, "-m", "wan_pipeline.cli", "render", str(workspace["story"]), "--preset", "small"]
     proc = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    story_dir = workspace["storage"] / "outputs" / "tiny_tale"
+    story_dir = workspace["storage"] / "outputs" / "tiny_tale" / "small"  # the take
     deadline = time.monotonic() + 240
     while not list(story_dir.glob("*/clip.mp4")) and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
