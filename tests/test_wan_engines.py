@@ -223,7 +223,7 @@ def test_vace_film_keeps_frame_count_and_only_changes_the_seams(storage):
     engine = WanVaceFilm(
         {"model": "models/tiny/wan21-vace", "steps": 2, "seam_frames": 4, "context_frames": 4, "max_sequence_length": 32}, preset()
     )
-    film = engine.join(FilmRequest(scenes, interp, up, seed=1))
+    film = engine.join(FilmRequest(scenes, interp, up, seed=1)).collect()
     # the plain concatenation (no crossfade): same frame count, i.e. the same duration
     from wan_pipeline.engines.concat_film import ConcatFilm
 

@@ -13,10 +13,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from wan_pipeline.engines.base import ClipRequest, FilmRequest, FilmScene, KeyframeRequest
 from wan_pipeline.errors import InputError, StageError
 from wan_pipeline.media.image_io import read_image, write_image
-from wan_pipeline.media.video_io import probe_video, read_video, write_video
+from wan_pipeline.media.stream import as_stream
+from wan_pipeline.media.video_io import VideoWriter, open_video, probe_video
 from wan_pipeline.run_config import RunConfig
 from wan_pipeline.stages import Stage
 
@@ -116,8 +119,29 @@ def keyframe_work(job: StageJob, run) -> None:
     run.meta.update(source="image" if image_path else "text-to-image", fingerprint=scene_fingerprint(story, sid, preset))
 
 
+def write_stream(job: StageJob, run, stream, *, crf: int = 18) -> None:
+    """Encode ``stream`` (a :class:`~wan_pipeline.media.stream.FrameStream`) into the stage's
+    output as its frames are made, keeping the input's audio; sets ``run.output`` and, as the
+    preview, the :data:`~wan_pipeline.previews.SHEET_FRAMES` frames the contact sheet shows
+    (a bounded sample, never the whole video)."""
+    from wan_pipeline.previews import SHEET_FRAMES, sample_indices
+
+    wanted = set(sample_indices(stream.num_frames, SHEET_FRAMES))
+    picked = []
+    with VideoWriter(
+        job.output_path, width=stream.width, height=stream.height, fps=stream.fps, lossless=job.stage.lossless, crf=crf, audio=stream.audio
+    ) as writer:
+        for i, frame in enumerate(stream):
+            writer.write(frame)
+            if i in wanted:
+                picked.append(frame)
+    run.output = writer.info.path
+    run.preview = np.stack(picked)
+
+
 def clip_work(job: StageJob, run) -> None:
-    """The scene's clip from its keyframe and, for a handoff, the next scene's keyframe (FLF2V)."""
+    """The scene's clip from its keyframe and, for a handoff, the next scene's keyframe (FLF2V),
+    written as the engine makes it (a segment at a time for the clip model)."""
     story, preset, sid = job.story, job.preset, job.scene_id
     scene = story.scene(sid)
     target = story.handoff_target(sid)
@@ -147,10 +171,10 @@ def clip_work(job: StageJob, run) -> None:
             loras=tuple(resolved_loras(story, scene)),
             progress=run.step,
             log=job.log,
+            stream=True,
         )
     )
-    run.output = write_video(job.output_path, out, lossless=True).path
-    run.preview = out.frames
+    write_stream(job, run, as_stream(out))
     run.meta.update(out.meta)
     run.meta.setdefault("flf2v", last is not None)  # the engine's own verdict wins (TI2V may ignore the end frame)
     run.meta.update(handoff_to=target.id if target else None)
@@ -158,12 +182,12 @@ def clip_work(job: StageJob, run) -> None:
 
 def video_work(job: StageJob, run) -> None:
     """A video-to-video stage (interpolation, upscaling, …): the same scene's output of the stage
-    it reads, through the engine's stage method, written losslessly with the input's audio."""
+    it reads, streamed through the engine's stage method (decode → engine → encode, a window at a
+    time), written losslessly with the input's audio."""
     upstream = job.stage.upstream_stages()[0]
-    source = read_video(job.input_path(upstream, job.scene_id))
-    out = getattr(run.engine, job.stage.method)(source)
-    run.output = write_video(job.output_path, out, lossless=job.stage.lossless).path
-    run.preview = out.frames
+    source = open_video(job.input_path(upstream, job.scene_id))
+    out = as_stream(getattr(run.engine, job.stage.method)(source))
+    write_stream(job, run, out)
     run.meta.update(out.meta)
     run.meta.update(input_frames=source.num_frames, input_fps=float(source.fps))
     if source.audio:  # the input had an audio stream: say whether it came through
@@ -173,13 +197,14 @@ def video_work(job: StageJob, run) -> None:
 
 def film_work(job: StageJob, run) -> None:
     """Every scene's upscaled clip in story order, seams joined (with the native clips as seam
-    context and the scenes' own interpolator and upscaler for regenerated seam frames)."""
+    context and the scenes' own interpolator and upscaler for regenerated seam frames), streamed
+    scene after scene into one encoder."""
     story = job.story
     scenes = [
         FilmScene(
             scene_id=s.id,
-            upscaled=read_video(job.input_path("upscaled", s.id)),
-            native=read_video(job.input_path("clip", s.id)),
+            upscaled=open_video(job.input_path("upscaled", s.id)),
+            native=open_video(job.input_path("clip", s.id)),
             transition=s.transition,
             prompt=s.prompt,
         )
@@ -195,8 +220,7 @@ def film_work(job: StageJob, run) -> None:
         )
     )
     crf = int(run.engine.describe().get("crf", 18))
-    run.output = write_video(job.output_path, out, lossless=job.stage.lossless, crf=crf).path
-    run.preview = out.frames
+    write_stream(job, run, as_stream(out), crf=crf)
     run.meta.update(out.meta)
     run.meta.update(scenes=len(scenes), expected_duration_s=round(sum(s.duration_s for s in story.scenes), 4))
 

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from wan_pipeline.engines.base import ClipRequest, parse_params
 from wan_pipeline.media.clip import Clip
+from wan_pipeline.media.stream import FrameStream
 
 
 class _Params(BaseModel):
@@ -102,7 +103,7 @@ class CameraMotionClip:
             "motion_strength": self.params.motion_strength,
         }
 
-    def render(self, request: ClipRequest) -> Clip:
+    def render(self, request: ClipRequest) -> Clip | FrameStream:
         n = base_frame_count(request.duration_s, request.fps)
         h, w = request.height, request.width
         first = request.first
@@ -115,19 +116,22 @@ class CameraMotionClip:
         strength = self.params.motion_strength
         end = camera_matrix(request.camera, 1.0, w, h, strength)
         end_inv = _invert(end)
-        frames = np.empty((n, h, w, 3), dtype=np.uint8)
         blend_start = 1.0 - self.params.handoff_blend
-        for i in range(n):
-            t = i / (n - 1)
-            m = camera_matrix(request.camera, t, w, h, strength)
-            own = _warp(first, m)
-            if last is not None and t > blend_start:
-                a = _smoothstep((t - blend_start) / self.params.handoff_blend)
-                # the next keyframe moves with the same camera, landing on identity at t = 1
-                nxt = _warp(last, _compose(end_inv, m))
-                out = (1 - a) * own + a * nxt
-            else:
-                out = own
-            frames[i] = np.clip(np.rint(out), 0, 255).astype(np.uint8)
-            request.progress(i + 1, n)
-        return Clip(frames, request.fps, meta={"flf2v": last is not None, "camera": request.camera})
+
+        def frames():
+            for i in range(n):
+                t = i / (n - 1)
+                m = camera_matrix(request.camera, t, w, h, strength)
+                own = _warp(first, m)
+                if last is not None and t > blend_start:
+                    a = _smoothstep((t - blend_start) / self.params.handoff_blend)
+                    # the next keyframe moves with the same camera, landing on identity at t = 1
+                    nxt = _warp(last, _compose(end_inv, m))
+                    out = (1 - a) * own + a * nxt
+                else:
+                    out = own
+                yield np.clip(np.rint(out), 0, 255).astype(np.uint8)
+                request.progress(i + 1, n)
+
+        out = FrameStream(frames, n, request.fps, w, h, meta={"flf2v": last is not None, "camera": request.camera})
+        return out if request.stream else out.collect()
