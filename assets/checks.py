@@ -25,7 +25,7 @@ import numpy as np
 
 from resources import GPUResource
 from wan_pipeline.frame_metrics import inter_frame_diff, mean_abs_diff, mean_luma, ssim
-from wan_pipeline.media.video_io import probe_video, read_video
+from wan_pipeline.media.video_io import open_video, probe_video
 from wan_pipeline.preset import Preset, load_preset
 from wan_pipeline.storage import StorageLayout
 from wan_pipeline.story import Story
@@ -77,7 +77,8 @@ def check_seams(story: Story, preset: Preset, layout: StorageLayout) -> Outcome:
         a_path, b_path = layout.output(story.id, s.id, "clip"), layout.output(story.id, nxt.id, "clip")
         if not (a_path.is_file() and b_path.is_file()):
             continue
-        a, b = read_video(a_path).frames[-1], read_video(b_path).frames[0]
+        left = open_video(a_path)  # streamed: only the two seam frames are kept
+        a, b = left.take(left.num_frames - 1, left.num_frames)[0], open_video(b_path).take(0, 1)[0]
         if a.shape != b.shape:
             rows.append(
                 {"scene": s.id, "next": nxt.id, "ssim": None, "mad": None, "ok": False, "problem": f"sizes differ {a.shape} vs {b.shape}"}
@@ -106,10 +107,14 @@ def check_black_frozen(story: Story, preset: Preset, layout: StorageLayout) -> O
         path = layout.output(story.id, s.id, "clip")
         if not path.is_file():
             continue
-        frames = read_video(path).frames
-        luma = mean_luma(frames)
+        luma_list, diff_list, prev = [], [], None
+        for frame in open_video(path):  # streamed: one frame pair at a time, however long the clip
+            luma_list.append(mean_luma(frame[None])[0])
+            if prev is not None:
+                diff_list.append(inter_frame_diff(np.stack([prev, frame]))[0])
+            prev = frame
+        luma, diffs = np.array(luma_list, np.float32), np.array(diff_list, np.float32)
         black = int(np.sum(luma < t["black_luma_max"]))
-        diffs = inter_frame_diff(frames)
         frozen = int(np.sum(diffs < t["frozen_diff_max"]))
         problems = []
         if black > t["black_fraction_max"] * len(luma):

@@ -16,8 +16,10 @@ from pathlib import Path
 from wan_pipeline.engines.registry import build_engine
 from wan_pipeline.errors import InputError
 from wan_pipeline.media.clip import as_fps
-from wan_pipeline.media.video_io import VideoInfo, probe_video, read_video, write_video
+from wan_pipeline.media.stream import as_stream
+from wan_pipeline.media.video_io import VideoInfo, open_video, probe_video
 from wan_pipeline.preset import Preset, StageConfig, load_preset
+from wan_pipeline.previews import write_sampled
 
 #: Engines whose output scale is their own ``factor`` parameter (no fixed model scale).
 FACTOR_SCALED_UPSCALERS = {"lanczos"}
@@ -60,12 +62,12 @@ def _run(stage: str, method: str, input, output, preset: Preset, config: StageCo
     try:
         with runner.stage(logging.getLogger("wan_pipeline"), stage=stage, engine=build, device=ctx.device) as run:
             engine = run.engine
-            clip = read_video(input)
-            result = getattr(engine, method)(clip)
+            clip = open_video(input)  # streamed: decode → engine → encode, a window of frames at a time
+            result = as_stream(getattr(engine, method)(clip))
             if result.audio is None and clip.audio is not None:
                 result.audio = clip.audio
-            info = write_video(output, result, lossless=True)
-            run.output, run.preview = Path(info.path), result.frames
+            info, run.preview = write_sampled(output, result, lossless=True)
+            run.output = Path(info.path)
             run.meta.update(result.meta)
             run.meta.update(input=str(Path(input).resolve()), input_frames=clip.num_frames, input_fps=float(clip.fps), preset=preset.name)
     finally:

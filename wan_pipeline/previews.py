@@ -20,7 +20,7 @@ from PIL import Image
 from wan_pipeline.errors import InputError
 from wan_pipeline.media.atomic import atomic_path
 from wan_pipeline.media.image_io import read_image
-from wan_pipeline.media.video_io import probe_video
+from wan_pipeline.media.video_io import VideoInfo, VideoWriter, probe_video
 
 MAX_PREVIEW_BYTES = 60_000  # a preview's JPEG bytes; base64 adds a third (≈ 80 KB of Markdown)
 THUMB_MAX_SIDE = 320  # pixels, longest side of a keyframe thumbnail
@@ -72,6 +72,23 @@ def read_frames(path: str | os.PathLike, n: int = SHEET_FRAMES) -> tuple[np.ndar
     if not picked:
         raise InputError(str(path), "the video has no frames")
     return np.stack(picked), wanted[: len(picked)]
+
+
+def write_sampled(path: str | os.PathLike, stream, *, lossless: bool = True, crf: int = 18) -> tuple[VideoInfo, np.ndarray]:
+    """Encode ``stream`` (a :class:`~wan_pipeline.media.stream.FrameStream`, with its audio) at
+    ``path`` as its frames are made (:class:`~wan_pipeline.media.video_io.VideoWriter`) and keep
+    the :data:`SHEET_FRAMES` frames the contact sheet shows. Returns (the file's measured info,
+    those frames uint8 (n, H, W, 3)): the preview without holding or decoding the video again."""
+    wanted = set(sample_indices(stream.num_frames, SHEET_FRAMES))
+    picked = []
+    with VideoWriter(
+        path, width=stream.width, height=stream.height, fps=stream.fps, lossless=lossless, crf=crf, audio=stream.audio
+    ) as writer:
+        for i, frame in enumerate(stream):
+            writer.write(frame)
+            if i in wanted:
+                picked.append(frame)
+    return writer.info, np.stack(picked)
 
 
 def contact_sheet(frames: np.ndarray, columns: int = SHEET_COLUMNS, tile_width: int = SHEET_TILE_WIDTH, gap: int = SHEET_GAP) -> np.ndarray:

@@ -13,13 +13,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from wan_pipeline.engines.base import ClipRequest, FilmRequest, FilmScene, KeyframeRequest
 from wan_pipeline.errors import InputError, StageError
 from wan_pipeline.media.image_io import read_image, write_image
 from wan_pipeline.media.stream import as_stream
-from wan_pipeline.media.video_io import VideoWriter, open_video, probe_video
+from wan_pipeline.media.video_io import open_video, probe_video
 from wan_pipeline.run_config import RunConfig
 from wan_pipeline.stages import Stage
 
@@ -120,23 +118,13 @@ def keyframe_work(job: StageJob, run) -> None:
 
 
 def write_stream(job: StageJob, run, stream, *, crf: int = 18) -> None:
-    """Encode ``stream`` (a :class:`~wan_pipeline.media.stream.FrameStream`) into the stage's
-    output as its frames are made, keeping the input's audio; sets ``run.output`` and, as the
-    preview, the :data:`~wan_pipeline.previews.SHEET_FRAMES` frames the contact sheet shows
-    (a bounded sample, never the whole video)."""
-    from wan_pipeline.previews import SHEET_FRAMES, sample_indices
+    """Encode ``stream`` into the stage's output as its frames are made, keeping its audio; sets
+    ``run.output`` and, as ``run.preview``, the few frames the contact sheet shows (a bounded
+    sample, never the whole video: :func:`~wan_pipeline.previews.write_sampled`)."""
+    from wan_pipeline.previews import write_sampled
 
-    wanted = set(sample_indices(stream.num_frames, SHEET_FRAMES))
-    picked = []
-    with VideoWriter(
-        job.output_path, width=stream.width, height=stream.height, fps=stream.fps, lossless=job.stage.lossless, crf=crf, audio=stream.audio
-    ) as writer:
-        for i, frame in enumerate(stream):
-            writer.write(frame)
-            if i in wanted:
-                picked.append(frame)
-    run.output = writer.info.path
-    run.preview = np.stack(picked)
+    info, run.preview = write_sampled(job.output_path, stream, lossless=job.stage.lossless, crf=crf)
+    run.output = info.path
 
 
 def clip_work(job: StageJob, run) -> None:
