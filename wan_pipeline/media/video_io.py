@@ -177,10 +177,17 @@ class VideoWriter:
     def __enter__(self) -> VideoWriter:
         self._atomic = atomic_path(self.path)
         tmp = self._atomic.__enter__()
+        self._audio_in = self._audio_map = None
         try:
             self._out = av.open(str(tmp), mode="w", format="mp4")
             self._stream = self._add_stream()
+            if self.audio:  # every stream must exist before the first packet is muxed
+                self._audio_in = av.open(self.audio)
+                if self._audio_in.streams.audio:
+                    src = self._audio_in.streams.audio[0]
+                    self._audio_map = (src, self._out.add_stream_from_template(src))
         except BaseException:
+            self._close_audio()
             self._atomic.__exit__(*sys.exc_info())
             raise
         return self
@@ -226,19 +233,21 @@ class VideoWriter:
         out = self._out
         for packet in self._stream.encode():
             out.mux(packet)
-        if self.audio:
-            with av.open(self.audio) as audio_in:
-                if audio_in.streams.audio:
-                    src = audio_in.streams.audio[0]
-                    dst = out.add_stream_from_template(src)
-                    limit = float(self.frames_written / self.fps)
-                    for packet in audio_in.demux(src):
-                        if packet.dts is None:
-                            continue
-                        if packet.pts is not None and float(packet.pts * src.time_base) > limit:
-                            break
-                        packet.stream = dst
-                        out.mux(packet)
+        if self._audio_map is not None:
+            src, dst = self._audio_map
+            limit = float(self.frames_written / self.fps)
+            for packet in self._audio_in.demux(src):
+                if packet.dts is None:
+                    continue
+                if packet.pts is not None and float(packet.pts * src.time_base) > limit:
+                    break
+                packet.stream = dst
+                out.mux(packet)
+
+    def _close_audio(self) -> None:
+        if self._audio_in is not None:
+            self._audio_in.close()
+            self._audio_in = None
 
     def __exit__(self, exc_type, exc, tb) -> bool:
         try:
@@ -248,9 +257,11 @@ class VideoWriter:
                 self._finish()
         except BaseException:
             self._out.close()
+            self._close_audio()
             self._atomic.__exit__(*sys.exc_info())
             raise
         self._out.close()
+        self._close_audio()
         self._atomic.__exit__(exc_type, exc, tb)
         if exc_type is None:
             self.info = probe_video(self.path)
