@@ -236,3 +236,16 @@ def test_streamed_render_of_the_demo_story_matches_the_in_memory_engines(tmp_pat
         assert len(previews[("upscaled", s.id)]) == 6  # the preview holds a sample, not the video
     film = open_video(out("film"))
     assert film.num_frames == round(sum(s.duration_s for s in story.scenes) * 32) + 1 and film.fps == 32  # both ends included
+
+
+def test_disk_estimate_follows_the_stage_sizes():
+    """The per-minute estimate: each stage's pixels per second times the measured bytes per pixel."""
+    from wan_pipeline.disk_estimate import LOSSLESS_BYTES_PER_PIXEL, disk_per_minute, stage_formats
+    from wan_pipeline.preset import load_preset
+
+    formats = stage_formats(load_preset("wan22-ti2v-5b"))
+    assert formats["clip"] == (1280, 704, 24) and formats["interpolated"] == (1280, 704, 48)
+    assert formats["upscaled"] == (2560, 1408, 48)  # RealESRGAN_x2plus: x2 from the file name
+    disk = disk_per_minute(load_preset("preview"))
+    assert disk["upscaled"] == pytest.approx(832 * 480 * 32 * 60 * LOSSLESS_BYTES_PER_PIXEL / 1e6, abs=0.1)
+    assert disk["film"] < disk["clip"] < disk["interpolated"] < disk["upscaled"]
