@@ -8,7 +8,7 @@ one-stage tools (``wan-pipeline interpolate`` / ``upscale``) run stages the same
 * :class:`~wan_pipeline.telemetry.StageMonitor` measures time, peak VRAM and peak RSS;
 * the telemetry record of the contract (../shared/DESIGN.md) is assembled from the engine's
   ``describe()``, the stage body's facts and the output file's own figures, and written as the
-  output's JSON sidecar, with a preview made from the frames the stage already holds;
+  output's JSON sidecar, with a preview made from the frames the stage already holds (a sample);
 * :class:`EngineCache` builds engines once per render and retries a stage method that ran out of
   device memory with the next stronger memory strategy (:class:`OOMRetryingEngine`).
 """
@@ -40,8 +40,9 @@ _LOG = logging.getLogger("wan_pipeline")
 @dataclass
 class StageRun:
     """Filled in by the stage body: ``output`` (the file written), ``meta`` (engine facts) and
-    ``preview`` (what the body already holds of the output: an image uint8 (H, W, 3) or frames
-    uint8 (T, H, W, 3), so the preview needs no second decode). ``record`` is the telemetry record
+    ``preview`` (what the body already holds of the output: an image uint8 (H, W, 3) or a bounded
+    sample of its frames uint8 (n, H, W, 3) — the few the contact sheet shows, kept while the
+    frames streamed into the file — so the preview needs no second decode). ``record`` is the telemetry record
     once the stage ended."""
 
     stage: str
