@@ -7,7 +7,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from wan_pipeline.engines.base import parse_params
 from wan_pipeline.media.clip import Clip
-from wan_pipeline.media.stream import FrameStream, as_stream, check_window, like_input
+from wan_pipeline.media.stream import FrameStream, check_window, map_frames
 
 
 class _Params(BaseModel):
@@ -43,12 +43,6 @@ class LanczosUpscaler:
 
     def upscale(self, clip: Clip | FrameStream) -> Clip | FrameStream:
         """clip: a :class:`Clip` or :class:`FrameStream`; returns the same form, frame by frame."""
-        src = as_stream(clip)
-        ow, oh = self.output_size(src.width, src.height)
-
-        def frames():
-            for frame in src:
-                yield cv2.resize(frame, (ow, oh), interpolation=cv2.INTER_LANCZOS4)
-
-        out = FrameStream(frames, src.num_frames, src.fps, ow, oh, src.audio, {"upscale_factor": oh / src.height, "tile": None})
-        return like_input(clip, out)
+        ow, oh = self.output_size(clip.width, clip.height)
+        meta = {"upscale_factor": oh / clip.height, "tile": None}
+        return map_frames(clip, lambda f: cv2.resize(f, (ow, oh), interpolation=cv2.INTER_LANCZOS4), meta, ow, oh)

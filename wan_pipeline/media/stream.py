@@ -121,6 +121,27 @@ class FrameStream:
         return np.stack(out) if out else np.empty((0, self.height, self.width, 3), np.uint8)
 
 
+def map_frames(
+    video: Clip | FrameStream,
+    fn: Callable[[np.ndarray], np.ndarray],
+    meta: dict | None = None,
+    width: int | None = None,
+    height: int | None = None,
+) -> Clip | FrameStream:
+    """Apply ``fn`` (uint8 (H, W, 3) → uint8 (height, width, 3)) to every frame of ``video``, one
+    at a time; returns the same form (a stream is mapped as it is read). Count, fps and audio kept;
+    ``width``/``height``: the output size when ``fn`` changes it. The whole of a per-frame stage
+    engine (a grade, a resize) can be ``return map_frames(video, fn, meta)``."""
+    src = as_stream(video)
+
+    def frames():
+        for frame in src:
+            yield fn(frame)
+
+    out = FrameStream(frames, src.num_frames, src.fps, width or src.width, height or src.height, src.audio, dict(meta or {}))
+    return like_input(video, out)
+
+
 def batched(frames: Iterable[np.ndarray], size: int) -> Iterator[np.ndarray]:
     """Consecutive frames in batches uint8 (≤ size, H, W, 3); the last batch may be shorter."""
     batch: list[np.ndarray] = []
