@@ -169,8 +169,10 @@ def test_absurd_sizes_are_refused_before_allocating(tmp_path, monkeypatch):
     with VideoWriter(src, width=96, height=64, fps=16) as writer:
         writer.write(_camera_clip("rocket.jpg", None, "zoom_in").frames)
     monkeypatch.setenv("WAN_PIPELINE_STORAGE", str(tmp_path / "storage"))
-    with pytest.raises(InputError, match=r"stages\.upscaled\.height.*8192"):
+    with pytest.raises(InputError, match=r"upscale --height 10000000: give 16 to 8192"):
         upscale_file(src, tmp_path / "out.mp4", height=10_000_000, preset="preview")
+    with pytest.raises(InputError, match=r"stages\.upscaled\.height: output 14222x8000 exceeds 8192"):
+        LanczosUpscaler({"height": 8000}, None).upscale(FrameStream(lambda: iter(()), 10**6, 16, 1280, 720))
     assert not (tmp_path / "out.mp4").exists()
     # the window budget: a batch of frames that would not fit is refused, naming the option
     monkeypatch.setattr(stream_mod, "WINDOW_BUDGET_MIB", 1)

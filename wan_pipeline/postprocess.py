@@ -16,7 +16,7 @@ from pathlib import Path
 from wan_pipeline.engines.registry import build_engine
 from wan_pipeline.errors import InputError
 from wan_pipeline.media.clip import as_fps
-from wan_pipeline.media.stream import as_stream
+from wan_pipeline.media.stream import MAX_SIDE, as_stream
 from wan_pipeline.media.video_io import VideoInfo, open_video, probe_video
 from wan_pipeline.preset import Preset, StageConfig, load_preset
 from wan_pipeline.previews import write_sampled
@@ -128,6 +128,8 @@ def upscale_file(
     """
     if scale is not None and height is not None:
         raise InputError(None, "upscale: give --scale or --height, not both")
+    if height is not None and not 16 <= height <= MAX_SIDE:
+        raise InputError(None, f"upscale --height {height}: give 16 to {MAX_SIDE} pixels (8K is the largest output side)")
     p = _preset(preset)
     engine = p.stage("upscaled").engine
     overrides: dict = {}
