@@ -17,7 +17,7 @@ from wan_pipeline.engines.base import ClipRequest, FilmRequest, FilmScene, Keyfr
 from wan_pipeline.errors import InputError, StageError
 from wan_pipeline.media.image_io import read_image, write_image
 from wan_pipeline.media.stream import as_stream
-from wan_pipeline.media.video_io import open_video, probe_video
+from wan_pipeline.media.video_io import open_video
 from wan_pipeline.run_config import RunConfig
 from wan_pipeline.stages import Stage
 
@@ -119,12 +119,13 @@ def keyframe_work(job: StageJob, run) -> None:
 
 def write_stream(job: StageJob, run, stream, *, crf: int = 18) -> None:
     """Encode ``stream`` into the stage's output as its frames are made, keeping its audio; sets
-    ``run.output`` and, as ``run.preview``, the few frames the contact sheet shows (a bounded
-    sample, never the whole video: :func:`~wan_pipeline.previews.write_sampled`)."""
+    ``run.output``, ``run.output_info`` (what the writer measured) and, as ``run.preview``, the
+    few frames the contact sheet shows (a bounded sample, never the whole video:
+    :func:`~wan_pipeline.previews.write_sampled`)."""
     from wan_pipeline.previews import write_sampled
 
-    info, run.preview = write_sampled(job.output_path, stream, lossless=job.stage.lossless, crf=crf)
-    run.output = info.path
+    run.output_info, run.preview = write_sampled(job.output_path, stream, lossless=job.stage.lossless, crf=crf)
+    run.output = Path(run.output_info.path)
 
 
 def clip_work(job: StageJob, run) -> None:
@@ -179,7 +180,7 @@ def video_work(job: StageJob, run) -> None:
     run.meta.update(out.meta)
     run.meta.update(input_frames=source.num_frames, input_fps=float(source.fps))
     if source.audio:  # the input had an audio stream: say whether it came through
-        kept = probe_video(run.output).has_audio
+        kept = run.output_info.has_audio
         run.meta["audio"] = "kept" if kept else f"dropped: the {run.engine.name} engine returned no audio"
 
 
