@@ -37,7 +37,7 @@ def test_schedule_and_sensor_request_one_run_per_take(tmp_path, monkeypatch):
         assert sorted(known_takes(instance, story)) == ["alt", "tiny"]
         assert (outputs / "alt" / "s1" / "keyframe.png").is_file() and not (outputs / "tiny").exists()
 
-        schedule = build_nightly_schedule([story])
+        schedule = build_nightly_schedule(story)
         requests = list(schedule.evaluate_tick(dg.build_schedule_context(instance=instance)).run_requests)
         by_take = {r.tags["wan_pipeline/take"]: r for r in requests}
         assert sorted(by_take) == ["alt", "tiny"]
