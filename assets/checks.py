@@ -27,7 +27,7 @@ import numpy as np
 
 from resources import GPUResource
 from wan_pipeline.frame_metrics import inter_frame_diff, mean_abs_diff, mean_luma, ssim
-from wan_pipeline.media.video_io import probe_video, read_video
+from wan_pipeline.media.video_io import open_video, probe_video
 from wan_pipeline.preset import Preset
 from wan_pipeline.storage import StorageLayout
 from wan_pipeline.story import Story
@@ -85,7 +85,8 @@ def check_seams(story: Story, preset: Preset, layout: StorageLayout, take: str) 
             why = f"skipped: clip {s.id} was rendered without {nxt.id}'s keyframe as its end frame (flf2v false: the model has no first-last-frame conditioning), so no continuity is expected here; the film stage joins the seam"
             rows.append({"scene": s.id, "next": nxt.id, "ssim": None, "mad": None, "ok": True, "skipped": why})
             continue
-        a, b = read_video(a_path).frames[-1], read_video(b_path).frames[0]
+        left = open_video(a_path)  # streamed: only the two seam frames are kept
+        a, b = left.take(left.num_frames - 1, left.num_frames)[0], open_video(b_path).take(0, 1)[0]
         if a.shape != b.shape:
             rows.append(
                 {"scene": s.id, "next": nxt.id, "ssim": None, "mad": None, "ok": False, "problem": f"sizes differ {a.shape} vs {b.shape}"}
@@ -114,10 +115,14 @@ def check_black_frozen(story: Story, preset: Preset, layout: StorageLayout, take
         path = layout.output(story.id, s.id, "clip", take=take)
         if not path.is_file():
             continue
-        frames = read_video(path).frames
-        luma = mean_luma(frames)
+        luma_list, diff_list, prev = [], [], None
+        for frame in open_video(path):  # streamed: one frame pair at a time, however long the clip
+            luma_list.append(mean_luma(frame[None])[0])
+            if prev is not None:
+                diff_list.append(inter_frame_diff(np.stack([prev, frame]))[0])
+            prev = frame
+        luma, diffs = np.array(luma_list, np.float32), np.array(diff_list, np.float32)
         black = int(np.sum(luma < t["black_luma_max"]))
-        diffs = inter_frame_diff(frames)
         frozen = int(np.sum(diffs < t["frozen_diff_max"]))
         problems = []
         if black > t["black_fraction_max"] * len(luma):

@@ -138,7 +138,7 @@ def test_film_concatenation_duration_and_seams(preset):
         FilmScene("b", clips[1], clips[1], "cut"),
         FilmScene("c", clips[2], clips[2], "handoff"),
     ]
-    film = build_engine("film", preset.stages.film, preset).join(FilmRequest(scenes))
+    film = build_engine("film", preset.stages.film, preset).join(FilmRequest(scenes)).collect()
     n = clips[0].num_frames  # 17 = 1 s at 16 fps + 1
     assert film.num_frames == 3 * (n - 1) + 1  # one shared instant per seam: duration = sum of scenes
     assert film.fps == Fraction(16)

@@ -11,6 +11,7 @@ import yaml
 
 from wan_pipeline.engines.base import Upscaler
 from wan_pipeline.media.clip import Clip
+from wan_pipeline.media.stream import FrameStream, map_frames
 from wan_pipeline.stages import STAGES, Stage
 
 
@@ -25,8 +26,8 @@ class NegativeGrade:
     def describe(self) -> dict:
         return {"engine": self.name, "model": None, "strength": self.strength}
 
-    def grade(self, clip: Clip) -> Clip:
-        return Clip(255 - clip.frames, clip.fps, clip.audio, {"graded": "negative"})
+    def grade(self, clip: Clip | FrameStream) -> Clip | FrameStream:
+        return map_frames(clip, lambda frame: 255 - frame, {"graded": "negative"})
 
 
 @pytest.fixture

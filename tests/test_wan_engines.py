@@ -274,11 +274,11 @@ def test_vace_film_keeps_frame_count_and_only_changes_the_seams(storage):
     engine = WanVaceFilm(
         {"model": "models/tiny/wan21-vace", "steps": 2, "seam_frames": 4, "context_frames": 4, "max_sequence_length": 32}, preset()
     )
-    film = engine.join(FilmRequest(scenes, interp, up, seed=1))
+    film = engine.join(FilmRequest(scenes, interp, up, seed=1)).collect()
     # the plain concatenation (no crossfade): same frame count, i.e. the same duration
     from wan_pipeline.engines.concat_film import ConcatFilm
 
-    plain = ConcatFilm({"crossfade_frames": 0}, preset()).join(FilmRequest(scenes)).frames
+    plain = ConcatFilm({"crossfade_frames": 0}, preset()).join(FilmRequest(scenes)).collect().frames
     assert len(plain) == 33 + 31 + 33  # handoff drops s1's first frame, the cut s1's last
     assert film.frames.shape == plain.shape and film.fps == 32
     assert film.meta["seams"] == 2 and film.meta["seam_frames"] == 4 and film.meta["variant"] == "Wan2.1-VACE-miniature"

@@ -18,8 +18,10 @@ from pathlib import Path
 from wan_pipeline.engines.registry import build_engine
 from wan_pipeline.errors import InputError
 from wan_pipeline.media.clip import as_fps
-from wan_pipeline.media.video_io import VideoInfo, probe_video, read_video, write_video
+from wan_pipeline.media.stream import MAX_SIDE, as_stream
+from wan_pipeline.media.video_io import VideoInfo, open_video, probe_video
 from wan_pipeline.preset import Preset, StageConfig, load_preset
+from wan_pipeline.previews import animation_for, write_sampled
 
 #: Engines whose output scale is their own ``factor`` parameter (no fixed model scale).
 FACTOR_SCALED_UPSCALERS = {"lanczos"}
@@ -67,8 +69,8 @@ def _run(
     try:
         with runner.stage(logging.getLogger("wan_pipeline"), stage=stage, engine=build, device=ctx.device) as run:
             engine = run.engine
-            clip = read_video(input)
-            result = getattr(engine, method)(clip)
+            clip = open_video(input)  # streamed: decode → engine → encode, a window of frames at a time
+            result = as_stream(getattr(engine, method)(clip))
             if result.audio is None and clip.audio is not None:
                 result.audio = clip.audio
             if not lossless and (result.width % 2 or result.height % 2):
@@ -77,8 +79,9 @@ def _run(
                     f"H.264 4:2:0 needs an even width and height, the result is {result.width}x{result.height}: "
                     "pass --lossless (4:4:4 keeps any size) or choose an even output size",
                 )
-            info = write_video(output, result, lossless=lossless, crf=crf)
-            run.output, run.preview = Path(info.path), result.frames
+            run.animation = animation_for(result)
+            info, run.preview = write_sampled(output, result, lossless=lossless, crf=crf, animation=run.animation)
+            run.output, run.output_info = Path(info.path), info
             run.meta.update(result.meta)
             run.meta.update(input=str(Path(input).resolve()), input_frames=clip.num_frames, input_fps=float(clip.fps), preset=preset.name)
     finally:
@@ -147,6 +150,8 @@ def upscale_file(
     """
     if scale is not None and height is not None:
         raise InputError(None, "upscale: give --scale or --height, not both")
+    if height is not None and not 16 <= height <= MAX_SIDE:
+        raise InputError(None, f"upscale --height {height}: give 16 to {MAX_SIDE} pixels (8K is the largest output side)")
     p = _preset(preset)
     engine = p.stage("upscaled").engine
     overrides: dict = {}

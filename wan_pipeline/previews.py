@@ -29,7 +29,7 @@ from PIL import Image, features
 from wan_pipeline.errors import InputError
 from wan_pipeline.media.atomic import atomic_path
 from wan_pipeline.media.image_io import read_image
-from wan_pipeline.media.video_io import frame_to_rgb, probe_video
+from wan_pipeline.media.video_io import VideoInfo, VideoWriter, frame_to_rgb, probe_video
 
 MAX_PREVIEW_BYTES = 60_000  # a preview's JPEG bytes; base64 adds a third (≈ 80 KB of Markdown)
 THUMB_MAX_SIDE = 320  # pixels, longest side of a keyframe thumbnail
@@ -87,6 +87,42 @@ def read_frames(path: str | os.PathLike, n: int = SHEET_FRAMES) -> tuple[np.ndar
     if not picked:
         raise InputError(str(path), "the video has no frames")
     return np.stack(picked), wanted[: len(picked)]
+
+
+def write_sampled(
+    path: str | os.PathLike, stream, *, lossless: bool = True, crf: int = 18, animation: AnimatedPreview | None = None
+) -> tuple[VideoInfo, np.ndarray]:
+    """Encode ``stream`` (a :class:`~wan_pipeline.media.stream.FrameStream`, with its audio) at
+    ``path`` as its frames are made (:class:`~wan_pipeline.media.video_io.VideoWriter`) and keep
+    the :data:`SHEET_FRAMES` frames the contact sheet shows; ``animation`` (see
+    :func:`animation_for`), when given, is offered every frame and keeps its own bounded sample
+    (at most :data:`ANIM_MAX_FRAMES` small frames, or one per scene). Returns (the file's measured
+    info, the sheet's frames uint8 (n, H, W, 3)): the previews without holding or decoding the
+    video again."""
+    wanted = set(sample_indices(stream.num_frames, SHEET_FRAMES))
+    picked = []
+    with VideoWriter(
+        path, width=stream.width, height=stream.height, fps=stream.fps, lossless=lossless, crf=crf, audio=stream.audio
+    ) as writer:
+        for i, frame in enumerate(stream):
+            writer.write(frame)
+            if i in wanted:
+                picked.append(frame)
+            if animation is not None and not animation.done:
+                if animation.wants_next:
+                    animation.add(frame)
+                else:
+                    animation.skip()
+    return writer.info, np.stack(picked)
+
+
+def animation_for(stream, scene_lengths: Sequence[float] | None = None) -> AnimatedPreview | None:
+    """An :class:`AnimatedPreview` to fill while ``stream`` (anything with ``num_frames`` and
+    ``fps``) is written by :func:`write_sampled`; None for a stream without frames.
+    scene_lengths: a film's scene lengths, so every scene is sampled."""
+    if stream.num_frames < 1:
+        return None
+    return AnimatedPreview(stream.num_frames, stream.fps, scene_lengths=scene_lengths)
 
 
 def contact_sheet(frames: np.ndarray, columns: int = SHEET_COLUMNS, tile_width: int = SHEET_TILE_WIDTH, gap: int = SHEET_GAP) -> np.ndarray:
@@ -386,6 +422,7 @@ def write_animated_preview(
     fps: float | Fraction | None = None,
     *,
     scene_lengths: Sequence[float] | None = None,
+    animation: Animation | None = None,
 ) -> tuple[Path, Animation]:
     """Write the animated preview of the video ``output`` beside it (atomically; the other format's
     older file is removed) and return (its path, the animation).
@@ -393,10 +430,12 @@ def write_animated_preview(
     frames: the video's frames uint8 (T, H, W, 3) when the caller holds them, with ``fps`` (frames/s);
     None decodes the file in one streaming pass. scene_lengths: a film's scene lengths (any unit
     proportional to frames), so every scene is sampled (:func:`animation_indices`).
+    animation: an animation already made while the video streamed into its file (see
+    :func:`write_sampled`); then neither ``frames`` nor the file is read.
     Raises :class:`InputError` when the file has to be read and cannot be."""
-    if frames is not None and frames.ndim == 4 and len(frames) and fps:
+    if animation is None and frames is not None and frames.ndim == 4 and len(frames) and fps:
         animation = animated_preview(iter(frames), len(frames), fps, scene_lengths=scene_lengths)
-    else:
+    elif animation is None:
         animation = animated_preview_of_file(output, scene_lengths=scene_lengths)
     target = animation_path(output, animation)
     with atomic_path(target) as tmp:

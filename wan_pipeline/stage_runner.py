@@ -8,7 +8,7 @@ one-stage tools (``wan-pipeline interpolate`` / ``upscale``) run stages the same
 * :class:`~wan_pipeline.telemetry.StageMonitor` measures time, peak VRAM and peak RSS;
 * the telemetry record of the contract (../shared/DESIGN.md) is assembled from the engine's
   ``describe()``, the stage body's facts and the output file's own figures, and written as the
-  output's JSON sidecar, with a preview made from the frames the stage already holds;
+  output's JSON sidecar, with a preview made from the frames the stage already holds (a sample);
 * :class:`EngineCache` builds engines once per render and retries a stage method that ran out of
   device memory with the next stronger memory strategy (:class:`OOMRetryingEngine`).
 """
@@ -32,7 +32,7 @@ from wan_pipeline import progress
 from wan_pipeline.device_lock import lease_slot, record_model
 from wan_pipeline.devices import free_device_memory
 from wan_pipeline.media.video_io import VideoInfo, probe_video
-from wan_pipeline.previews import write_animated_preview, write_preview
+from wan_pipeline.previews import AnimatedPreview, write_animated_preview, write_preview
 from wan_pipeline.storage import StorageLayout, machine_name
 from wan_pipeline.telemetry import CONTRACT_KEYS, StageMonitor, write_sidecar
 
@@ -46,9 +46,13 @@ class StageRun:
     """Filled in by the stage body: ``output`` (the file written), ``output_info`` (the
     :class:`~wan_pipeline.media.video_io.VideoInfo` the writer measured from that file, so it is
     not opened again), ``meta`` (engine facts) and ``preview`` (what the body already holds of the
-    output: an image uint8 (H, W, 3) or frames uint8 (T, H, W, 3), so the preview needs no second
-    decode); ``preview_scene_lengths``: a film's scene lengths, so its animated preview samples
-    every scene. ``record`` is the telemetry record once the stage ended."""
+    output: an image uint8 (H, W, 3), or frames uint8 (n, H, W, 3) — the whole video, or a bounded
+    sample of it (the few the contact sheet shows, kept while the frames streamed into the file) —
+    so the preview needs no second decode); ``animation``: the
+    :class:`~wan_pipeline.previews.AnimatedPreview` filled while a streamed output was written (its
+    own bounded sample spread over the whole video); ``preview_scene_lengths``: a film's scene
+    lengths, so its animated preview samples every scene. ``record`` is the telemetry record once
+    the stage ended."""
 
     stage: str
     scene: str | None
@@ -64,6 +68,7 @@ class StageRun:
     started_at: str | None = None
     finished_at: str | None = None
     preview_scene_lengths: list[float] | None = None
+    animation: AnimatedPreview | None = None
     log: object = None
     engine: object = None
     _logged_tenth: int = -1
@@ -265,11 +270,17 @@ class StageRunner:
 
 
 def _animation(run: StageRun, record: dict) -> str | None:
-    """Write the animated preview of a video output from the frames the stage holds; its path,
-    or None (with a warning) when it cannot be made — a preview never fails a good render."""
+    """Write the animated preview of a video output: the one filled while the output streamed
+    (``run.animation``), else from the frames the stage holds when they are the whole video, else
+    from the file in one streaming pass; its path, or None (with a warning) when it cannot be
+    made — a preview never fails a good render."""
     fps = Fraction(record["fps_exact"]) if record.get("fps_exact") else record["fps"]
+    whole = run.preview is not None and run.preview.ndim == 4 and len(run.preview) == record.get("frames")
     try:
-        path, _ = write_animated_preview(run.output, run.preview, fps, scene_lengths=run.preview_scene_lengths)
+        if run.animation is not None:
+            path, _ = write_animated_preview(run.output, animation=run.animation.finish())
+        else:
+            path, _ = write_animated_preview(run.output, run.preview if whole else None, fps, scene_lengths=run.preview_scene_lengths)
     except Exception as exc:
         run.log.warning(f"{run.stage}: no animated preview ({exc})")
         return None

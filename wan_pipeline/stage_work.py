@@ -16,7 +16,8 @@ from pathlib import Path
 from wan_pipeline.engines.base import ClipRequest, FilmRequest, FilmScene, KeyframeRequest
 from wan_pipeline.errors import InputError, StageError
 from wan_pipeline.media.image_io import read_image, write_image
-from wan_pipeline.media.video_io import read_video, write_video
+from wan_pipeline.media.stream import as_stream
+from wan_pipeline.media.video_io import open_video
 from wan_pipeline.run_config import RunConfig
 from wan_pipeline.stages import Stage
 
@@ -129,8 +130,22 @@ def keyframe_work(job: StageJob, run) -> None:
     run.meta.update(source="image" if image_path else "text-to-image", fingerprint=scene_fingerprint(story, sid, preset))
 
 
+def write_stream(job: StageJob, run, stream, *, crf: int = 18) -> None:
+    """Encode ``stream`` into the stage's output as its frames are made, keeping its audio; sets
+    ``run.output``, ``run.output_info`` (what the writer measured) and, as ``run.preview``, the
+    few frames the contact sheet shows (a bounded sample, never the whole video:
+    :func:`~wan_pipeline.previews.write_sampled`), and as ``run.animation`` the animated preview's
+    own sample (spread over every scene of ``run.preview_scene_lengths`` when set)."""
+    from wan_pipeline.previews import animation_for, write_sampled
+
+    run.animation = animation_for(stream, getattr(run, "preview_scene_lengths", None))
+    run.output_info, run.preview = write_sampled(job.output_path, stream, lossless=job.stage.lossless, crf=crf, animation=run.animation)
+    run.output = Path(run.output_info.path)
+
+
 def clip_work(job: StageJob, run) -> None:
-    """The scene's clip from its keyframe and, for a handoff, the next scene's keyframe (FLF2V)."""
+    """The scene's clip from its keyframe and, for a handoff, the next scene's keyframe (FLF2V),
+    written as the engine makes it (a segment at a time for the clip model)."""
     story, preset, sid = job.story, job.preset, job.scene_id
     scene = story.scene(sid)
     target = story.handoff_target(sid)
@@ -160,11 +175,10 @@ def clip_work(job: StageJob, run) -> None:
             loras=tuple(resolved_loras(story, scene)),
             progress=run.step,
             log=job.log,
+            stream=True,
         )
     )
-    run.output_info = write_video(job.output_path, out, lossless=True)
-    run.output = Path(run.output_info.path)
-    run.preview = out.frames
+    write_stream(job, run, as_stream(out))
     run.meta.update(out.meta)
     run.meta.setdefault("flf2v", last is not None)  # the engine's own verdict wins (TI2V may ignore the end frame)
     run.meta.update(handoff_to=target.id if target else None)
@@ -172,13 +186,12 @@ def clip_work(job: StageJob, run) -> None:
 
 def video_work(job: StageJob, run) -> None:
     """A video-to-video stage (interpolation, upscaling, …): the same scene's output of the stage
-    it reads, through the engine's stage method, written losslessly with the input's audio."""
+    it reads, streamed through the engine's stage method (decode → engine → encode, a window at a
+    time), written losslessly with the input's audio."""
     upstream = job.stage.upstream_stages()[0]
-    source = read_video(job.input_path(upstream, job.scene_id))
-    out = getattr(run.engine, job.stage.method)(source)
-    run.output_info = write_video(job.output_path, out, lossless=job.stage.lossless)
-    run.output = Path(run.output_info.path)
-    run.preview = out.frames
+    source = open_video(job.input_path(upstream, job.scene_id))
+    out = as_stream(getattr(run.engine, job.stage.method)(source))
+    write_stream(job, run, out)
     run.meta.update(out.meta)
     run.meta.update(input_frames=source.num_frames, input_fps=float(source.fps))
     if source.audio:  # the input had an audio stream: say whether it came through
@@ -188,13 +201,14 @@ def video_work(job: StageJob, run) -> None:
 
 def film_work(job: StageJob, run) -> None:
     """Every scene's upscaled clip in story order, seams joined (with the native clips as seam
-    context and the scenes' own interpolator and upscaler for regenerated seam frames)."""
+    context and the scenes' own interpolator and upscaler for regenerated seam frames), streamed
+    scene after scene into one encoder."""
     story = job.story
     scenes = [
         FilmScene(
             scene_id=s.id,
-            upscaled=read_video(job.input_path("upscaled", s.id)),
-            native=read_video(job.input_path("clip", s.id)),
+            upscaled=open_video(job.input_path("upscaled", s.id)),
+            native=open_video(job.input_path("clip", s.id)),
             transition=s.transition,
             prompt=s.prompt,
         )
@@ -210,10 +224,8 @@ def film_work(job: StageJob, run) -> None:
         )
     )
     crf = int(run.engine.describe().get("crf", 18))
-    run.output_info = write_video(job.output_path, out, lossless=job.stage.lossless, crf=crf)
-    run.output = Path(run.output_info.path)
-    run.preview = out.frames
     run.preview_scene_lengths = [s.duration_s for s in story.scenes]  # the animated preview shows every scene
+    write_stream(job, run, as_stream(out), crf=crf)
     run.meta.update(out.meta)
     run.meta.update(scenes=len(scenes), expected_duration_s=round(sum(s.duration_s for s in story.scenes), 4))
 

@@ -16,6 +16,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from wan_pipeline.media.clip import Clip
+from wan_pipeline.media.stream import FrameStream
 
 ProgressFn = Callable[[int, int], None]
 """progress(done, total): called by long engines after each step (denoising step, frame …)."""
@@ -56,6 +57,8 @@ class ClipRequest:
     first: uint8 (H, W, 3), the scene's keyframe (the clip's first frame).
     last: uint8 (H, W, 3) or None: the next scene's keyframe, the FLF2V end frame (handoff).
     duration_s: seconds of finished film; fps: the base frame rate (exact rational).
+    stream: return a :class:`FrameStream` whose frames are made as they are read (a segment at a
+        time for the clip model) instead of a :class:`Clip` in memory.
     """
 
     scene_id: str
@@ -74,20 +77,23 @@ class ClipRequest:
     loras: tuple = ()
     progress: ProgressFn = _noop_progress
     log: LogFn = _noop_log
+    stream: bool = False
 
 
 @dataclass
 class FilmScene:
     """One scene as the film stage sees it.
 
-    upscaled: the finished scene (after interpolation and upscaling).
-    native: the scene's ``clip`` at the model's native size and fps (seam context for VACE).
+    upscaled: the finished scene (after interpolation and upscaling), in memory or as a stream
+        (the film stage opens the files as streams and reads each once, in order).
+    native: the scene's ``clip`` at the model's native size and fps (seam context for VACE; only
+        the context frames around a seam are read).
     transition: how this scene joins the NEXT one: ``handoff`` | ``cut`` (ignored for the last).
     """
 
     scene_id: str
-    upscaled: Clip
-    native: Clip
+    upscaled: Clip | FrameStream
+    native: Clip | FrameStream
     transition: str
     prompt: str = ""
 
@@ -122,24 +128,29 @@ class KeyframeEngine(Engine, Protocol):
 
 
 class ClipEngine(Engine, Protocol):
-    def render(self, request: ClipRequest) -> Clip:
-        """Return the scene clip at the base fps; frame 0 ≈ ``first``; with ``last``, the final
-        frame ≈ ``last`` (FLF2V). ``meta`` carries ``flf2v`` (bool) and model facts."""
+    def render(self, request: ClipRequest) -> Clip | FrameStream:
+        """Return the scene clip at the base fps (a stream when ``request.stream``); frame 0 ≈
+        ``first``; with ``last``, the final frame ≈ ``last`` (FLF2V). ``meta`` carries ``flf2v``
+        (bool) and model facts."""
 
 
 class Interpolator(Engine, Protocol):
-    def interpolate(self, clip: Clip) -> Clip:
-        """Return a clip at a higher frame rate; ``meta['interp_factor']`` and fps measured."""
+    def interpolate(self, clip: Clip | FrameStream) -> Clip | FrameStream:
+        """Return the video at a higher frame rate, in the form given (a stream is computed pair
+        by pair as it is read); ``meta['interp_factor']``."""
 
 
 class Upscaler(Engine, Protocol):
-    def upscale(self, clip: Clip) -> Clip:
-        """Return the clip at a higher resolution; ``meta['upscale_factor']``."""
+    def upscale(self, clip: Clip | FrameStream) -> Clip | FrameStream:
+        """Return the video at a higher resolution, in the form given (a stream is upscaled a
+        batch at a time as it is read); ``meta['upscale_factor']``."""
 
 
 class FilmJoiner(Engine, Protocol):
-    def join(self, request: FilmRequest) -> Clip:
-        """Return the whole film: every scene in order, seams joined; ``meta['seam_frames']``."""
+    def join(self, request: FilmRequest) -> FrameStream:
+        """Return the whole film as a stream: every scene in order, seams joined, made as it is
+        read (one scene's frames and one seam's at a time); ``meta['seam_frames']``, complete
+        once the frames are consumed."""
 
 
 def parse_params(model_cls, params: dict, preset, stage: str):

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from wan_pipeline.engines.base import ClipRequest, parse_params
 from wan_pipeline.engines.optical_flow import FlowInterpolator
 from wan_pipeline.media.clip import Clip
+from wan_pipeline.media.stream import FrameStream
 
 #: Fraction of a ``zoom_out`` clip spent pushing in before the long pull-back to the full frame.
 #: The first frame must be the keyframe (the full photo) and nothing outside the photo exists, so a
@@ -133,7 +134,7 @@ class CameraMotionClip:
         ga, gb = cv2.cvtColor(a, cv2.COLOR_RGB2GRAY), cv2.cvtColor(b, cv2.COLOR_RGB2GRAY)
         return self._dis.calc(ga, gb, None), self._dis.calc(gb, ga, None)
 
-    def render(self, request: ClipRequest) -> Clip:
+    def render(self, request: ClipRequest) -> Clip | FrameStream:
         n = base_frame_count(request.duration_s, request.fps)
         h, w = request.height, request.width
         first = request.first
@@ -148,23 +149,27 @@ class CameraMotionClip:
         start = n - 1 - transition  # the last frame of the camera move alone
         ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
         grid = np.dstack([xs, ys])
-        frames = np.empty((n, h, w, 3), dtype=np.uint8)
-        for i in range(n):
-            own = render_window(first, camera_window(request.camera, i / (n - 1), w, h, strength))
-            if last is not None and i == n - 1:
-                frames[i] = last
-            elif last is not None and i > start:
-                # the camera keeps moving while the shot flows into the next keyframe
-                a = _smoothstep((i - start) / transition)
-                f01, f10 = self._flows(own, last)
-                frames[i] = FlowInterpolator.synthesise(own, last, f01, f10, a, grid)
-            else:
-                frames[i] = own
-            request.progress(i + 1, n)
+
+        def frames():
+            for i in range(n):
+                own = render_window(first, camera_window(request.camera, i / (n - 1), w, h, strength))
+                if last is not None and i == n - 1:
+                    frame = last
+                elif last is not None and i > start:
+                    # the camera keeps moving while the shot flows into the next keyframe
+                    a = _smoothstep((i - start) / transition)
+                    f01, f10 = self._flows(own, last)
+                    frame = FlowInterpolator.synthesise(own, last, f01, f10, a, grid)
+                else:
+                    frame = own
+                yield np.asarray(frame, dtype=np.uint8)
+                request.progress(i + 1, n)
+
         meta = {
             "flf2v": last is not None,
             "camera": request.camera,
             "transition_frames": transition,
             "transition_s": float(Fraction(transition) / request.fps),
         }
-        return Clip(frames, request.fps, meta=meta)
+        out = FrameStream(frames, n, request.fps, w, h, meta=meta)
+        return out if request.stream else out.collect()

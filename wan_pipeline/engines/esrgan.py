@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from wan_pipeline.engines.base import parse_params
 from wan_pipeline.errors import InputError
 from wan_pipeline.media.clip import Clip
+from wan_pipeline.media.stream import FrameStream, as_stream, batched, check_window, like_input
 
 #: Fraction of free memory the default tile may use: of ``torch.cuda.mem_get_info()`` free bytes
 #: on CUDA (the rest is left to the allocator's fragmentation and other processes), of
@@ -193,6 +194,7 @@ class RealEsrganUpscaler:
 
         preset = ctx = EngineContext.for_preset(ctx)
         self.params = parse_params(RealEsrganParams, params, ctx, "upscaled")
+        self.source = getattr(preset, "source_path", None)
         p = self.params
         if p.height is not None and p.scale is not None:
             raise InputError(getattr(preset, "source_path", None), "stages.upscaled: give `height` or `scale`, not both")
@@ -264,9 +266,13 @@ class RealEsrganUpscaler:
         target = self.params.height
         if target is None and self.params.scale is not None and self.params.scale != self.scale:
             target = int(round(height * self.params.scale))
+        option = "stages.upscaled.height" if self.params.height is not None else "stages.upscaled.scale"
         if target is None or target == h:
+            check_window(1, w, h, option, self.source)
             return w, h
-        return max(2, int(round(w * target / h / 2)) * 2), target
+        ow = max(2, int(round(w * target / h / 2)) * 2)
+        check_window(1, ow, target, option, self.source)
+        return ow, target
 
     # -- inference -------------------------------------------------------------------------
 
@@ -292,32 +298,31 @@ class RealEsrganUpscaler:
                 out[:, :, y0 * s : y1 * s, x0 * s : x1 * s] = y.float().mul_(255.0).round_().clamp_(0, 255).to(torch.uint8)
         return out
 
-    def upscale_frames(self, frames: np.ndarray) -> np.ndarray:
-        """frames: uint8 (T, H, W, 3) RGB → uint8 (T, H', W', 3), H' W' from :meth:`output_size`."""
+    def upscale_batches(self, batches, width: int, height: int):
+        """batches: an iterable of uint8 (B, H, W, 3) RGB frames of ``width × height``; yields
+        each batch upscaled, uint8 (B, H', W', 3) with H' W' from :meth:`output_size`. On CUDA the
+        next batch runs on the device while the previous one is downloaded."""
         torch = self._torch
-        self._size_tile()
-        t, h, w, _ = frames.shape
+        self._size_tile()  # at run time: a model loaded since the engine was built takes VRAM
+        h, w = height, width
         ow, oh = self.output_size(w, h)
         s = self.scale
-        result = np.empty((t, oh, ow, 3), dtype=np.uint8)
         on_cuda = self.device.startswith("cuda")
         ph, pw = _round_up(h, self.multiple) - h, _round_up(w, self.multiple) - w
-        pending = None  # (event, pinned host tensor, first frame index) of the batch being downloaded
+        pending = None  # (event, pinned host tensor) of the batch being downloaded
 
-        def finish(item) -> None:
-            event, host, start = item
+        def finish(item) -> np.ndarray:
+            event, host = item
             if event is not None:
                 event.synchronize()
             arr = host.numpy()
-            for j in range(arr.shape[0]):
-                frame = arr[j]
-                if (oh, ow) != frame.shape[:2]:
-                    frame = cv2.resize(frame, (ow, oh), interpolation=cv2.INTER_LANCZOS4)
-                result[start + j] = frame
+            if (oh, ow) == arr.shape[1:3]:
+                return arr
+            return np.stack([cv2.resize(frame, (ow, oh), interpolation=cv2.INTER_LANCZOS4) for frame in arr])
 
-        with torch.inference_mode():
-            for start in range(0, t, self.batch_size):
-                chunk = torch.from_numpy(np.ascontiguousarray(frames[start : start + self.batch_size]))
+        for frames in batches:
+            with torch.inference_mode():
+                chunk = torch.from_numpy(np.ascontiguousarray(frames))
                 if on_cuda:
                     chunk = chunk.pin_memory().to(self.device, non_blocking=True)
                 x = chunk.permute(0, 3, 1, 2).to(self.dtype).div_(255.0)
@@ -329,29 +334,39 @@ class RealEsrganUpscaler:
                     host.copy_(y, non_blocking=True)
                     event = torch.cuda.Event()
                     event.record()
-                    item = (event, host, start)
+                    item = (event, host)
                 else:
-                    item = (None, y.contiguous(), start)
-                if pending is not None:
-                    finish(pending)  # the GPU already works on this batch meanwhile
-                pending = item
+                    item = (None, y.contiguous())
             if pending is not None:
-                finish(pending)
-        return result
+                yield finish(pending)  # the GPU already works on this batch meanwhile
+            pending = item
+        if pending is not None:
+            yield finish(pending)
 
-    def upscale(self, clip: Clip) -> Clip:
-        """Return ``clip`` upscaled: frames uint8 (T, H', W', 3), same count, fps and audio.
+    def upscale_frames(self, frames: np.ndarray) -> np.ndarray:
+        """frames: uint8 (T, H, W, 3) RGB → uint8 (T, H', W', 3), H' W' from :meth:`output_size`."""
+        t, h, w, _ = frames.shape
+        return np.concatenate(list(self.upscale_batches((frames[i : i + self.batch_size] for i in range(0, t, self.batch_size)), w, h)))
+
+    def upscale(self, clip: Clip | FrameStream) -> Clip | FrameStream:
+        """Return ``clip`` (a :class:`Clip` or :class:`FrameStream`) upscaled, in the same form:
+        frames uint8 (H', W', 3), same count, fps and audio; a stream is upscaled a batch at a time.
 
         meta: ``upscale_factor`` (output height / input height, measured), ``tile``, ``model``.
         """
-        frames = self.upscale_frames(clip.frames)
-        meta = dict(clip.meta)
-        meta.update(
-            upscale_factor=frames.shape[1] / clip.height,
-            tile=self.tile,
-            model=str(self.model_path),
-        )
-        return Clip(frames, clip.fps, audio=clip.audio, meta=meta)
+        src = as_stream(clip)
+        ow, oh = self.output_size(src.width, src.height)
+        check_window(2 * self.batch_size, ow, oh, "stages.upscaled.batch_size", self.source)
+        self._size_tile()  # at the stage call: the tile in meta is the one the run starts with
+
+        def frames():
+            for batch in self.upscale_batches(batched(src, self.batch_size), src.width, src.height):
+                yield from batch
+            meta["tile"] = self.tile  # as sized when the frames were made
+
+        meta = dict(src.meta)
+        meta.update(upscale_factor=oh / src.height, tile=self.tile, model=str(self.model_path))
+        return like_input(clip, FrameStream(frames, src.num_frames, src.fps, ow, oh, src.audio, meta))
 
     def close(self) -> None:
         """Free the model (and the CUDA cache)."""

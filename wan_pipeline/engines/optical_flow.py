@@ -20,6 +20,7 @@ from wan_pipeline.engines.base import parse_params
 from wan_pipeline.engines.interpolation import interpolate_clip
 from wan_pipeline.engines.scene_cuts import CutThresholds
 from wan_pipeline.media.clip import Clip, as_fps
+from wan_pipeline.media.stream import FrameStream
 
 _DIS_PRESETS = {
     "ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,
@@ -102,21 +103,24 @@ class FlowInterpolator:
         w1 = cv2.remap(b, grid + ft1, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         return cv2.addWeighted(w0, 1 - t, w1, t, 0)
 
-    def interpolate(self, clip: Clip) -> Clip:
-        src = clip.frames
-        _, h, w, _ = src.shape
-        ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
-        grid = np.dstack([xs, ys])
+    def interpolate(self, clip: Clip | FrameStream) -> Clip | FrameStream:
+        """clip: a :class:`Clip` or a :class:`FrameStream` (uint8 (H, W, 3) frames); returns the
+        same form, a stream computed pair by pair (see :func:`interpolate_clip`)."""
+        h, w = clip.height, clip.width
         cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        grids: list[np.ndarray] = []
 
-        def synthesise(jobs):
+        def synthesise(jobs, src):
+            if not grids:
+                ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+                grids.append(np.dstack([xs, ys]))
             frames = []
             for a, t in jobs:
                 if a not in cache:  # jobs arrive in pair order: keep only the current pair's flows
                     cache.clear()
                     cache[a] = self.flows(src[a], src[a + 1])
                 f01, f10 = cache[a]
-                frames.append(self.synthesise(src[a], src[a + 1], f01, f10, t, grid))
+                frames.append(self.synthesise(src[a], src[a + 1], f01, f10, t, grids[0]))
             return np.stack(frames)
 
         return interpolate_clip(

@@ -18,6 +18,7 @@ from wan_pipeline.engines.base import parse_params
 from wan_pipeline.engines.interpolation import interpolate_clip
 from wan_pipeline.engines.scene_cuts import CutThresholds
 from wan_pipeline.media.clip import Clip, as_fps
+from wan_pipeline.media.stream import FrameStream
 from wan_pipeline.models.rife_net import (  # noqa: F401 (re-exported for callers of the engine module)
     ALLOWED_SCALES,
     LEVELS,
@@ -167,16 +168,18 @@ class RifeInterpolator:
             "dtype": "float16" if self.device.startswith("cuda") else "float32",
         }
 
-    def interpolate(self, clip: Clip) -> Clip:
-        """clip: frames uint8 (T, H, W, 3) at fps. Returns the clip at factor × fps (k(T − 1) + 1
-        frames) or at target_fps (see :mod:`wan_pipeline.engines.frame_timing`)."""
+    def interpolate(self, clip: Clip | FrameStream) -> Clip | FrameStream:
+        """clip: a :class:`Clip` or :class:`FrameStream` of uint8 (H, W, 3) frames at fps. Returns
+        the same form at factor × fps (k(T − 1) + 1 frames) or at target_fps (see
+        :mod:`wan_pipeline.engines.frame_timing`); a stream is computed ``batch_size`` pairs at a time."""
         if self.runner is None:
             self.runner = RifeRunner(load_ifnet(self.model_path), self.device, self.params.scale)
-        frames, runner = clip.frames, self.runner
+        runner = self.runner
 
-        def synthesise(jobs):
-            idx = np.array([a for a, _ in jobs])
-            return runner.synthesise(frames[idx], frames[idx + 1], [t for _, t in jobs])
+        def synthesise(jobs, frames):
+            return runner.synthesise(
+                np.stack([frames[a] for a, _ in jobs]), np.stack([frames[a + 1] for a, _ in jobs]), [t for _, t in jobs]
+            )
 
         out = interpolate_clip(
             clip,

@@ -58,12 +58,29 @@ def pair_scores(frames: np.ndarray, size: int = 64) -> list[tuple[float, float]]
     return [(_correlation(h0, h1), float(np.abs(g0 - g1).mean() / 255.0)) for (h0, g0), (h1, g1) in zip(feats[:-1], feats[1:])]
 
 
+class CutDetector:
+    """Cut detection on a stream: :meth:`push` each frame in order; it answers whether the pair
+    (previous frame, this frame) is a hard cut. Holds only the previous frame's features."""
+
+    def __init__(self, thresholds: CutThresholds | None = None):
+        self.thresholds = thresholds or CutThresholds()
+        self._prev: tuple[np.ndarray, np.ndarray] | None = None
+
+    def push(self, frame: np.ndarray) -> bool:
+        """frame: uint8 (H, W, 3) RGB. True when it starts a new shot (False for the first frame)."""
+        th = self.thresholds
+        feats = _features(frame, th.size)
+        prev, self._prev = self._prev, feats
+        if prev is None:
+            return False
+        corr, diff = _correlation(prev[0], feats[0]), float(np.abs(prev[1] - feats[1]).mean() / 255.0)
+        return corr < th.correlation_below and diff > th.difference_above
+
+
 def detect_cuts(frames: np.ndarray, thresholds: CutThresholds | None = None) -> set[int]:
     """Pair indices a (cut between frames a and a + 1) that are hard cuts.
 
     frames: uint8 (T, H, W, 3) RGB. Returns an empty set for fewer than two frames.
     """
-    th = thresholds or CutThresholds()
-    if len(frames) < 2:
-        return set()
-    return {a for a, (corr, diff) in enumerate(pair_scores(frames, th.size)) if corr < th.correlation_below and diff > th.difference_above}
+    detector = CutDetector(thresholds)
+    return {a - 1 for a, frame in enumerate(frames) if detector.push(frame)}

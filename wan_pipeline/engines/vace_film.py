@@ -28,7 +28,7 @@ import cv2
 import numpy as np
 from pydantic import Field
 
-from wan_pipeline.engines.base import FilmRequest
+from wan_pipeline.engines.base import FilmRequest, FilmScene
 from wan_pipeline.engines.diffusers_support import (
     DiffusersEngine,
     ModelParams,
@@ -39,6 +39,7 @@ from wan_pipeline.engines.diffusers_support import (
 )
 from wan_pipeline.errors import StageError
 from wan_pipeline.media.clip import Clip
+from wan_pipeline.media.stream import FrameStream, as_stream, check_window
 
 GREY = 127
 
@@ -131,17 +132,20 @@ class WanVaceFilm(DiffusersEngine):
         }
 
     # -- the join --------------------------------------------------------------------------
-    def join(self, request: FilmRequest) -> Clip:
-        """Return the film: uint8 (T, H, W, 3) at the scenes' upscaled fps, T equal to the plain
-        concatenation's. Raises :class:`StageError` if the scenes' fps or sizes disagree."""
-        scenes = request.scenes
+    def join(self, request: FilmRequest) -> FrameStream:
+        """Return the film as a stream: uint8 (H, W, 3) frames at the scenes' upscaled fps, as many
+        as the plain concatenation's. The seams are planned first from the frame counts; then each
+        scene's upscaled frames are read once, in order, and each seam is regenerated when the
+        stream reaches it (only its context frames are read from the native clips). Raises
+        :class:`StageError` if the scenes' fps or sizes disagree."""
+        scenes = [FilmScene(sc.scene_id, as_stream(sc.upscaled), as_stream(sc.native), sc.transition, sc.prompt) for sc in request.scenes]
         if not scenes:
             raise StageError("film: no scenes to join")
-        fps = scenes[0].upscaled.fps
-        shape = scenes[0].upscaled.frames.shape[1:]
+        first = scenes[0].upscaled
+        fps, shape = first.fps, (first.height, first.width, 3)
         factors = []
         for sc in scenes:
-            if sc.upscaled.fps != fps or sc.upscaled.frames.shape[1:] != shape:
+            if sc.upscaled.fps != fps or (sc.upscaled.height, sc.upscaled.width, 3) != shape:
                 raise StageError(
                     f"film: scene {sc.scene_id!r} is {sc.upscaled.width}x{sc.upscaled.height} at "
                     f"{sc.upscaled.fps} fps, the first scene {shape[1]}x{shape[0]} at {fps} fps"
@@ -154,8 +158,7 @@ class WanVaceFilm(DiffusersEngine):
             factors.append(int(k))
         # keep[i] = [start, end) of scene i's upscaled frames kept as they are
         keep = [[0, sc.upscaled.num_frames] for sc in scenes]
-        seam_frames: list[np.ndarray | None] = [None] * (len(scenes) - 1)
-        plans = []
+        seams: list[dict | None] = [None] * (len(scenes) - 1)  # the plan of the seam after scene i
         todo = [i for i in range(len(scenes) - 1) if scenes[i].transition == "handoff" or self.params.cut_seams]
         self.start_counting()
         for count, i in enumerate(todo):
@@ -176,35 +179,32 @@ class WanVaceFilm(DiffusersEngine):
             if start_l < 1 or needed < 1:
                 request.log(f"seam {left.scene_id}->{right.scene_id}: upscaled frames do not map, concatenated")
                 continue
-            generated, ctx_l, ctx_r = self._regenerate(left, right, a, b, c, off, request, count, len(todo))
-            seam_frames[i] = self._finish(generated, ctx_l[-1], ctx_r[0], left.native.fps, needed, request, shape)
+            check_window(needed + 2 * c + a + b, shape[1], shape[0], "stages.film.seam_frames", self.file)
             keep[i][1] = start_l
             keep[i + 1][0] = end_r
-            plans.append(
-                {
-                    "left": left.scene_id,
-                    "right": right.scene_id,
-                    "transition": left.transition,
-                    "native_regenerated": a + b,
-                    "left_frames": a,
-                    "right_frames": b,
-                    "context_frames": c,
-                    "upscaled_replaced": needed,
-                }
-            )
-        pieces = []
+            seams[i] = {
+                "left": left.scene_id,
+                "right": right.scene_id,
+                "transition": left.transition,
+                "native_regenerated": a + b,
+                "left_frames": a,
+                "right_frames": b,
+                "context_frames": c,
+                "upscaled_replaced": needed,
+                "_run": (a, b, c, off, count, len(todo)),
+            }
+        spans = []
         for i, sc in enumerate(scenes):
             start, end = keep[i]
-            if i > 0 and seam_frames[i - 1] is None and scenes[i - 1].transition == "handoff":
+            if i > 0 and seams[i - 1] is None and scenes[i - 1].transition == "handoff":
                 start = max(start, 1)  # plain handoff: the first frame repeats the previous last frame
-            if i < len(seam_frames) and seam_frames[i] is None and sc.transition == "cut":
+            if i < len(seams) and seams[i] is None and sc.transition == "cut":
                 end = min(end, sc.upscaled.num_frames - 1)  # plain cut: both scenes end/start at the seam instant
             if start > end:
                 raise StageError(f"film: scene {sc.scene_id!r} is too short for the seams on both sides")
-            pieces.append(sc.upscaled.frames[start:end])
-            if i < len(seam_frames) and seam_frames[i] is not None:
-                pieces.append(seam_frames[i])
-        film = np.concatenate(pieces, axis=0)
+            spans.append((start, end))
+        total = sum(end - start for start, end in spans) + sum(s["upscaled_replaced"] for s in seams if s)
+        plans = [{k: v for k, v in s.items() if not k.startswith("_")} for s in seams if s]
         meta = {
             "seam_frames": self.params.seam_frames,
             "seams": len(plans),
@@ -212,28 +212,54 @@ class WanVaceFilm(DiffusersEngine):
             "model": self.params.model,
             "memory_strategy": self._strategy,
         }
-        meta.update(self.lever_record(self.params.steps))  # cache, work counts over all seams, storage dtype
+
+        made: dict[int, tuple] = {}
+        if any(seams):
+            # The first seam is regenerated here, inside the stage call, so that an out-of-memory
+            # error (every seam has the same size) reaches the stage runner's retry.
+            i = next(i for i, s in enumerate(seams) if s)
+            made[i] = self._regenerate(scenes[i], scenes[i + 1], *seams[i]["_run"][:4], request, *seams[i]["_run"][4:])
         if self._pipe is not None:
-            meta["variant"] = checkpoint_variant(self._pipe)
-            h, w = scenes[0].native.frames.shape[1:3]
-            meta["warnings"] = [x for x in (native_size_warning(self._pipe, w, h),) if x]
+            native = scenes[0].native
+            meta["warnings"] = [x for x in (native_size_warning(self._pipe, native.width, native.height),) if x]
             for x in meta["warnings"]:
                 request.log(f"warning: {x}")
-        return Clip(film, fps=fps, meta=meta)
+
+        def frames():
+            for i, sc in enumerate(scenes):
+                start, end = spans[i]
+                for j, frame in enumerate(sc.upscaled):
+                    if j >= end:
+                        break
+                    if j >= start:
+                        yield frame
+                seam = seams[i] if i < len(seams) else None
+                if seam is not None:
+                    a, b, c, off, count, n_todo = seam["_run"]
+                    generated, ctx_l, ctx_r = made.pop(i, None) or self._regenerate(sc, scenes[i + 1], a, b, c, off, request, count, n_todo)
+                    yield from self._finish(generated, ctx_l[-1], ctx_r[0], sc.native.fps, seam["upscaled_replaced"], request, shape)
+            meta["memory_strategy"] = self._strategy
+            meta.update(self.lever_record(self.params.steps))  # cache, work counts over all seams, storage dtype
+            if self._pipe is not None:
+                meta["variant"] = checkpoint_variant(self._pipe)
+
+        return FrameStream(frames, total, fps, shape[1], shape[0], meta=meta)
 
     def _regenerate(self, left, right, a, b, c, off, request: FilmRequest, index: int, total: int):
         """VACE over ``c`` context + ``a + b`` masked + ``c`` context native frames; returns the
-        colour-matched generated frames uint8 (a+b, h, w, 3) and both contexts."""
+        colour-matched generated frames uint8 (a+b, h, w, 3) and both contexts (read from the
+        native streams: only the frames up to the context are decoded)."""
         import torch
         from PIL import Image
 
-        ln = left.native.frames
-        rn = right.native.frames[off:]
-        ctx_l = ln[len(ln) - a - c : len(ln) - a]
-        ctx_r = rn[b : b + c]
-        h, w = ln.shape[1:3]
-        if h % 16 or w % 16 or rn.shape[1:3] != (h, w):
-            raise StageError(f"film: native clips must share one size divisible by 16, got {w}x{h} and {rn.shape[2]}x{rn.shape[1]}")
+        nl = left.native.num_frames
+        ctx_l = left.native.take(nl - a - c, nl - a)
+        ctx_r = right.native.take(off + b, off + b + c)
+        h, w = left.native.height, left.native.width
+        if h % 16 or w % 16 or (right.native.height, right.native.width) != (h, w):
+            raise StageError(
+                f"film: native clips must share one size divisible by 16, got {w}x{h} and {right.native.width}x{right.native.height}"
+            )
         s = a + b
         grey = np.full((s, h, w, 3), GREY, np.uint8)
         video = np.concatenate([ctx_l, grey, ctx_r])

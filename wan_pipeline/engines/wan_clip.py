@@ -49,6 +49,7 @@ from wan_pipeline.errors import InputError
 from wan_pipeline.frame_metrics import mean_colour_shift
 from wan_pipeline.media.clip import Clip
 from wan_pipeline.media.image_io import fit_image
+from wan_pipeline.media.stream import FrameStream, check_window
 
 GUIDANCE_WARNING = 6.0
 """Guidance at or above this gives black or over-saturated Wan frames in practice (users' reports;
@@ -210,9 +211,10 @@ class WanI2VClip(DiffusersEngine):
             out.append((Path(lora.path), float(lora.strength), getattr(lora, "expert", "both")))
         return out
 
-    def render(self, request: ClipRequest) -> Clip:
+    def render(self, request: ClipRequest) -> Clip | FrameStream:
         """Render the scene: uint8 (T, height, width, 3) at ``request.fps`` with T = 4k+1 frames for
-        ``duration_s``; see the module doc for segments and FLF2V."""
+        ``duration_s``, or with ``request.stream`` a :class:`FrameStream` made a segment at a time;
+        see the module doc for segments and FLF2V."""
         pipe = self.pipe
         multiple = size_multiple(pipe)
         self._check_side("width", request.width, multiple, self.file)
@@ -249,7 +251,6 @@ class WanI2VClip(DiffusersEngine):
                 "or use an I2V model (e.g. the wan22-i2v-a14b preset)",
             )
         size = (request.width, request.height)
-        start = fit_image(request.first, *size)
         last = fit_image(request.last, *size) if request.last is not None and supports_last else None
         negative = request.negative_prompt or self.params.negative_prompt
         import torch
@@ -258,47 +259,61 @@ class WanI2VClip(DiffusersEngine):
         # A CPU generator gives the same noise whatever device runs the model (diffusers'
         # randn_tensor draws on the generator's device and moves the tensor).
         generator = torch.Generator("cpu").manual_seed(int(request.seed))
-        pieces: list[np.ndarray] = []
-        context = None  # uint8 (overlap, H, W, 3): the previous segment's last frames
-        shifts: list[float] = []
+        check_window(max(lengths), request.width, request.height, "stages.clip.max_frames", self.file)
+        shifts: list[float] = []  # colour shift at each segment join (filled as segments are made)
         self.start_counting()
-        with loras_applied(pipe, self._lora_list(request), request.log):
-            for i, n in enumerate(lengths):
-                final = i == len(lengths) - 1
-                end = last if final else None
-                if context is not None:
-                    start = context[0]
-                kwargs = dict(
-                    image=Image.fromarray(start),
-                    prompt=request.prompt,
-                    negative_prompt=negative,
-                    height=request.height,
-                    width=request.width,
-                    num_frames=n,
-                    num_inference_steps=steps,
-                    guidance_scale=guidance,
-                    generator=generator,
-                    output_type="np",
-                    max_sequence_length=self.params.max_sequence_length,
-                    callback_on_step_end=step_progress(request.progress, i * steps, steps * len(lengths)),
-                )
-                if guidance_2 is not None:
-                    kwargs["guidance_scale_2"] = guidance_2
-                if end is not None:
-                    kwargs["last_image"] = Image.fromarray(end)
-                with _clip_images(pipe, start, end), _continue_from(pipe, context), self.generation(pipe, steps, (guidance, guidance_2)):
-                    frames = to_uint8_frames(self._run_pipeline(**kwargs))
-                if context is None:
-                    pieces.append(frames)
-                else:
-                    k = len(context)
-                    if self.params.colour_match:
-                        frames = match_segment_colour(frames, frames[:k], context, fade_out=end is not None)
-                    shifts.append(mean_colour_shift(pieces[-1][-1], frames[k]))
-                    pieces.append(frames[k:])  # the overlap was kept from the previous segment
-                context = frames[-overlap:] if overlap > 1 else frames[-1:]
-                request.log(f"segment {i + 1}/{len(lengths)}: {n} frames")
-        video = np.concatenate(pieces, axis=0)
+
+        def segments():
+            """Each segment's new frames, uint8 (n, H, W, 3), as it finishes (the overlap kept from
+            the previous segment dropped, colour-matched to it); the LoRAs stay applied until the
+            last one, and the lever telemetry and colour shift reach ``meta`` after it."""
+            start = fit_image(request.first, *size)
+            context = None  # uint8 (overlap, H, W, 3): the previous segment's last frames
+            with loras_applied(pipe, self._lora_list(request), request.log):
+                for i, n in enumerate(lengths):
+                    final = i == len(lengths) - 1
+                    end = last if final else None
+                    if context is not None:
+                        start = context[0]
+                    kwargs = dict(
+                        image=Image.fromarray(start),
+                        prompt=request.prompt,
+                        negative_prompt=negative,
+                        height=request.height,
+                        width=request.width,
+                        num_frames=n,
+                        num_inference_steps=steps,
+                        guidance_scale=guidance,
+                        generator=generator,
+                        output_type="np",
+                        max_sequence_length=self.params.max_sequence_length,
+                        callback_on_step_end=step_progress(request.progress, i * steps, steps * len(lengths)),
+                    )
+                    if guidance_2 is not None:
+                        kwargs["guidance_scale_2"] = guidance_2
+                    if end is not None:
+                        kwargs["last_image"] = Image.fromarray(end)
+                    with (
+                        _clip_images(pipe, start, end),
+                        _continue_from(pipe, context),
+                        self.generation(pipe, steps, (guidance, guidance_2)),
+                    ):
+                        frames = to_uint8_frames(self._run_pipeline(**kwargs))
+                    if context is None:
+                        piece = frames
+                    else:
+                        k = len(context)
+                        if self.params.colour_match:
+                            frames = match_segment_colour(frames, frames[:k], context, fade_out=end is not None)
+                        shifts.append(mean_colour_shift(context[-1], frames[k]))
+                        piece = frames[k:]  # the overlap was kept from the previous segment
+                    context = frames[-overlap:] if overlap > 1 else frames[-1:]
+                    request.log(f"segment {i + 1}/{len(lengths)}: {n} frames")
+                    if final:
+                        meta["segment_colour_shift"] = round(float(np.mean(shifts)), 3) if shifts else None
+                        meta.update(self.lever_record(steps))  # work counts over all segments
+                    yield piece
+
         meta = {
             "flf2v": last is not None,
             "model": self.params.model,
@@ -319,7 +334,18 @@ class WanI2VClip(DiffusersEngine):
             meta["guidance_scale_2"] = guidance_2
         for w in warnings:
             request.log(f"warning: {w}")
-        return Clip(video, fps=request.fps, meta=meta)
+        made = segments()
+        # The first segment is made here, inside the stage call, so that an out-of-memory error at
+        # the clip's peak reaches the stage runner's retry; later segments come as they are read.
+        head = next(made)
+
+        def frames():
+            yield from head
+            for piece in made:
+                yield from piece
+
+        out = FrameStream(frames, total, request.fps, request.width, request.height, meta=meta)
+        return out if request.stream else out.collect()
 
 
 @contextlib.contextmanager

@@ -437,11 +437,18 @@ def doctor_report(preset, machine: dict | None = None) -> dict:
         lacks.append("no CUDA GPU in use: diffusion stages would run on the CPU (hours per clip at full size)")
     for m in models:
         lacks += [f"{m['stage']}: {x}" for x in m["missing"]] + [f"{m['stage']}: {x}" for x in m["problems"]]
+    from wan_pipeline.disk_estimate import disk_per_minute
+
+    try:
+        disk = disk_per_minute(preset)
+    except (KeyError, AttributeError, TypeError, ValueError):  # a partial preset (tests) has no video stages to size
+        disk = {}
     return {
         "preset": getattr(preset, "name", None),
         "device": getattr(preset, "device", None),
         "machine": machine,
         "gpu": gpu,
+        "disk_mb_per_minute": disk,
         "models": models,
         "lacks": lacks,
         "ready": not lacks,
@@ -496,5 +503,12 @@ def render_doctor_text(report: dict) -> str:
             lines.append(f"    problem: {x}")
     if not report["models"]:
         lines.append("  (no stage of this preset names a model)")
+    disk = report.get("disk_mb_per_minute") or {}
+    if disk:
+        lines.append(
+            f"Disk per minute of film ~{sum(disk.values()) / 1000:,.1f} GB: "
+            + ", ".join(f"{stage} {mb / 1000:,.2f} GB" for stage, mb in disk.items())
+            + " (lossless intermediates; the estimate of wan_pipeline/disk_estimate.py)"
+        )
     lines.append("Ready." if report["ready"] else "Lacks:\n" + "\n".join(f"  - {x}" for x in report["lacks"]))
     return "\n".join(lines)
