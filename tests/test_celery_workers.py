@@ -79,7 +79,8 @@ def test_two_celery_workers_render_one_story(workspace, tmp_path, monkeypatch, c
                 w.kill()
     film = Path(capsys.readouterr().out.strip().splitlines()[-1])
     assert probe_video(film).frames == 3 * 8 * 2 + 1  # the film is complete
-    records = [json.loads(p.read_text()) for p in (storage / "outputs" / "tiny_tale").glob("*/*.json")]
+    take_dir = storage / "outputs" / "tiny_tale" / "small"  # the take: the preset's name
+    records = [json.loads(p.read_text()) for p in take_dir.glob("*/*.json")]
     assert len(records) == 12
     assert {r["host"] for r in records} == {"machine-a", "machine-b"}  # both "machines" rendered stages
     with dg.DagsterInstance.get() as instance:
