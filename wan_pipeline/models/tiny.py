@@ -105,26 +105,26 @@ def _vae48():
     ).eval()
 
 
+_TRANSFORMER_CONFIG = dict(  # every miniature transformer: two blocks, the published configs' other keys
+    patch_size=(1, 2, 2),
+    num_attention_heads=_HEADS,
+    attention_head_dim=_HEAD_DIM,
+    text_dim=_TEXT_DIM,
+    freq_dim=16,
+    ffn_dim=32,
+    num_layers=2,
+    cross_attn_norm=True,
+    qk_norm="rms_norm_across_heads",
+    eps=1e-6,
+    rope_max_seq_len=32,
+)
+
+
 def _transformer(offset: int, in_channels: int, out_channels: int, **extra):
     from diffusers import WanTransformer3DModel
 
     _seed(offset)
-    return WanTransformer3DModel(
-        patch_size=(1, 2, 2),
-        num_attention_heads=_HEADS,
-        attention_head_dim=_HEAD_DIM,
-        in_channels=in_channels,
-        out_channels=out_channels,
-        text_dim=_TEXT_DIM,
-        freq_dim=16,
-        ffn_dim=32,
-        num_layers=2,
-        cross_attn_norm=True,
-        qk_norm="rms_norm_across_heads",
-        eps=1e-6,
-        rope_max_seq_len=32,
-        **extra,
-    ).eval()
+    return WanTransformer3DModel(in_channels=in_channels, out_channels=out_channels, **_TRANSFORMER_CONFIG, **extra).eval()
 
 
 def _image_encoder():
@@ -187,21 +187,7 @@ def build_tiny_pipeline(name: str):
     if name == "wan21-vace":
         _seed(14)
         transformer = WanVACETransformer3DModel(
-            patch_size=(1, 2, 2),
-            num_attention_heads=_HEADS,
-            attention_head_dim=_HEAD_DIM,
-            in_channels=16,
-            out_channels=16,
-            text_dim=_TEXT_DIM,
-            freq_dim=16,
-            ffn_dim=32,
-            num_layers=2,
-            cross_attn_norm=True,
-            qk_norm="rms_norm_across_heads",
-            eps=1e-6,
-            rope_max_seq_len=32,
-            vace_layers=[0],
-            vace_in_channels=96,
+            in_channels=16, out_channels=16, **_TRANSFORMER_CONFIG, vace_layers=[0], vace_in_channels=96
         ).eval()
         return WanVACEPipeline(vae=_vae16(), scheduler=_scheduler(3.0), transformer=transformer, **common)
     return WanPipeline(vae=_vae16(), scheduler=_scheduler(3.0), transformer=_transformer(15, 16, 16), **common)
