@@ -27,7 +27,7 @@ import dagster as dg
 
 from assets.executors import celery_enabled
 from assets.recovery import BAD_INPUT_KEY
-from wan_pipeline import interrupts, progress
+from wan_pipeline import collector, interrupts, progress
 from wan_pipeline.errors import InputError
 from wan_pipeline.fingerprint import REPORT
 from wan_pipeline.preflight import check_preset
@@ -169,6 +169,11 @@ def _materialize(
         assets = [*assets, *build_story_checks(story)]
     resources = default_resources(config.layout.root)
     run_config = {"loggers": {"console": {"config": {"log_level": "INFO" if verbose else "WARNING"}}}}
+    with collector.long_lived_frozen():
+        return _materialize_runs(instance, story, runs, config, assets, resources, run_config)
+
+
+def _materialize_runs(instance, story: Story, runs: list[PlannedRun], config: RunConfig, assets, resources, run_config) -> RenderOutcome:
     outcome = RenderOutcome(ok=True)
     last_scene_stage = STAGES.scene_stages()[-1]
     for run in runs:

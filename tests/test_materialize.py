@@ -13,6 +13,7 @@ from assets.story_assets import build_story_assets
 from resources import default_resources
 from tests.conftest import dagster_test_instance
 from wan_pipeline.media import probe_video, read_image, read_video
+from wan_pipeline.previews import ANIM_MAX_WIDTH
 from wan_pipeline.story import load_story
 from wan_pipeline.telemetry import CONTRACT_KEYS
 
@@ -128,8 +129,8 @@ def test_every_video_materialization_plays_an_animated_preview_of_its_take(rende
         for scene, meta in events[stage].items():
             assert meta["take"].value == "small" and meta["preset"].value == "small", (stage, scene)
             mime, size, image = _decoded_animation(meta["animation"].value)
-            assert mime == "image/webp" and size <= 2_000_000 and image.width <= 480
-            # a 1 s scene at 8 preview frames/s: 9 frames (the WebP encoder merges a static camera's
+            assert mime == "image/webp" and size <= 2_000_000 and image.width <= ANIM_MAX_WIDTH
+            # a 1 s scene at 6 preview frames/s: 7 frames (the WebP encoder merges a static camera's
             # identical frames into one); the film samples each of its 3 scenes
             if scene is None:
                 assert image.is_animated and image.n_frames >= len(story.scenes), (stage, image.n_frames)

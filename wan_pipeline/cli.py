@@ -261,10 +261,11 @@ def _run_config(args, story):
 def cmd_render(args) -> int:
     """Render; Ctrl-C or SIGTERM stops it (the run canceled, locks freed, no temporary file left)
     with exit 130 / 143."""
+    from wan_pipeline import collector
     from wan_pipeline.interrupts import Interrupted, stop_on_signals
 
     try:
-        with stop_on_signals():
+        with stop_on_signals(), collector.paused():  # collected from the first stage on (assets.launch)
             return _render(args)
     except Interrupted as exc:
         _err(f"interrupted ({exc.name}): the render stopped; what finished is kept, run it again to continue")
@@ -632,7 +633,12 @@ def main(argv: list[str] | None = None) -> int:
             from wan_pipeline.storage import check_storage_root
 
             check_storage_root()
-        return args.func(args)
+        code = args.func(args)
+        if argv is None:  # the console script, about to exit
+            from wan_pipeline.collector import skip_final_collection
+
+            skip_final_collection()
+        return code
     except InputError as exc:
         _err(f"error: {exc}")
         return EXIT_BAD_INPUT

@@ -38,10 +38,10 @@ SHEET_COLUMNS = 3
 SHEET_TILE_WIDTH = 200  # pixels per tile on a contact sheet
 SHEET_GAP = 4  # pixels between tiles (dark grey)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
-ANIM_MAX_WIDTH = 480  # pixels, width of an animated preview (never scaled up)
+ANIM_MAX_WIDTH = 320  # pixels, width of an animated preview (never scaled up)
 ANIM_MAX_BYTES = 2_000_000  # bytes of an animated preview; base64 adds a third in Markdown
-ANIM_FPS = 8  # frames per second an animated preview plays at (reduced from the video's rate)
-ANIM_MAX_FRAMES = 40  # frames of an animated preview: 5 s at ANIM_FPS; longer videos are time-lapsed
+ANIM_FPS = 6  # frames per second an animated preview plays at (reduced from the video's rate)
+ANIM_MAX_FRAMES = 30  # frames of an animated preview: 5 s at ANIM_FPS; longer videos are time-lapsed
 ANIM_QUALITIES = (70, 50, 35)  # WebP quality steps tried before the frames are scaled down
 WEBP_AVAILABLE = features.check("webp")
 

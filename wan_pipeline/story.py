@@ -7,6 +7,7 @@ allowed. Image paths are relative to the story file and must stay inside its fol
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from pathlib import Path
@@ -96,10 +97,21 @@ class Scene(_Strict):
             return v
         img = contained_file(Path(base), v.image, "image")
         try:
-            read_image(img)  # decodable, within the pixel limit, convertible to RGB
+            stat = img.stat()
+            _check_image_file(str(img), stat.st_mtime_ns, stat.st_size)
         except InputError as exc:
             raise ValueError(f"image {v.image!r}: {'; '.join(exc.problems)}") from None
+        except OSError as exc:  # removed or made unreadable since contained_file looked
+            raise ValueError(f"image {v.image!r} cannot be read ({exc.strerror or exc})") from None
         return v
+
+
+@functools.lru_cache(maxsize=256)
+def _check_image_file(path: str, mtime_ns: int, size: int) -> None:
+    """Decode the image at ``path`` once per version of the file (``mtime_ns``, ``size``): a
+    story is re-read at every stage of a render, its images need checking only when they change.
+    Raises :class:`InputError` as :func:`~wan_pipeline.media.image_io.read_image` (not cached)."""
+    read_image(path)  # decodable, within the pixel limit, convertible to RGB
 
 
 class Story(_Strict):
