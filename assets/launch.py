@@ -229,19 +229,28 @@ class _QueueReporter:
         _events.put(("stage_finished", (stage, scene, record)))
 
 
-def _worker_init(events, threads: int | None) -> None:
+def _worker_init(events) -> None:
     global _events
     _events = events
-    if threads:  # CPU slots share the cores: each worker's thread pools get its share, not every core
-        os.environ["OMP_NUM_THREADS"] = str(threads)  # torch, imported later if at all, sizes its pool from this
-        import cv2
-
-        cv2.setNumThreads(threads)
     progress.set_reporter(_QueueReporter())
     import assets.story_assets  # noqa: F401  the import (dagster, the engines) once per worker, at start
 
 
-def _worker_materialize(story: Story, run: PlannedRun, config: RunConfig, verbose: bool) -> RenderOutcome:
+def _use_threads(threads: int | None) -> None:
+    """CPU slots share the cores: a worker's thread pools get its run's share, not every core
+    (all of them when its run is alone in its phase, as the film's)."""
+    if not threads:
+        return
+    os.environ["OMP_NUM_THREADS"] = str(threads)  # torch, imported later if at all, sizes its pool from this
+    import cv2
+
+    cv2.setNumThreads(threads)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(threads)
+
+
+def _worker_materialize(story: Story, run: PlannedRun, config: RunConfig, verbose: bool, threads: int | None) -> RenderOutcome:
+    _use_threads(threads)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if celery_enabled():
@@ -285,16 +294,44 @@ def _relay(events, reporter) -> None:
         getattr(reporter, name)(*args)
 
 
+class _WorkerPool:
+    """The worker processes of a render spread over several device slots: ``width`` processes,
+    spawned (a clean interpreter, no forked torch or database state) and started as soon as the
+    pool is entered, so that their import of Dagster and the engines overlaps the render's own
+    set-up (pre-render check, instance); they serve every phase. ``slots``: the device slots, for
+    the CPU thread share of each run."""
+
+    def __init__(self, width: int, slots: tuple[str, ...]):
+        self.width, self.slots = width, slots
+
+    def __enter__(self) -> _WorkerPool:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        ctx = multiprocessing.get_context("spawn")
+        self.events = ctx.Queue()
+        self.executor = ProcessPoolExecutor(self.width, mp_context=ctx, initializer=_worker_init, initargs=(self.events,))
+        for _ in range(self.width):  # start every worker now (spawned workers start on the first submit)
+            self.executor.submit(os.getpid)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.executor.shutdown(cancel_futures=True)
+
+    def threads(self, runs_at_once: int) -> int | None:
+        """Threads per run when ``runs_at_once`` runs share this machine's cores (None: GPU slots)."""
+        if not all(s == "cpu" for s in self.slots):
+            return None
+        return max(1, (os.cpu_count() or 1) // max(1, runs_at_once))
+
+
 def _materialize_parallel(
-    story: Story, phases: list[list[PlannedRun]], config: RunConfig, slots: tuple[str, ...], verbose: bool
+    story: Story, phases: list[list[PlannedRun]], config: RunConfig, pool: _WorkerPool, verbose: bool
 ) -> RenderOutcome:
-    """Run each phase's runs at the same time, one worker process per run (spawned: a clean
-    interpreter, no forked torch or database state; the workers import the assets once, when they
-    start, and serve every phase), phase after phase; the first failed run ends the render. The
-    stages of all runs lease the device slots, so never two share one."""
-    import multiprocessing
+    """Run each phase's runs at the same time, one worker process of ``pool`` per run, phase after
+    phase; the first failed run ends the render. The stages of all runs lease the device slots, so
+    never two share one."""
     import threading
-    from concurrent.futures import ProcessPoolExecutor
 
     from assets.story_assets import GPU_POOL
 
@@ -304,25 +341,22 @@ def _materialize_parallel(
     instance = dg.DagsterInstance.get()
     if GPU_POOL not in instance.event_log_storage.get_concurrency_keys():
         instance.event_log_storage.initialize_concurrency_limit_to_default(GPU_POOL)
-    width = max(len(p) for p in phases)
-    ctx = multiprocessing.get_context("spawn")
-    events = ctx.Queue()
-    relay = threading.Thread(target=_relay, args=(events, progress.reporter()), daemon=True)
+    relay = threading.Thread(target=_relay, args=(pool.events, progress.reporter()), daemon=True)
     relay.start()
-    cpu_threads = max(1, (os.cpu_count() or 1) // len(slots)) if all(s == "cpu" for s in slots) else None
     outcome = RenderOutcome(ok=True)
     try:
-        with ProcessPoolExecutor(width, mp_context=ctx, initializer=_worker_init, initargs=(events, cpu_threads)) as pool:
-            for phase in phases:
-                # every run in a worker, the film's too: the workers have imported everything already
-                results = [f.result() for f in [pool.submit(_worker_materialize, story, run, config, verbose) for run in phase]]
-                for result in results:
-                    outcome.run_ids.extend(result.run_ids)
-                failed = [r for r in results if not r.ok]
-                if failed:
-                    return RenderOutcome(False, "\n".join(r.message for r in failed), any(r.bad_input for r in failed), outcome.run_ids)
+        for phase in phases:
+            # every run in a worker, the film's too: the workers have imported everything already
+            threads = pool.threads(len(phase))
+            futures = [pool.executor.submit(_worker_materialize, story, run, config, verbose, threads) for run in phase]
+            results = [f.result() for f in futures]
+            for result in results:
+                outcome.run_ids.extend(result.run_ids)
+            failed = [r for r in results if not r.ok]
+            if failed:
+                return RenderOutcome(False, "\n".join(r.message for r in failed), any(r.bad_input for r in failed), outcome.run_ids)
     finally:
-        events.put(None)
+        pool.events.put(None)
         relay.join(timeout=5)
     return outcome
 
@@ -406,21 +440,23 @@ def render_story(story: Story, config: RunConfig, reporter, scenes: list[str] | 
         unknown = [s for s in scenes if s not in story.scene_ids]
         if unknown:
             raise InputError(story.source_path, f"--scenes: unknown scene id(s) {', '.join(unknown)}; scenes: {', '.join(story.scene_ids)}")
-    check_preset(config.preset, ctx=config.engine_context())  # once, before any run: every stage, no weights loaded
-    with warnings.catch_warnings():
+    slots = render_slots(config)
+    spread = (len(slots) > 1 or celery_enabled()) and scenes is None and len(story.scene_ids) > 1
+    if spread and celery_enabled():
+        check_celery_story(story)
+    width = min(len(slots), len(story.scene_ids))
+    with _WorkerPool(width, slots) if spread else contextlib.nullcontext() as pool, warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        check_preset(config.preset, ctx=config.engine_context())  # once, before any run: every stage, no weights loaded
         instance = init_instance(config)
         with story_render_lock(config, story) as waited:
             runs = runs_after_waiting(instance, story, config) if waited and scenes is None else None
             if waited and not runs:
                 _to_stderr(f"{story.id}: the other render left every partition fresh; nothing to render")
-            slots = render_slots(config)
             progress.set_reporter(reporter)
             try:
-                if runs is None and (len(slots) > 1 or celery_enabled()) and scenes is None and len(story.scene_ids) > 1:
-                    if celery_enabled():
-                        check_celery_story(story)
-                    outcome = _materialize_parallel(story, plan_parallel(story, len(slots)), config, slots, verbose)
+                if runs is None and spread:
+                    outcome = _materialize_parallel(story, plan_parallel(story, len(slots)), config, pool, verbose)
                 else:
                     outcome = _materialize(
                         instance, story, runs if runs is not None else plan_render(story, config, scenes), config, verbose

@@ -35,6 +35,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from wan_pipeline.telemetry import CONTRACT_KEYS
+
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -51,23 +53,6 @@ CHROMIUM_ARGS = [
 ]
 STORY = "launch_day"
 SHEET_WIDTH = 3 * 128 + 4 * 4  # contact sheet of 128-px tiles (previews.SHEET_COLUMNS, SHEET_GAP)
-TELEMETRY_KEYS = (
-    "stage",
-    "engine",
-    "model",
-    "device",
-    "duration_s",
-    "gpu_wait_s",
-    "peak_vram_mb",
-    "device_vram_used_mb",
-    "peak_rss_mb",
-    "frames",
-    "fps",
-    "width",
-    "height",
-    "seed",
-    "path",
-)
 
 
 def _why_skip() -> str | None:
@@ -243,7 +228,7 @@ def test_lineage_preview_and_telemetry(studio, browser, tmp_path):
         metadata = page.locator("table").filter(has_text="telemetry").first
         expect(metadata).to_be_visible()
         text = metadata.inner_text()
-        for key in TELEMETRY_KEYS:
+        for key in CONTRACT_KEYS:
             assert re.search(rf"(^|\s){key}(\s|$)", text), f"telemetry key {key!r} not on the page"
         assert "camera_motion" in text and "preview" in text and "handoff_to" in text
         assert re.search(r"/outputs/launch_day/preview/liftoff/clip\.mp4", text)  # the latest take: `preview`
