@@ -442,7 +442,9 @@ class WanI2VClip(DiffusersEngine):
                             frames = match_segment_colour(frames, frames[:k], context, fade_out=end is not None)
                         shifts.append(mean_colour_shift(context[-1], frames[k]))
                         piece = frames[k:]  # the overlap was kept from the previous segment
-                    context = frames[-overlap:] if overlap > 1 else frames[-1:]
+                    # the next segment continues from the output's last frames (with a segment of
+                    # fewer new frames than the overlap, some come from the segment before)
+                    context = (piece if context is None else np.concatenate([context, piece]))[-overlap:]
                     request.log(f"segment {i + 1}/{len(lengths)}: {n} frames" + (" (VACE extension)" if vace else ""))
                     if final:
                         meta["segment_colour_shift"] = round(float(np.mean(shifts)), 3) if shifts else None
