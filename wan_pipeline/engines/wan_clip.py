@@ -16,11 +16,26 @@ marked 1 in the mask are given), TI2V by fixing those latent frames (per-token t
 motion carries over instead of restarting from one still frame. Its frames then get the colour
 statistics of the overlap as the previous segment decoded it (per channel mean and standard
 deviation; fading out over a final segment that must reach the end frame), and the regenerated
-overlap frames are dropped. The handoff end frame conditions the FINAL segment only. The FLF2V
-transformer was trained for first + last frame only, so a scene that needs several segments is
-refused with it rather than run with a made-up end frame. ``segment_colour_shift`` (meta) is the
-mean colour jump across the segment boundaries of the result
-(:func:`wan_pipeline.frame_metrics.mean_colour_shift`, 8-bit levels; None for one segment).
+overlap frames are dropped. The handoff end frame conditions the FINAL segment only.
+
+The Wan2.1 FLF2V transformer (``pos_embed_seq_len`` set) was trained for a real first + last frame
+pair only, so a scene that needs several segments is not run with it (no made-up end frame): with
+``extension_model`` (a Wan VACE checkpoint, e.g. the film stage's VACE-14B) EVERY segment of that
+scene is made by VACE's masked video-to-video task (:mod:`wan_pipeline.engines.vace`): the first
+with the keyframe given as frame 0, each later one with the previous segment's last
+``overlap_frames`` frames given at its start (VACE extension), the final one also with the end
+frame given as its last frame; colour matching and overlap dropping as above. Without
+``extension_model`` such a scene is refused (InputError naming the option). Scenes that fit one
+generation keep using the FLF2V model. One of the two pipelines is loaded at a time (the other is
+released first). The extension model is loaded, placed and planned like the stage's model, with
+the stage's memory, dtype and speed-lever fields and its own ``extension_flow_shift`` and
+``extension_loras``.
+
+meta: ``continuation`` (``vace_extension``, ``i2v_mask``, ``ti2v_latents``; None for one segment),
+``extension_model`` / ``extension_variant`` (when VACE made the frames), ``flf2v`` (the end frame
+conditioned the final segment), ``segment_colour_shift``: the mean colour jump across the segment
+boundaries of the result (:func:`wan_pipeline.frame_metrics.mean_colour_shift`, 8-bit levels; None
+for one segment).
 """
 
 from __future__ import annotations
@@ -64,7 +79,8 @@ class WanClipParams(ModelParams):
     (two-expert models; default = guidance_scale); flow_shift: scheduler shift (None keeps the
     checkpoint's); max_frames: the longest single generation (4k+1; Wan: 81); min_size/max_size:
     the supported side length in pixels; overlap_frames / colour_match: how a long scene's
-    segments continue (module doc). The speed levers (``loras`` fused for every scene, ``cache``,
+    segments continue (module doc); extension_model / extension_flow_shift / extension_loras: the
+    VACE model that makes a long scene's segments when ``model`` is FLF2V. The speed levers (``loras`` fused for every scene, ``cache``,
     ``weights``, ``attention_backend``, ``compile``) come from ``ModelParams``.
     """
 
