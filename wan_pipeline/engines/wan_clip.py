@@ -13,8 +13,9 @@ A scene longer than ``max_frames`` renders as consecutive segments that overlap 
 conditioned on the last ``overlap_frames`` frames of the previous one — the I2V models through
 their own conditioning (mask + VAE latents of the condition video, Wan2.1 report §I2V: frames
 marked 1 in the mask are given), TI2V by fixing those latent frames (per-token timesteps 0) — so
-motion carries over instead of restarting from one still frame. Its frames then get the colour
-statistics of the overlap as the previous segment decoded it (per channel mean and standard
+motion carries over instead of restarting from one still frame (the overlap is the output's last
+frames: with segments of fewer new frames than the overlap, some come from the segment before).
+Its frames then get the colour statistics of that overlap (per channel mean and standard
 deviation; fading out over a final segment that must reach the end frame), and the regenerated
 overlap frames are dropped. The handoff end frame conditions the FINAL segment only.
 
@@ -80,8 +81,9 @@ class WanClipParams(ModelParams):
     checkpoint's); max_frames: the longest single generation (4k+1; Wan: 81); min_size/max_size:
     the supported side length in pixels; overlap_frames / colour_match: how a long scene's
     segments continue (module doc); extension_model / extension_flow_shift / extension_loras: the
-    VACE model that makes a long scene's segments when ``model`` is FLF2V. The speed levers (``loras`` fused for every scene, ``cache``,
-    ``weights``, ``attention_backend``, ``compile``) come from ``ModelParams``.
+    VACE model that makes a long scene's segments when ``model`` is FLF2V. The speed levers
+    (``loras`` fused for every scene, ``cache``, ``weights``, ``attention_backend``, ``compile``)
+    come from ``ModelParams``.
     """
 
     steps: int = 30
