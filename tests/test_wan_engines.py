@@ -208,6 +208,8 @@ def test_a_missing_or_wrong_extension_model_is_refused_before_rendering(storage,
         missing.render(request(photos, duration=1.5))
     with pytest.raises(InputError, match=r"stages\.clip\.extension_model: .*single file; give a diffusers VACE checkpoint"):
         clip_engine(extension_model="models/vace.safetensors")
+    with pytest.raises(InputError, match=r"stages\.clip\.extension_loras\[0\]\.path: 'distill\.bin' is no \.safetensors file"):
+        clip_engine(extension_model="models/tiny/wan21-vace", extension_loras=[{"path": "distill.bin"}])
 
 
 def test_ti2v_long_scene_keeps_the_overlap_latents_fixed(storage, photos):

@@ -139,7 +139,8 @@ class VaceExtension(VacePipeline, DiffusersEngine):
     vace_field = "extension_model"
 
     def __init__(self, clip: WanClipParams, ctx, frames: int) -> None:
-        super().__init__(ExtensionParams.from_clip(clip).model_dump(), ctx)
+        with _extension_errors():
+            super().__init__(ExtensionParams.from_clip(clip).model_dump(), ctx)
         self._frames = frames
 
     def plan_frames(self) -> int:
@@ -147,11 +148,24 @@ class VaceExtension(VacePipeline, DiffusersEngine):
 
     @property
     def pipe(self):
-        try:
+        with _extension_errors():
             return super().pipe
-        except InputError as exc:
-            problems = [p if p.startswith("stages.clip.extension_model") else f"stages.clip.extension_model: {p}" for p in exc.problems]
-            raise InputError(exc.file, problems) from None
+
+
+@contextlib.contextmanager
+def _extension_errors():
+    """Re-raise an :class:`InputError` of the extension model with the preset fields it came from:
+    ``stages.clip.loras…`` → ``stages.clip.extension_loras…``, anything else under
+    ``stages.clip.extension_model``."""
+    try:
+        yield
+    except InputError as exc:
+        problems = []
+        for p in exc.problems:
+            if p.startswith("stages.clip.loras"):
+                p = "stages.clip.extension_loras" + p.removeprefix("stages.clip.loras")
+            problems.append(p if p.startswith("stages.clip.extension_") else f"stages.clip.extension_model: {p}")
+        raise InputError(exc.file, problems) from None
 
 
 def wan_frame_count(duration_s: float, fps) -> int:
