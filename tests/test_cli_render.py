@@ -63,3 +63,39 @@ def test_render_bad_input_exits_2(tmp_path, capsys):
     path = write_story(tmp_path, [{"id": "a", "prompt": "x", "duration_s": 1}], preset="preview")
     assert main(["render", str(path), "--scenes", "zzz"]) == 2
     assert "--scenes: unknown scene id(s) zzz" in capsys.readouterr().err
+
+
+def test_render_long_flf2v_scene_through_the_vace_extension(workspace, capsys):
+    """`render` with the tiny preset (FLF2V miniature, max_frames 41) and a 2.75 s scene: the clip
+    is made in two VACE segments, the last one ending on the next scene's keyframe; the asset
+    checks pass the recorded colour shift."""
+    import json
+    import shutil
+
+    from tests.conftest import REPO
+    from wan_pipeline.telemetry import sidecar_path
+
+    shutil.copyfile(REPO / "workflows" / "tiny.yaml", workspace["workflows"] / "tiny.yaml")
+    scenes = [
+        {"id": "long", "prompt": "a rocket", "duration_s": 2.75, "keyframe": {"image": "images/rocket.jpg"}, "transition": "handoff"},
+        {"id": "next", "prompt": "a cat", "duration_s": 0.5, "keyframe": {"image": "images/chelsea.png"}},
+    ]
+    story = write_story(workspace["stories"], scenes, story_id="long_take", preset="tiny", name="long.yaml")
+    assert main(["render", str(story)]) == 0
+    film = Path(capsys.readouterr().out.strip().splitlines()[-1])
+    out = workspace["storage"] / "outputs" / "long_take" / "tiny"
+    clip = json.loads(sidecar_path(out / "long" / "clip.mp4").read_text())
+    assert probe_video(out / "long" / "clip.mp4").frames == clip["frames"] == 45  # 2.75 s at 16 fps: 4k+1
+    assert clip["segments"] == 2 and clip["segment_frames"] == [25, 25] and clip["continuation"] == "vace_extension"
+    assert clip["extension_model"] == "models/tiny/wan21-vace" and clip["flf2v"] is True
+    assert isinstance(clip["segment_colour_shift"], float)
+    short = json.loads(sidecar_path(out / "next" / "clip.mp4").read_text())
+    assert short["segments"] == 1 and short["continuation"] is None and short["variant"] == "Wan2.1-FLF2V-miniature"
+    assert film.is_file() and probe_video(film).frames > 0
+    from assets.checks import check_segment_colour
+    from wan_pipeline.preset import load_preset
+    from wan_pipeline.storage import StorageLayout
+    from wan_pipeline.story import load_story
+
+    checked = check_segment_colour(load_story(story), load_preset("tiny"), StorageLayout.default(), "tiny")
+    assert checked.passed and [r["scene"] for r in checked.rows] == ["long"], checked.rows

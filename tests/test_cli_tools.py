@@ -43,8 +43,9 @@ def test_doctor_fails_until_the_tiny_models_exist(tmp_path, monkeypatch, capsys)
     assert main(["doctor", "tiny"]) == 1
     out = capsys.readouterr().out
     lacks = out.split("Lacks:")[1].strip().splitlines()
-    assert len(lacks) == 5  # keyframe, clip, interpolated, upscaled, film
+    assert len(lacks) == 6  # keyframe, clip, clip.extension_model, interpolated, upscaled, film
     assert all("make-tiny-models" in line and str(tmp_path / "models" / "tiny") in line for line in lacks)
+    assert any(line.strip().startswith("- clip.extension_model: ") and "wan21-vace" in line for line in lacks)
     assert main(["make-tiny-models"]) == 0
     capsys.readouterr()
     assert main(["doctor", "tiny", "--json"]) == 0

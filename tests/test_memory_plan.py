@@ -342,3 +342,23 @@ def test_doctor_answers_for_a_machine_you_do_not_have(tmp_path, monkeypatch, cap
     main(["doctor", "wan22-i2v-a14b", "--vram-gib", "24", "--ram-gib", "16"])
     text = capsys.readouterr().out
     assert "host RAM: ~" in text and "usable" in text and "clip: host RAM" in text
+
+
+def test_doctor_plans_the_flf2v_presets_vace_extension_model(tmp_path, monkeypatch, capsys):
+    """The clip stage's ``extension_model`` (VACE-14B continuing long FLF2V scenes, loaded after the
+    FLF2V model is released) is planned like a stage's model, and a missing one is named."""
+    import huggingface_hub.constants as hf_constants
+
+    from wan_pipeline.cli import main
+
+    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(tmp_path))
+    main(["doctor", "wan21-flf2v-14b", "--vram-gib", "24", "--ram-gib", "64", "--json"])
+    report = json.loads(capsys.readouterr().out)
+    clip, ext = (m for m in report["models"] if m["stage"] == "clip")
+    assert clip["variant"] == "Wan2.1-FLF2V-14B-720P" and "label" not in clip
+    assert ext["label"] == "clip.extension_model" and ext["model"] == "Wan-AI/Wan2.1-VACE-14B-diffusers"
+    assert ext["variant"] == "Wan2.1-VACE-14B" and ext["chosen_strategy"] and ext["fits_ram"] is not False
+    assert ext["host_ram_mib"] > 30 * GIB  # 14B bf16 weights kept in host RAM by the offload strategies
+    assert any(x.startswith("clip.extension_model: ") and "hf download Wan-AI/Wan2.1-VACE-14B-diffusers" in x for x in report["lacks"])
+    main(["doctor", "wan21-flf2v-14b", "--vram-gib", "24", "--ram-gib", "64"])
+    assert "  clip.extension_model: Wan-AI/Wan2.1-VACE-14B-diffusers — Wan2.1-VACE-14B" in capsys.readouterr().out

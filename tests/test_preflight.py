@@ -69,3 +69,21 @@ def test_render_refuses_before_any_run(workspace, capsys):
             assert instance.get_runs() == []  # nothing was rendered
     assert not (home / "outputs" / "pre").exists()
     json.dumps(err)  # the message is plain text
+
+
+def test_an_extension_model_that_is_no_vace_checkpoint_is_caught(workspace, capsys):
+    """The clip stage's ``extension_model`` (the VACE model that continues long FLF2V scenes) is
+    read from its configs before rendering: a text-to-video checkpoint there fails validation
+    (exit 2) naming the field and the fix; the tiny preset's own VACE miniature passes."""
+    ensure_tiny_models(workspace["storage"])
+    assert preset_problems(_tiny_preset(workspace["workflows"])) == []
+    problems = preset_problems(_tiny_preset(workspace["workflows"], clip={"extension_model": "models/tiny/t2i"}))
+    assert len(problems) == 1 and problems[0].startswith("stages.clip.extension_model: ")
+    assert "Wan2.1-T2V-miniature checkpoint, not a Wan VACE one" in problems[0] and "Wan2.1-VACE-14B-diffusers" in problems[0]
+    story = write_story(
+        workspace["stories"], [{"id": "a", "prompt": "x", "duration_s": 4.0}], story_id="ext", preset="tiny", name="ext.yaml"
+    )
+    assert main(["validate", str(story)]) == 2
+    assert "stages.clip.extension_model" in capsys.readouterr().err
+    (problem,) = preset_problems(_tiny_preset(workspace["workflows"], clip={"extension_model": "models/tiny/missing-vace"}))
+    assert problem.startswith("stages.clip.extension_model: ") and "missing-vace" in problem

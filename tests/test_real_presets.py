@@ -31,6 +31,11 @@ def test_every_model_stage_runs_at_a_size_its_model_was_made_for(name):
             assert "T2I" in info.capabilities
     film = preset.stage("film").model_dump()
     assert min(preset.width, preset.height) >= 704 and film["flow_shift"] == VACE_SHIFT_720P
+    clip = preset.stage("clip").model_dump()
+    if "FLF2V" in identify(catalog_checkpoint(clip["model"])).variant:  # long scenes continue through VACE
+        ext = identify(catalog_checkpoint(clip["extension_model"]))
+        assert "VACE" in ext.capabilities and near_native(ext.native_sizes, preset.width, preset.height), ext.variant
+        assert clip["extension_model"] == film["model"] and clip["extension_flow_shift"] == VACE_SHIFT_720P
 
 
 def test_size_warning_names_the_models_sizes():

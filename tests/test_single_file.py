@@ -363,8 +363,12 @@ def test_component_gaps_are_named(files, storage, tmp_path):
 def test_preflight_and_doctor_accept_single_files(workspace, files, tmp_path):
     data = yaml.safe_load((REPO / "workflows" / "tiny.yaml").read_text())
     comfy = str(files["wan21-i2v-fp16"].parents[1])
+    tiny = files["wan21-i2v-fp16"].parents[3]
     data["stages"]["clip"].update(
-        model="wan21-i2v_fp16.safetensors", components=str(files["wan21-i2v-fp16"].parents[3] / "wan21-i2v"), comfyui_models=comfy
+        model="wan21-i2v_fp16.safetensors",
+        components=str(tiny / "wan21-i2v"),
+        comfyui_models=comfy,
+        extension_model=str(tiny / "wan21-vace"),  # the miniatures lie outside this workspace's storage root
     )
     (workspace["workflows"] / "tiny.yaml").write_text(yaml.safe_dump(data))
     assert preset_problems(load_preset("tiny"), stages=("clip",)) == []

@@ -124,6 +124,12 @@ def test_missing_tiny_model_is_made_by_the_explicit_step_only(tmp_path, monkeypa
     assert Path(src) == tmp_path / "models" / "tiny" / "t2i"
     assert (Path(src) / "transformer" / "diffusion_pytorch_model.safetensors").is_file()
     assert resolve_model_source("Wan-AI/Wan2.2-TI2V-5B-Diffusers") == "Wan-AI/Wan2.2-TI2V-5B-Diffusers"
+    # the clip stage's extension_model counts too (the VACE miniature continuing long FLF2V scenes)
+    real = load_preset("wan21-flf2v-14b")
+    assert ensure_tiny_models_for(real, tmp_path) == {}
+    clip = real.stages.clip.model_copy(update={"extension_model": "models/tiny/wan21-vace"})
+    ext_only = real.model_copy(update={"stages": real.stages.model_copy(update={"clip": clip})})
+    assert ensure_tiny_models_for(ext_only, tmp_path)["wan21-vace"] == tmp_path / "models" / "tiny" / "wan21-vace"
 
 
 def test_tiny_lora_targets_the_attention_projections(tmp_path):

@@ -148,9 +148,68 @@ def test_long_scene_continues_from_several_frames_with_the_end_frame_on_the_last
     assert isinstance(clip.meta["segment_colour_shift"], float)
     engine.close()
     flf2v = clip_engine(max_frames=9)
-    with pytest.raises(InputError, match=r"scene 's1': 25 frames need 5 segments .* only between a real first and last frame"):
+    with pytest.raises(
+        InputError,
+        match=r"scene 's1': 25 frames need 5 segments .* only between a real first and last frame; set stages\.clip\.extension_model",
+    ):
         flf2v.render(request(photos, duration=1.5))
+    assert flf2v._pipe is None  # refused from the configs, before the FLF2V weights were loaded
     flf2v.close()
+
+
+def test_long_flf2v_scene_continues_through_the_vace_extension_model(storage, photos):
+    """Every segment of a long scene with an FLF2V model comes from the VACE extension model:
+    the keyframe given as frame 0 of the first, the previous segment's last 5 frames at the start
+    of each later one, the handoff end frame as the last frame of the final one."""
+    from wan_pipeline.media.image_io import fit_image
+
+    engine = clip_engine(max_frames=9, extension_model="models/tiny/wan21-vace")
+    short = engine.render(request(photos))  # one generation: the FLF2V model itself
+    assert short.meta["continuation"] is None and short.meta["extension_model"] is None and engine._pipe is not None
+    calls = []
+    real = engine._run_pipeline
+    engine._run_pipeline = lambda **kw: calls.append(kw) or real(**kw)
+    clip = engine.render(request(photos, duration=1.5))
+    assert engine._pipe is None and engine._extension._pipe is not None  # one pipeline loaded at a time
+    assert clip.num_frames == wan_frame_count(1.5, 16) == 25 and clip.frames.shape == (25, 32, 32, 3)
+    m = clip.meta
+    assert m["segments"] == 5 and m["segment_frames"] == [9] * 5 and m["overlap_frames"] == 5
+    assert m["continuation"] == "vace_extension" and m["extension_model"] == "models/tiny/wan21-vace"
+    assert m["extension_variant"] == "Wan2.1-VACE-miniature" and m["variant"] == "Wan2.1-FLF2V-miniature" and m["flf2v"] is True
+    from assets.checks import DEFAULT_THRESHOLDS
+
+    assert isinstance(m["segment_colour_shift"], float) and 0 <= m["segment_colour_shift"] <= DEFAULT_THRESHOLDS["segment_colour_shift_max"]
+    assert len(calls) == 5 and all("video" in kw and "image" not in kw and kw["num_frames"] == 9 for kw in calls)
+    masks = [[int(np.asarray(x).max()) for x in kw["mask"]] for kw in calls]
+    G, N = 0, 255  # given, generated
+    assert masks[0] == [G] + [N] * 8  # the keyframe as frame 0
+    assert all(mk == [G] * 5 + [N] * 4 for mk in masks[1:4])  # the previous segment's last 5 frames
+    assert masks[4] == [G] * 5 + [N] * 3 + [G]  # ... and the handoff end frame last
+    video = [np.stack([np.asarray(f) for f in kw["video"]]) for kw in calls]
+    first, last = (fit_image(p, 32, 32) for p in photos)
+    assert np.array_equal(video[0][0], first) and np.array_equal(video[4][-1], last)
+    assert (video[0][1:] == 127).all() and (video[4][5:8] == 127).all()  # grey placeholders where frames are made
+    # the given overlap is the previous segment's end exactly as it stands in the output clip
+    starts = [0, 4, 8, 12, 16]  # segment i covers output frames starts[i] .. starts[i] + 8
+    for i in range(1, 5):
+        assert np.array_equal(video[i][:5], clip.frames[starts[i] : starts[i] + 5]), i
+    engine.close()
+    assert engine._pipe is None and engine._extension._pipe is None
+
+
+def test_a_missing_or_wrong_extension_model_is_refused_before_rendering(storage, photos):
+    wrong = clip_engine(max_frames=9, extension_model="models/tiny/t2i")
+    with pytest.raises(InputError, match=r"stages\.clip\.extension_model: .*t2i is a Wan2\.1-T2V-miniature checkpoint, not a Wan VACE one"):
+        wrong.render(request(photos, duration=1.5))
+    assert wrong._pipe is None and wrong._extension._pipe is None  # nothing was loaded
+    wrong.close()
+    missing = clip_engine(max_frames=9, extension_model="models/nowhere/vace")
+    with pytest.raises(InputError, match=r"stages\.clip\.extension_model: .*models/nowhere/vace"):
+        missing.render(request(photos, duration=1.5))
+    with pytest.raises(InputError, match=r"stages\.clip\.extension_model: .*single file; give a diffusers VACE checkpoint"):
+        clip_engine(extension_model="models/vace.safetensors")
+    with pytest.raises(InputError, match=r"stages\.clip\.extension_loras\[0\]\.path: 'distill\.bin' is no \.safetensors file"):
+        clip_engine(extension_model="models/tiny/wan21-vace", extension_loras=[{"path": "distill.bin"}])
 
 
 def test_ti2v_long_scene_keeps_the_overlap_latents_fixed(storage, photos):

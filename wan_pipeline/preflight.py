@@ -35,6 +35,9 @@ def preset_problems(preset: Preset, stages: tuple[str, ...] | None = None, ctx=N
         section = preset.stage(stage)
         if section.engine in DIFFUSERS_ENGINES and section.model:
             problems.extend(_checkpoint_problems(stage, section.model, ctx.storage_root))
+        extension = section.params.get("extension_model")
+        if section.engine == "wan_i2v" and isinstance(extension, str):
+            problems.extend(_checkpoint_problems(stage, extension, ctx.storage_root, field="extension_model", vace=True))
         try:
             if build is not None:
                 build(stage)
@@ -46,18 +49,23 @@ def preset_problems(preset: Preset, stages: tuple[str, ...] | None = None, ctx=N
     return problems
 
 
-def _checkpoint_problems(stage: str, model: str, root) -> list[str]:
+def _checkpoint_problems(stage: str, model: str, root, field: str = "model", vace: bool = False) -> list[str]:
+    """Problems of the checkpoint named by ``stages.<stage>.<field>``, read from its configs; with
+    ``vace`` it must also be a Wan VACE checkpoint (the clip stage's ``extension_model``)."""
     from wan_pipeline.engines.diffusers_support import resolve_model_source
+    from wan_pipeline.engines.vace import vace_checkpoint_problem
     from wan_pipeline.models import check_loadable, read_checkpoint
     from wan_pipeline.models.model_files import uses_single_file
 
     if uses_single_file(model):  # single files are checked when the engine is built (model_files.resolve_model_files)
         return []
     try:
-        check_loadable(read_checkpoint(resolve_model_source(model, root)))
+        source = resolve_model_source(model, root)
+        check_loadable(read_checkpoint(source))
+        problem = vace_checkpoint_problem(source, f"stages.{stage}.{field}") if vace else None
     except InputError as exc:
-        return [f"stages.{stage}.model: {str(exc)}"]
-    return []
+        return [f"stages.{stage}.{field}: {str(exc)}"]
+    return [problem] if problem else []
 
 
 def check_preset(preset: Preset, stages: tuple[str, ...] | None = None, ctx=None, build=None) -> None:

@@ -172,7 +172,17 @@ STAGES.add(
         method="render",
         output="clip.mp4",
         kind="video",
-        telemetry=("flf2v", "handoff_to", "steps", "guidance_scale", "segments", "memory_strategy", "oom_retries"),
+        telemetry=(
+            "flf2v",
+            "handoff_to",
+            "steps",
+            "guidance_scale",
+            "segments",
+            "continuation",
+            "segment_colour_shift",
+            "memory_strategy",
+            "oom_retries",
+        ),
         engines={
             "camera_motion": "wan_pipeline.engines.camera_motion:CameraMotionClip",
             "wan_i2v": "wan_pipeline.engines.wan_clip:WanI2VClip",

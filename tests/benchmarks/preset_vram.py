@@ -42,14 +42,17 @@ def main() -> None:
     print("| --- | --- | --- | --- | --- |" + " --- |" * len(MACHINES_GIB))
     for name in PRESETS:
         preset = load_preset(name)
+        rows = []
         for stage in ("keyframe", "clip", "film"):
             section = preset.stage(stage).model_dump()
-            model = section.get("model")
+            rows += [(stage, section.get("model"), frames_of(stage, section))]
+            if section.get("extension_model"):  # long FLF2V scenes: loaded after the clip model is released
+                rows += [("clip extension", section["extension_model"], frames_of(stage, section))]
+        for stage, model, frames in rows:
             if not model:
                 continue
             ckpt, _ = load_checkpoint_info(model)
             info = identify(ckpt)
-            frames = frames_of(stage, section)
             picks = []
             plan = None
             for vram, ram in MACHINES_GIB:

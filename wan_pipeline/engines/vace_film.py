@@ -37,11 +37,10 @@ from wan_pipeline.engines.diffusers_support import (
     step_progress,
     to_uint8_frames,
 )
+from wan_pipeline.engines.vace import VacePipeline, vace_video_and_mask
 from wan_pipeline.errors import StageError
 from wan_pipeline.media.clip import Clip
 from wan_pipeline.media.stream import FrameStream, as_stream, check_window
-
-GREY = 127
 
 
 class VaceFilmParams(ModelParams):
@@ -98,8 +97,9 @@ def match_colour(frames: np.ndarray, left: np.ndarray, right: np.ndarray) -> np.
     return out
 
 
-class WanVaceFilm(DiffusersEngine):
-    """The film stage with VACE seams (see module doc). Loads the pipeline on first use."""
+class WanVaceFilm(VacePipeline, DiffusersEngine):
+    """The film stage with VACE seams (see module doc). Loads the pipeline on first use
+    (:class:`~wan_pipeline.engines.vace.VacePipeline`)."""
 
     name = "wan_vace"
     stage = "film"
@@ -107,14 +107,6 @@ class WanVaceFilm(DiffusersEngine):
 
     def plan_frames(self) -> int:
         return self.params.seam_frames + 2 * self.params.context_frames
-
-    @property
-    def pipe(self):
-        if self._pipe is None:
-            from diffusers import WanVACEPipeline
-
-            self._pipe = self._load(WanVACEPipeline)
-        return self._pipe
 
     def describe(self) -> dict:
         p = self.params
@@ -250,7 +242,6 @@ class WanVaceFilm(DiffusersEngine):
         colour-matched generated frames uint8 (a+b, h, w, 3) and both contexts (read from the
         native streams: only the frames up to the context are decoded)."""
         import torch
-        from PIL import Image
 
         nl = left.native.num_frames
         ctx_l = left.native.take(nl - a - c, nl - a)
@@ -261,9 +252,8 @@ class WanVaceFilm(DiffusersEngine):
                 f"film: native clips must share one size divisible by 16, got {w}x{h} and {right.native.width}x{right.native.height}"
             )
         s = a + b
-        grey = np.full((s, h, w, 3), GREY, np.uint8)
-        video = np.concatenate([ctx_l, grey, ctx_r])
-        mask = np.concatenate([np.zeros(c), np.ones(s), np.zeros(c)])
+        video = np.concatenate([ctx_l, np.zeros((s, h, w, 3), np.uint8), ctx_r])
+        frames, masks = vace_video_and_mask(video, np.concatenate([np.ones(c), np.zeros(s), np.ones(c)]).astype(bool))
         steps = self.params.steps
         pipe = self.pipe
         extra = {}
@@ -271,8 +261,8 @@ class WanVaceFilm(DiffusersEngine):
             extra["guidance_scale_2"] = self.params.guidance_scale_2
         with self.generation(pipe, steps, (self.params.guidance_scale, self.params.guidance_scale_2)):
             out = pipe(
-                video=[Image.fromarray(f) for f in video],
-                mask=[Image.fromarray(np.full((h, w), 255 * int(m), np.uint8)) for m in mask],
+                video=frames,
+                mask=masks,
                 prompt=" ".join(p for p in (left.prompt, right.prompt) if p) or "a continuous shot",
                 negative_prompt=self.params.negative_prompt,
                 height=h,

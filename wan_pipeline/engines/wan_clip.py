@@ -13,14 +13,30 @@ A scene longer than ``max_frames`` renders as consecutive segments that overlap 
 conditioned on the last ``overlap_frames`` frames of the previous one — the I2V models through
 their own conditioning (mask + VAE latents of the condition video, Wan2.1 report §I2V: frames
 marked 1 in the mask are given), TI2V by fixing those latent frames (per-token timesteps 0) — so
-motion carries over instead of restarting from one still frame. Its frames then get the colour
-statistics of the overlap as the previous segment decoded it (per channel mean and standard
+motion carries over instead of restarting from one still frame (the overlap is the output's last
+frames: with segments of fewer new frames than the overlap, some come from the segment before).
+Its frames then get the colour statistics of that overlap (per channel mean and standard
 deviation; fading out over a final segment that must reach the end frame), and the regenerated
-overlap frames are dropped. The handoff end frame conditions the FINAL segment only. The FLF2V
-transformer was trained for first + last frame only, so a scene that needs several segments is
-refused with it rather than run with a made-up end frame. ``segment_colour_shift`` (meta) is the
-mean colour jump across the segment boundaries of the result
-(:func:`wan_pipeline.frame_metrics.mean_colour_shift`, 8-bit levels; None for one segment).
+overlap frames are dropped. The handoff end frame conditions the FINAL segment only.
+
+The Wan2.1 FLF2V transformer (``pos_embed_seq_len`` set) was trained for a real first + last frame
+pair only, so a scene that needs several segments is not run with it (no made-up end frame): with
+``extension_model`` (a Wan VACE checkpoint, e.g. the film stage's VACE-14B) EVERY segment of that
+scene is made by VACE's masked video-to-video task (:mod:`wan_pipeline.engines.vace`): the first
+with the keyframe given as frame 0, each later one with the previous segment's last
+``overlap_frames`` frames given at its start (VACE extension), the final one also with the end
+frame given as its last frame; colour matching and overlap dropping as above. Without
+``extension_model`` such a scene is refused (InputError naming the option). Scenes that fit one
+generation keep using the FLF2V model. One of the two pipelines is loaded at a time (the other is
+released first). The extension model is loaded, placed and planned like the stage's model, with
+the stage's memory, dtype and speed-lever fields and its own ``extension_flow_shift`` and
+``extension_loras``.
+
+meta: ``continuation`` (``vace_extension``, ``i2v_mask``, ``ti2v_latents``; None for one segment),
+``extension_model`` / ``extension_variant`` (when VACE made the frames), ``flf2v`` (the end frame
+conditioned the final segment), ``segment_colour_shift``: the mean colour jump across the segment
+boundaries of the result (:func:`wan_pipeline.frame_metrics.mean_colour_shift`, 8-bit levels; None
+for one segment).
 """
 
 from __future__ import annotations
@@ -44,7 +60,8 @@ from wan_pipeline.engines.diffusers_support import (
     step_progress,
     to_uint8_frames,
 )
-from wan_pipeline.engines.lora import loras_applied
+from wan_pipeline.engines.lora import LoraEntry, loras_applied
+from wan_pipeline.engines.vace import VacePipeline, vace_video_and_mask
 from wan_pipeline.errors import InputError
 from wan_pipeline.frame_metrics import mean_colour_shift
 from wan_pipeline.media.clip import Clip
@@ -63,8 +80,10 @@ class WanClipParams(ModelParams):
     (two-expert models; default = guidance_scale); flow_shift: scheduler shift (None keeps the
     checkpoint's); max_frames: the longest single generation (4k+1; Wan: 81); min_size/max_size:
     the supported side length in pixels; overlap_frames / colour_match: how a long scene's
-    segments continue (module doc). The speed levers (``loras`` fused for every scene, ``cache``,
-    ``weights``, ``attention_backend``, ``compile``) come from ``ModelParams``.
+    segments continue (module doc); extension_model / extension_flow_shift / extension_loras: the
+    VACE model that makes a long scene's segments when ``model`` is FLF2V. The speed levers
+    (``loras`` fused for every scene, ``cache``, ``weights``, ``attention_backend``, ``compile``)
+    come from ``ModelParams``.
     """
 
     steps: int = 30
@@ -76,6 +95,77 @@ class WanClipParams(ModelParams):
     max_size: int = Field(1280, le=4096)
     overlap_frames: int = Field(5, ge=1, le=33, description="frames a segment continues from (4k+1; Wan2GP: 5)")
     colour_match: bool = Field(True, description="match each later segment's colours to the overlap it continues")
+    extension_model: str | None = Field(
+        None, description="a Wan VACE checkpoint that continues scenes longer than one generation when `model` is FLF2V"
+    )
+    extension_flow_shift: float | None = Field(
+        None, gt=0.0, le=50.0, description="scheduler shift of the extension model (None keeps the checkpoint's)"
+    )
+    extension_loras: list[LoraEntry] = Field(
+        default_factory=list, description="LoRAs fused into the extension model (the clip's `loras` are for `model`)"
+    )
+
+
+class ExtensionParams(ModelParams):
+    """The parameters of the VACE extension model of ``stages.clip`` (derived from that section:
+    ``extension_model``, ``extension_flow_shift``, ``extension_loras`` and the clip's memory, dtype
+    and speed-lever fields), for :class:`VaceExtension`."""
+
+    steps: int = 30
+    guidance_scale: float = Field(5.0, ge=0.0, le=30.0)
+    guidance_scale_2: float | None = Field(None, ge=0.0, le=30.0)
+    flow_shift: float | None = Field(None, gt=0.0, le=50.0)
+
+    @classmethod
+    def from_clip(cls, clip: WanClipParams) -> ExtensionParams:
+        """The extension model's parameters from the clip section's: its model, flow shift and
+        LoRAs from the ``extension_*`` fields, everything else (memory strategy, dtype, cache, weight
+        storage, attention, compile, steps, guidance) as the clip stage has it; the single-file keys
+        of ``model`` (``vae``, ``components`` …) belong to ``model`` and are not carried."""
+        from wan_pipeline.models.model_files import ModelFileFields
+
+        data = clip.model_dump(exclude=set(ModelFileFields.model_fields) | set(WanClipParams.model_fields) - set(cls.model_fields))
+        data.update(model=clip.extension_model, flow_shift=clip.extension_flow_shift, loras=clip.extension_loras)
+        return cls.model_validate(data)
+
+
+class VaceExtension(VacePipeline, DiffusersEngine):
+    """The VACE pipeline that continues a long FLF2V scene (module doc): loaded, placed and
+    planned like any model of the stage (:class:`DiffusersEngine`), its errors naming
+    ``stages.clip.extension_model``."""
+
+    stage = "clip"
+    params_model = ExtensionParams
+    vace_field = "extension_model"
+
+    def __init__(self, clip: WanClipParams, ctx, frames: int) -> None:
+        with _extension_errors():
+            super().__init__(ExtensionParams.from_clip(clip).model_dump(), ctx)
+        self._frames = frames
+
+    def plan_frames(self) -> int:
+        return self._frames
+
+    @property
+    def pipe(self):
+        with _extension_errors():
+            return super().pipe
+
+
+@contextlib.contextmanager
+def _extension_errors():
+    """Re-raise an :class:`InputError` of the extension model with the preset fields it came from:
+    ``stages.clip.loras…`` → ``stages.clip.extension_loras…``, anything else under
+    ``stages.clip.extension_model``."""
+    try:
+        yield
+    except InputError as exc:
+        problems = []
+        for p in exc.problems:
+            if p.startswith("stages.clip.loras"):
+                p = "stages.clip.extension_loras" + p.removeprefix("stages.clip.loras")
+            problems.append(p if p.startswith("stages.clip.extension_") else f"stages.clip.extension_model: {p}")
+        raise InputError(exc.file, problems) from None
 
 
 def wan_frame_count(duration_s: float, fps) -> int:
@@ -149,9 +239,43 @@ class WanI2VClip(DiffusersEngine):
             )
         for field in ("width", "height"):
             self._check_side(field, getattr(preset, field), 16, self.file)
+        self._extension: VaceExtension | None = None
+        if p.extension_model is not None:
+            from wan_pipeline.models.model_files import uses_single_file
+
+            if uses_single_file(p.extension_model):
+                raise InputError(
+                    self.file,
+                    f"stages.clip.extension_model: {p.extension_model} is a single file; give a diffusers VACE checkpoint "
+                    "(a folder holding model_index.json or a repo id such as Wan-AI/Wan2.1-VACE-14B-diffusers)",
+                )
+            self._extension = VaceExtension(p, self.preset, p.max_frames)
+        self._variant: str | None = None  # of `model`, read from its configs or its loaded pipeline
 
     def plan_frames(self) -> int:
         return self.params.max_frames
+
+    def _flf2v_model(self) -> bool:
+        """Whether ``model`` is a Wan2.1 FLF2V checkpoint (transformer ``pos_embed_seq_len`` set),
+        read from its configs without loading it where they can be read, else from the pipeline."""
+        if self._pipe is None:
+            from wan_pipeline.engines.diffusers_support import resolve_model_source
+            from wan_pipeline.models import identify, read_checkpoint
+            from wan_pipeline.models.model_files import resolve_model_files, uses_single_file
+
+            try:
+                if uses_single_file(self.params):
+                    source = str(resolve_model_files(self.params, self.file, self.preset.storage_root).config_dir)
+                else:
+                    source = resolve_model_source(self.params.model, self.preset.storage_root)
+                ckpt = read_checkpoint(source)
+                if ckpt.transformer is not None:
+                    self._variant = identify(ckpt).variant
+                    return bool(ckpt.transformer.pos_embed_seq_len)
+            except InputError:
+                pass  # loading the pipeline below reports what is wrong, with its fix
+        transformer = self.pipe.transformer
+        return transformer is not None and bool(transformer.config.pos_embed_seq_len)
 
     # -- loading ---------------------------------------------------------------------------
     def _check_side(self, field: str, value: int, multiple: int, file: str | None) -> None:
@@ -163,10 +287,13 @@ class WanI2VClip(DiffusersEngine):
 
     @property
     def pipe(self):
-        """The loaded ``WanImageToVideoPipeline`` (loaded on first use)."""
+        """The loaded ``WanImageToVideoPipeline`` (loaded on first use, after the extension
+        model is released: one of the two is loaded at a time)."""
         if self._pipe is None:
             from diffusers import WanImageToVideoPipeline
 
+            if self._extension is not None:
+                self._extension.close()
             pipe = self._load(WanImageToVideoPipeline)
             transformer = pipe.transformer if pipe.transformer is not None else pipe.transformer_2
             if not pipe.config.get("expand_timesteps") and transformer.config.in_channels != 2 * pipe.vae.config.z_dim + 4:
@@ -177,7 +304,15 @@ class WanI2VClip(DiffusersEngine):
                     "(no image conditioning); use a Wan I2V, FLF2V, TI2V or I2V-A14B model",
                 )
             self._pipe = pipe
+            self._variant = checkpoint_variant(pipe)
         return self._pipe
+
+    def _extension_pipe(self):
+        """The loaded extension ``WanVACEPipeline`` (after ``model``'s pipeline is released)."""
+        if self._extension._pipe is None:
+            pipe, self._pipe = self._pipe, None
+            release_pipeline(pipe)
+        return self._extension.pipe
 
     # -- telemetry -------------------------------------------------------------------------
     def describe(self) -> dict:
@@ -197,12 +332,24 @@ class WanI2VClip(DiffusersEngine):
             out["variant"] = checkpoint_variant(self._pipe)
             out["flow_shift"] = self._pipe.scheduler.config.get("flow_shift")
         out.update(self.loaded_info())
+        if p.extension_model is not None:
+            out["extension_model"] = p.extension_model
+            if self._extension._pipe is not None:
+                out["extension_variant"] = checkpoint_variant(self._extension._pipe)
         return out
+
+    def close(self) -> None:
+        """Release both pipelines (host memory and CUDA cache)."""
+        if self._extension is not None:
+            self._extension.close()
+        super().close()
 
     # -- rendering -------------------------------------------------------------------------
     def _run_pipeline(self, **kwargs):
-        """One diffusers call (kept separate so tests can observe the arguments)."""
-        return self.pipe(**kwargs).frames
+        """One diffusers call (kept separate so tests can observe the arguments): the extension
+        VACE pipeline when ``kwargs`` hold a ``video``, else ``model``'s."""
+        pipe = self._extension.pipe if "video" in kwargs else self.pipe
+        return pipe(**kwargs).frames
 
     def _lora_list(self, request: ClipRequest) -> list[tuple[Path, float, str]]:
         """The scene's LoRAs, loaded as adapters on top of the preset's (fused at load)."""
@@ -214,8 +361,23 @@ class WanI2VClip(DiffusersEngine):
     def render(self, request: ClipRequest) -> Clip | FrameStream:
         """Render the scene: uint8 (T, height, width, 3) at ``request.fps`` with T = 4k+1 frames for
         ``duration_s``, or with ``request.stream`` a :class:`FrameStream` made a segment at a time;
-        see the module doc for segments and FLF2V."""
-        pipe = self.pipe
+        see the module doc for segments, FLF2V and the VACE extension. Raises :class:`InputError`
+        for a scene an FLF2V ``model`` cannot render without ``extension_model``."""
+        total = wan_frame_count(request.duration_s, request.fps)
+        overlap = self.params.overlap_frames
+        lengths = segment_lengths(total, self.params.max_frames, overlap)
+        vace = len(lengths) > 1 and self._flf2v_model()
+        if vace and self._extension is None:
+            raise InputError(
+                self.file,
+                f"scene {request.scene_id!r}: {total} frames need {len(lengths)} segments of at most {self.params.max_frames}, "
+                f"and {self._variant or 'this FLF2V model'} renders only between a real first and last frame; "
+                "set stages.clip.extension_model to a Wan VACE checkpoint (e.g. the film stage's "
+                "Wan-AI/Wan2.1-VACE-14B-diffusers) to continue long scenes with it, "
+                f"or shorten the scene to {(self.params.max_frames - 1) / float(request.fps):g} s or less, or split it into scenes",
+            )
+        engine: DiffusersEngine = self._extension if vace else self
+        pipe = self._extension_pipe() if vace else self.pipe
         multiple = size_multiple(pipe)
         self._check_side("width", request.width, multiple, self.file)
         self._check_side("height", request.height, multiple, self.file)
@@ -238,18 +400,8 @@ class WanI2VClip(DiffusersEngine):
         supports_last = not pipe.config.get("expand_timesteps")
         if request.last is not None and not supports_last:
             warnings.append("this checkpoint (TI2V) has no first-last-frame conditioning in diffusers: the handoff frame was not used")
-
-        total = wan_frame_count(request.duration_s, request.fps)
-        overlap = self.params.overlap_frames
-        lengths = segment_lengths(total, self.params.max_frames, overlap)
-        if len(lengths) > 1 and pipe.transformer is not None and pipe.transformer.config.pos_embed_seq_len:
-            raise InputError(
-                self.file,
-                f"scene {request.scene_id!r}: {total} frames need {len(lengths)} segments of at most {self.params.max_frames}, "
-                f"and {checkpoint_variant(pipe) or 'this FLF2V model'} renders only between a real first and last frame; "
-                f"shorten the scene to {(self.params.max_frames - 1) / float(request.fps):g} s or less, split it into scenes, "
-                "or use an I2V model (e.g. the wan22-i2v-a14b preset)",
-            )
+        if vace and request.loras:
+            warnings.append("the scene's LoRAs are for stages.clip.model and were not applied to the VACE extension model")
         size = (request.width, request.height)
         last = fit_image(request.last, *size) if request.last is not None and supports_last else None
         negative = request.negative_prompt or self.params.negative_prompt
@@ -261,7 +413,30 @@ class WanI2VClip(DiffusersEngine):
         generator = torch.Generator("cpu").manual_seed(int(request.seed))
         check_window(max(lengths), request.width, request.height, "stages.clip.max_frames", self.file)
         shifts: list[float] = []  # colour shift at each segment join (filled as segments are made)
-        self.start_counting()
+        engine.start_counting()
+
+        def i2v_segment(n: int, start: np.ndarray, context: np.ndarray | None, end: np.ndarray | None, kwargs: dict) -> np.ndarray:
+            """``model`` from ``start`` (or the ``context`` frames) to ``end``: uint8 (n, H, W, 3)."""
+            kwargs["image"] = Image.fromarray(start)
+            if end is not None:
+                kwargs["last_image"] = Image.fromarray(end)
+            with _clip_images(pipe, start, end), _continue_from(pipe, context), self.generation(pipe, steps, (guidance, guidance_2)):
+                return to_uint8_frames(self._run_pipeline(**kwargs))
+
+        def vace_segment(n: int, start: np.ndarray, context: np.ndarray | None, end: np.ndarray | None, kwargs: dict) -> np.ndarray:
+            """VACE extension: ``context`` (else ``start``) given as the first frames, ``end`` (if
+            any) as the last, the rest generated: uint8 (n, H, W, 3)."""
+            given = context if context is not None else start[None]
+            video = np.zeros((n, request.height, request.width, 3), np.uint8)
+            flags = np.zeros(n, dtype=bool)
+            video[: len(given)], flags[: len(given)] = given, True
+            if end is not None:
+                video[-1], flags[-1] = end, True
+            kwargs["video"], kwargs["mask"] = vace_video_and_mask(video, flags)
+            with engine.generation(pipe, steps, (guidance, guidance_2)):
+                return to_uint8_frames(self._run_pipeline(**kwargs))
+
+        make = vace_segment if vace else i2v_segment
 
         def segments():
             """Each segment's new frames, uint8 (n, H, W, 3), as it finishes (the overlap kept from
@@ -269,14 +444,13 @@ class WanI2VClip(DiffusersEngine):
             last one, and the lever telemetry and colour shift reach ``meta`` after it."""
             start = fit_image(request.first, *size)
             context = None  # uint8 (overlap, H, W, 3): the previous segment's last frames
-            with loras_applied(pipe, self._lora_list(request), request.log):
+            with loras_applied(pipe, [] if vace else self._lora_list(request), request.log):
                 for i, n in enumerate(lengths):
                     final = i == len(lengths) - 1
                     end = last if final else None
                     if context is not None:
                         start = context[0]
                     kwargs = dict(
-                        image=Image.fromarray(start),
                         prompt=request.prompt,
                         negative_prompt=negative,
                         height=request.height,
@@ -291,14 +465,7 @@ class WanI2VClip(DiffusersEngine):
                     )
                     if guidance_2 is not None:
                         kwargs["guidance_scale_2"] = guidance_2
-                    if end is not None:
-                        kwargs["last_image"] = Image.fromarray(end)
-                    with (
-                        _clip_images(pipe, start, end),
-                        _continue_from(pipe, context),
-                        self.generation(pipe, steps, (guidance, guidance_2)),
-                    ):
-                        frames = to_uint8_frames(self._run_pipeline(**kwargs))
+                    frames = make(n, start, context, end, kwargs)
                     if context is None:
                         piece = frames
                     else:
@@ -307,29 +474,39 @@ class WanI2VClip(DiffusersEngine):
                             frames = match_segment_colour(frames, frames[:k], context, fade_out=end is not None)
                         shifts.append(mean_colour_shift(context[-1], frames[k]))
                         piece = frames[k:]  # the overlap was kept from the previous segment
-                    context = frames[-overlap:] if overlap > 1 else frames[-1:]
-                    request.log(f"segment {i + 1}/{len(lengths)}: {n} frames")
+                    # the next segment continues from the output's last frames (with a segment of
+                    # fewer new frames than the overlap, some come from the segment before)
+                    context = (piece if context is None else np.concatenate([context, piece]))[-overlap:]
+                    request.log(f"segment {i + 1}/{len(lengths)}: {n} frames" + (" (VACE extension)" if vace else ""))
                     if final:
                         meta["segment_colour_shift"] = round(float(np.mean(shifts)), 3) if shifts else None
-                        meta.update(self.lever_record(steps))  # work counts over all segments
+                        meta.update(engine.lever_record(steps))  # work counts over all segments
                     yield piece
 
+        if len(lengths) == 1:
+            continuation = None
+        else:
+            continuation = "vace_extension" if vace else "ti2v_latents" if pipe.config.get("expand_timesteps") else "i2v_mask"
         meta = {
             "flf2v": last is not None,
             "model": self.params.model,
-            "variant": checkpoint_variant(pipe),
+            "variant": self._variant,
             "segments": len(lengths),
             "segment_frames": lengths,
             "overlap_frames": overlap if len(lengths) > 1 else None,
+            "continuation": continuation,
+            "extension_model": self.params.extension_model if vace else None,
             "segment_colour_shift": round(float(np.mean(shifts)), 3) if shifts else None,
-            "memory_strategy": self._strategy,
+            "memory_strategy": engine._strategy,
             "steps": steps,
             "guidance_scale": guidance,
             "flow_shift": pipe.scheduler.config.get("flow_shift"),
             "warnings": warnings,
-            **self.loaded_info(),
+            **engine.loaded_info(),
         }
-        meta.update(self.lever_record(steps))  # cache, work counts, storage dtype, planner VRAM
+        if vace:
+            meta["extension_variant"] = checkpoint_variant(pipe)
+        meta.update(engine.lever_record(steps))  # cache, work counts, storage dtype, planner VRAM
         if guidance_2 is not None:
             meta["guidance_scale_2"] = guidance_2
         for w in warnings:

@@ -395,6 +395,24 @@ def _model_entry(stage: str, section: dict, preset, gpu: dict | None, ram_mib: f
     return entry
 
 
+def _extension_entry(stage: str, section: dict, preset, gpu: dict | None, ram_mib: float | None) -> dict:
+    """The :func:`_model_entry` of the clip stage's ``extension_model`` (the VACE checkpoint that
+    continues long FLF2V scenes; loaded alone, after the clip model is released), planned with the
+    section's memory fields and ``label`` ``<stage>.extension_model``; a checkpoint that is no VACE
+    one is a problem."""
+    ext = {**section, "model": section["extension_model"], "engine": "wan_vace"}
+    for key in ("model_2", "vae", "text_encoder", "image_encoder", "components", "comfyui_models"):
+        ext.pop(key, None)  # the single-file keys belong to `model`
+    entry = _model_entry(stage, ext, preset, gpu, ram_mib)
+    entry["engine"], entry["label"] = section.get("engine"), f"{stage}.extension_model"
+    if entry.get("capabilities") is not None and "VACE" not in entry["capabilities"]:
+        entry["problems"].append(
+            f"stages.{stage}.extension_model: {entry['model']} is a {entry.get('variant') or 'non-VACE'} checkpoint, not a Wan VACE one: "
+            "give a VACE checkpoint (e.g. Wan-AI/Wan2.1-VACE-14B-diffusers)"
+        )
+    return entry
+
+
 def hypothetical_machine(vram_gib: float | None, ram_gib: float | None, measured: dict | None = None) -> dict:
     """A :func:`machine_info` dict for a machine you do not have: this machine's (``measured``,
     measured when None) with one GPU of ``vram_gib`` GiB and/or ``ram_gib`` GiB of RAM, all free
@@ -430,13 +448,17 @@ def doctor_report(preset, machine: dict | None = None) -> dict:
             section = preset.stage(stage).model_dump()
         except (KeyError, AttributeError):
             continue
+        ram = (machine.get("ram") or {}).get("available_mib")
         if section.get("model"):
-            models.append(_model_entry(stage, section, preset, gpu, (machine.get("ram") or {}).get("available_mib")))
+            models.append(_model_entry(stage, section, preset, gpu, ram))
+        if section.get("engine") == "wan_i2v" and section.get("extension_model"):
+            models.append(_extension_entry(stage, section, preset, gpu, ram))
     lacks = []
     if gpu is None and any(m.get("kind") in ("diffusers checkpoint", "single file") and not m.get("miniature") for m in models):
         lacks.append("no CUDA GPU in use: diffusion stages would run on the CPU (hours per clip at full size)")
     for m in models:
-        lacks += [f"{m['stage']}: {x}" for x in m["missing"]] + [f"{m['stage']}: {x}" for x in m["problems"]]
+        where = m.get("label", m["stage"])
+        lacks += [f"{where}: {x}" for x in m["missing"]] + [f"{where}: {x}" for x in m["problems"]]
     from wan_pipeline.disk_estimate import disk_per_minute
 
     try:
@@ -472,7 +494,7 @@ def render_doctor_text(report: dict) -> str:
     if report.get("preset"):
         lines.append(f"Preset {report['preset']} (device {report.get('device')}):")
     for e in report["models"]:
-        head = f"  {e['stage']}: {e['model']}"
+        head = f"  {e.get('label', e['stage'])}: {e['model']}"
         if e.get("variant"):
             byc = e.get("parameters_by_component") or {}
             denoise = sum(v for k, v in byc.items() if k.startswith("transformer") or k == "unet")

@@ -391,8 +391,10 @@ def ensure_tiny_models(storage_root: str | os.PathLike) -> dict[str, Path]:
 
 def ensure_tiny_models_for(preset, storage_root: str | os.PathLike) -> dict[str, Path]:
     """:func:`ensure_tiny_models` when any stage of ``preset`` names a model under
-    ``models/tiny/`` (the ``tiny`` presets); nothing otherwise. Returns what exists or was made."""
-    models = [section.model for section in (preset.stages.model_extra or {}).values()]
-    if any(m and Path(m).parts[:2] == ("models", "tiny") for m in models):
+    ``models/tiny/`` (the ``tiny`` presets) as its ``model`` or the clip stage's
+    ``extension_model``; nothing otherwise. Returns what exists or was made."""
+    sections = (preset.stages.model_extra or {}).values()
+    models = [m for section in sections for m in (section.model, (section.model_extra or {}).get("extension_model"))]
+    if any(isinstance(m, str) and Path(m).parts[:2] == ("models", "tiny") for m in models):
         return ensure_tiny_models(storage_root)
     return {}
