@@ -237,16 +237,21 @@ def _worker_init(events) -> None:
 
 
 def _use_threads(threads: int | None) -> None:
-    """CPU slots share the cores: a worker's thread pools get its run's share, not every core
-    (all of them when its run is alone in its phase, as the film's)."""
-    if not threads:
+    """CPU slots share the cores: a worker's thread pools (OpenCV, the video codecs, torch) get
+    its run's share of them; 0: every core (a run alone in its phase, as the film's); None: as
+    they are (GPU slots)."""
+    if threads is None:
         return
-    os.environ["OMP_NUM_THREADS"] = str(threads)  # torch, imported later if at all, sizes its pool from this
     import cv2
 
-    cv2.setNumThreads(threads)
+    from wan_pipeline.media.video_io import set_codec_threads
+
+    cores = threads or os.cpu_count() or 1
+    os.environ["OMP_NUM_THREADS"] = str(cores)  # torch, imported later if at all, sizes its pool from this
+    cv2.setNumThreads(threads or -1)  # -1: OpenCV's default
+    set_codec_threads(threads)
     if "torch" in sys.modules:
-        sys.modules["torch"].set_num_threads(threads)
+        sys.modules["torch"].set_num_threads(cores)
 
 
 def _worker_materialize(story: Story, run: PlannedRun, config: RunConfig, verbose: bool, threads: int | None) -> RenderOutcome:
@@ -319,10 +324,11 @@ class _WorkerPool:
         self.executor.shutdown(cancel_futures=True)
 
     def threads(self, runs_at_once: int) -> int | None:
-        """Threads per run when ``runs_at_once`` runs share this machine's cores (None: GPU slots)."""
+        """Threads per run when ``runs_at_once`` runs share this machine's cores: 0 (every core)
+        for a run alone; None for GPU slots (see :func:`_use_threads`)."""
         if not all(s == "cpu" for s in self.slots):
             return None
-        return max(1, (os.cpu_count() or 1) // max(1, runs_at_once))
+        return 0 if runs_at_once <= 1 else max(1, (os.cpu_count() or 1) // runs_at_once)
 
 
 def _materialize_parallel(

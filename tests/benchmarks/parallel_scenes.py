@@ -8,7 +8,7 @@ ran at the same time (from the sidecars' ``started_at`` / ``finished_at`` on dif
 ``device_slot``), and the speed-up (1 slot / 2 slots). On a 2-core machine the two slots share the
 cores (each worker process gets one torch thread).
 
-    python tests/benchmarks/parallel_scenes.py [--scenes 8] [--duration 1.0]
+    python tests/benchmarks/parallel_scenes.py [--scenes 8] [--duration 1.0] [--repeat N]
 """
 
 from __future__ import annotations
@@ -104,20 +104,25 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--scenes", type=int, default=8)
     ap.add_argument("--duration", type=float, default=1.0, help="seconds per scene")
+    ap.add_argument("--repeat", type=int, default=1, help="renders per configuration, alternating; the speed-up uses each one's fastest")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         story = write_story(Path(tmp), args.scenes, args.duration)
-        results = {}
-        for devices in ("cpu", "cpu,cpu"):
-            r = results[devices] = render(story, devices)
-            print(
-                f"{devices:8s} wall {r['wall_s']:6.1f} s  stage time {r['stage_s']:6.1f} s  stages {r['stages']}  "
-                f"slots used {r['slots_used']}  two stages at once {r['overlap_s']:5.1f} s  "
-                f"no stage running {r['wall_s'] - r['busy_s']:5.1f} s (start-up, runs, phases)",
-                flush=True,
-            )
+        results: dict[str, list[dict]] = {"cpu": [], "cpu,cpu": []}
+        for _ in range(args.repeat):
+            for devices in results:
+                r = render(story, devices)
+                results[devices].append(r)
+                print(
+                    f"{devices:8s} wall {r['wall_s']:6.1f} s  stage time {r['stage_s']:6.1f} s  stages {r['stages']}  "
+                    f"slots used {r['slots_used']}  two stages at once {r['overlap_s']:5.1f} s  "
+                    f"no stage running {r['wall_s'] - r['busy_s']:5.1f} s (start-up, runs, phases)",
+                    flush=True,
+                )
+    best = {k: min(r["wall_s"] for r in v) for k, v in results.items()}
     print(f"cpu cores: {os.cpu_count()}, load average at the end: {os.getloadavg()[0]:.1f}")
-    print(f"speed-up (1 slot / 2 slots): {results['cpu']['wall_s'] / results['cpu,cpu']['wall_s']:.2f}")
+    print(f"fastest wall: 1 slot {best['cpu']:.1f} s, 2 slots {best['cpu,cpu']:.1f} s")
+    print(f"speed-up (1 slot / 2 slots): {best['cpu'] / best['cpu,cpu']:.2f}")
 
 
 if __name__ == "__main__":

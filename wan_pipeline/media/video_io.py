@@ -59,6 +59,17 @@ def _codec_available(name: str) -> bool:
 LOSSLESS_RGB = _codec_available("libx264rgb")
 
 
+_codec_threads = 0  # threads of each encoder and decoder; 0: FFmpeg picks (every core)
+
+
+def set_codec_threads(threads: int) -> None:
+    """Threads each video encoder and decoder opened from now on in this process may use; 0 lets
+    FFmpeg choose (one per core, the default). Processes that share the cores (parallel CPU
+    slots) give each its share, so that their codecs do not compete for every core."""
+    global _codec_threads
+    _codec_threads = max(0, int(threads))
+
+
 def frame_to_rgb(frame: av.VideoFrame) -> np.ndarray:
     """A decoded frame as uint8 (H, W, 3) RGB.
 
@@ -124,7 +135,9 @@ def open_video(path: str | os.PathLike) -> FrameStream:
     def frames():
         try:
             with av.open(info.path) as container:
-                container.streams.video[0].thread_type = "AUTO"
+                stream = container.streams.video[0]
+                stream.thread_type = "AUTO"
+                stream.codec_context.thread_count = _codec_threads
                 for frame in container.decode(video=0):
                     yield frame_to_rgb(frame)
         except av.error.FFmpegError as exc:
@@ -212,6 +225,7 @@ class VideoWriter:
             cc.colorspace, cc.color_primaries, cc.color_trc, cc.color_range = 6, 6, 6, 1  # smpte170m, MPEG range
         stream.width, stream.height = self.width, self.height
         stream.codec_context.time_base = Fraction(1, 1) / fps
+        stream.codec_context.thread_count = _codec_threads
         return stream
 
     def write(self, frames: np.ndarray) -> None:
