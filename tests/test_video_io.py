@@ -68,3 +68,24 @@ def test_decimal_ntsc_rates_are_exact():
     assert as_fps(24.0) == 24 and as_fps(12.5) == Fraction(25, 2) and as_fps(16) == 16
     with pytest.raises(ValueError):
         as_fps(0)
+
+
+def test_codec_thread_share_reaches_encoder_and_decoder(tmp_path):
+    """A parallel CPU run's share of the cores reaches the H.264 encoder and decoder it opens, and
+    the frames stay exact; 0 hands the choice back to FFmpeg."""
+    from wan_pipeline.media import video_io
+
+    frames = np.random.default_rng(5).integers(0, 256, (9, 48, 64, 3), dtype=np.uint8)
+    try:
+        video_io.set_codec_threads(1)
+        with video_io.VideoWriter(tmp_path / "one.mp4", width=64, height=48, fps=16) as writer:
+            assert writer._stream.codec_context.thread_count == 1
+            writer.write(frames)
+        stream = video_io.open_video(tmp_path / "one.mp4")
+        assert np.array_equal(np.stack(list(stream)), frames)
+        video_io.set_codec_threads(0)
+        with video_io.VideoWriter(tmp_path / "auto.mp4", width=64, height=48, fps=16) as writer:
+            assert writer._stream.codec_context.thread_count == 0
+            writer.write(frames)
+    finally:
+        video_io.set_codec_threads(0)

@@ -131,6 +131,8 @@ def main() -> None:
     for side in ("dagster", "plain"):
         print(f"| {side} | {best[side][0]:.2f} | {best[side][1]:.2f} |")
     print(f"scene outputs bit-identical: {same}; film PSNR {psnr:.1f} dB (the lossy delivery encode)")
+    pairs = sorted(d[0] / p[0] for d, p in zip(rows["dagster"], rows["plain"]))
+    print(f"per-pair ratios: {', '.join(f'{r:.2f}' for r in pairs)} (median {pairs[len(pairs) // 2]:.2f})")
     print(f"overhead ratio: {best['dagster'][0] / best['plain'][0]:.2f}")
 
 
