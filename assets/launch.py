@@ -115,21 +115,47 @@ def _split(ids: list[str], parts: int) -> list[tuple[str, str]]:
     return out
 
 
+def split_at_cuts(story: Story, parts: int) -> list[tuple[str, str]]:
+    """The story's scenes in ``parts`` contiguous ranges (first, last) of near-equal length, each
+    boundary moved by up to a quarter of a range to the nearest scene that ends with a cut, so that
+    no range's last clip hands off to (reads the keyframe of) the next range's first scene."""
+    ids = story.scene_ids
+    ranges = _split(ids, parts)
+    ends = [ids.index(last) for _, last in ranges[:-1]]  # index of each range's last scene
+    reach = max(0, len(ids) // max(1, len(ranges)) // 4)
+    lower = 0
+    for k, end in enumerate(ends):
+        upper = (ends[k + 1] if k + 1 < len(ends) else len(ids) - 1) - 1  # keep every range non-empty
+        for shift in sorted(range(-reach, reach + 1), key=abs):
+            j = end + shift
+            if lower <= j <= upper and story.handoff_target(ids[j]) is None:
+                ends[k] = j
+                break
+        lower = ends[k] + 1
+    starts = [0] + [e + 1 for e in ends]
+    return [(ids[a], ids[b]) for a, b in zip(starts, ends + [len(ids) - 1])]
+
+
 def plan_parallel(story: Story, slots: int) -> list[list[PlannedRun]]:
     """A full render of ``story`` over ``slots`` device slots, as phases of runs that run at the
-    same time: the keyframes (the first per-scene stage) in one run per contiguous scene range,
-    then the other per-scene stages per range (a clip reads the next scene's keyframe, FLF2V, which
-    the first phase made whichever range it is in), then the film and the report. One slot: the
-    single run of :func:`plan_render`."""
-    order = story.scene_ids
-    ranges = _split(order, slots)
-    first, *rest = STAGES.scene_stages()
+    same time: one run per contiguous scene range with every per-scene stage, then the film and the
+    report. Ranges end at a cut where one is near (:func:`split_at_cuts`); where a range's last
+    clip still hands off to the next range (FLF2V reads that scene's keyframe, which the other run
+    makes), the keyframes come first, one run per range, before the other per-scene stages. One
+    slot: the single run of :func:`plan_render`."""
+    ranges = split_at_cuts(story, slots)
+    stages = STAGES.scene_stages()
+    film = [PlannedRun("film", _story_selection(story), {}, needs_all_scenes=True)]
+    if all(story.handoff_target(last) is None for _, last in ranges[:-1]):
+        every = dg.AssetSelection.assets(*[[story.id, s] for s in stages])
+        return [[PlannedRun(f"scenes {a}..{b}", every, range_tags(a, b), stages=tuple(stages)) for a, b in ranges], film]
+    first, *rest = stages
     head = dg.AssetSelection.assets([story.id, first])
     tail = dg.AssetSelection.assets(*[[story.id, s] for s in rest])
     return [
         [PlannedRun(f"{first} {a}..{b}", head, range_tags(a, b), stages=(first,)) for a, b in ranges],
         [PlannedRun(f"scenes {a}..{b}", tail, range_tags(a, b), stages=tuple(rest)) for a, b in ranges],
-        [PlannedRun("film", _story_selection(story), {}, needs_all_scenes=True)],
+        film,
     ]
 
 

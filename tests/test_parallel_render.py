@@ -39,6 +39,65 @@ def test_two_slots_render_scene_ranges_in_parallel_runs(workspace, capsys, monke
         assert instance.get_materialized_partitions(dg.AssetKey(["tiny_tale", "upscaled"])) == {"one", "two", "three"}
 
 
+def _story(tmp_path, transitions: list[str]):
+    """A prompt-only story whose scenes s1.. end with ``transitions`` (the last scene's is unused)."""
+    import yaml
+
+    from wan_pipeline.story import load_story
+
+    scenes = [{"id": f"s{i + 1}", "prompt": f"shot {i + 1}", "duration_s": 1.0, "transition": t} for i, t in enumerate(transitions)]
+    path = tmp_path / "cuts.yaml"
+    path.write_text(yaml.safe_dump({"id": "cuts", "scenes": scenes}))
+    return load_story(path)
+
+
+def test_scene_ranges_end_at_a_nearby_cut_so_no_keyframe_phase_is_needed(tmp_path):
+    from assets.launch import plan_parallel, split_at_cuts
+    from wan_pipeline.stages import STAGES
+
+    alternating = _story(tmp_path, ["handoff", "cut"] * 4)  # s2, s4, s6, s8 end with a cut
+    assert split_at_cuts(alternating, 2) == [("s1", "s4"), ("s5", "s8")]
+    phases = plan_parallel(alternating, 2)
+    assert [[r.label for r in phase] for phase in phases] == [["scenes s1..s4", "scenes s5..s8"], ["film"]]
+    assert phases[0][0].stages == tuple(STAGES.scene_stages())  # every per-scene stage in one run per range
+    # the balanced boundary (after s4) hands off; the cut after s3 is a quarter range away
+    shifted = _story(tmp_path, ["handoff", "handoff", "cut"] + ["handoff"] * 5)
+    assert split_at_cuts(shifted, 2) == [("s1", "s3"), ("s4", "s8")] and len(plan_parallel(shifted, 2)) == 2
+    # no cut near the boundary: the keyframes of every range first, then the rest, then the film
+    handoffs = _story(tmp_path, ["handoff"] * 8)
+    assert split_at_cuts(handoffs, 2) == [("s1", "s4"), ("s5", "s8")]
+    phases = plan_parallel(handoffs, 2)
+    assert [[r.label for r in phase] for phase in phases] == [
+        ["keyframe s1..s4", "keyframe s5..s8"],
+        ["scenes s1..s4", "scenes s5..s8"],
+        ["film"],
+    ]
+    assert split_at_cuts(handoffs, 8) == [(f"s{i}", f"s{i}") for i in range(1, 9)]  # never an empty range
+
+
+def test_ranges_that_end_at_a_cut_render_in_one_run_each(workspace, capsys, monkeypatch):
+    """Scene two ends with a cut: each range renders all its stages in one run (no keyframe
+    phase), the two runs side by side, and the film is complete."""
+    import yaml
+
+    story = yaml.safe_load(workspace["story"].read_text())
+    story["scenes"][1]["transition"] = "cut"
+    workspace["story"].write_text(yaml.safe_dump(story, sort_keys=False))
+    monkeypatch.setenv("WAN_PIPELINE_DEVICES", "cpu,cpu")
+    assert main(["render", str(workspace["story"]), "--preset", "small"]) == 0
+    film = Path(capsys.readouterr().out.strip().splitlines()[-1])
+    assert probe_video(film).frames == 3 * 8 * 2 + 1
+    records = [json.loads(p.read_text()) for p in (workspace["storage"] / "outputs" / "tiny_tale" / "small").glob("*/*.json")]
+    assert len(records) == 3 * 4 and {r["device_slot"] for r in records} == {0, 1}
+    with dg.DagsterInstance.from_config(str(workspace["storage"])) as instance:
+        runs = instance.get_runs()
+        assert len(runs) == 3 and all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs)  # 2 scene ranges, film
+        ranges = sorted(
+            (r.tags.get("dagster/asset_partition_range_start", ""), r.tags.get("dagster/asset_partition_range_end", "")) for r in runs
+        )
+        assert ranges == [("", ""), ("one", "two"), ("three", "three")]
+
+
 def test_a_render_killed_mid_stage_frees_its_slots_and_the_next_render_completes(workspace, capsys, monkeypatch):
     """The launcher and its worker processes die (SIGKILL, a machine lost) while scene stages run:
     the slot locks go with the processes, recovery marks the runs failed and frees their pool
