@@ -5,10 +5,11 @@ alternating) and renders it with ``wan-pipeline render --preset preview`` on fre
 once with ``WAN_PIPELINE_DEVICES=cpu`` and once with ``cpu,cpu``. Prints per configuration the wall
 time of the whole command, the stage time summed over the telemetry, how many seconds two stages
 ran at the same time (from the sidecars' ``started_at`` / ``finished_at`` on different
-``device_slot``), and the speed-up (1 slot / 2 slots). On a 2-core machine the two slots share the
-cores (each worker process gets one torch thread).
+``device_slot``), and the speed-up (1 slot / 2 slots). ``--story`` renders another story instead
+(the demo: ``stories/launch_day.yaml``). On a 2-core machine the two slots share the cores: each
+run of a phase gets its share of the thread pools (OpenCV, the video codecs, torch).
 
-    python tests/benchmarks/parallel_scenes.py [--scenes 8] [--duration 1.0] [--repeat N]
+    python tests/benchmarks/parallel_scenes.py [--scenes 8] [--duration 1.0] [--story FILE] [--repeat N]
 """
 
 from __future__ import annotations
@@ -87,7 +88,8 @@ def render(story: Path, devices: str) -> dict:
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         sys.exit(f"render with {devices} failed:\n{proc.stderr[-3000:]}")
-    records = [json.loads(p.read_text()) for p in (root / "outputs" / "parallel_bench").glob("**/*.json") if p.name != "run-summary.json"]
+    story_id = yaml.safe_load(story.read_text())["id"]
+    records = [json.loads(p.read_text()) for p in (root / "outputs" / story_id).glob("**/*.json") if p.name != "run-summary.json"]
     records = [r for r in records if "started_at" in r]
     shutil.rmtree(root, ignore_errors=True)
     return {
@@ -104,10 +106,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--scenes", type=int, default=8)
     ap.add_argument("--duration", type=float, default=1.0, help="seconds per scene")
+    ap.add_argument("--story", type=Path, help="render this story file instead (e.g. the demo, stories/launch_day.yaml)")
     ap.add_argument("--repeat", type=int, default=1, help="renders per configuration, alternating; the speed-up uses each one's fastest")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        story = write_story(Path(tmp), args.scenes, args.duration)
+        story = args.story.resolve() if args.story else write_story(Path(tmp), args.scenes, args.duration)
         results: dict[str, list[dict]] = {"cpu": [], "cpu,cpu": []}
         for _ in range(args.repeat):
             for devices in results:
