@@ -30,7 +30,7 @@ from assets.recovery import BAD_INPUT_KEY
 from wan_pipeline import collector, interrupts, progress
 from wan_pipeline.errors import InputError
 from wan_pipeline.fingerprint import REPORT
-from wan_pipeline.preflight import check_preset
+from wan_pipeline.preflight import check_preset, check_story
 from wan_pipeline.run_config import CHECKED_TAG, RunConfig
 from wan_pipeline.stages import STAGES
 from wan_pipeline.story import Story
@@ -480,6 +480,7 @@ def render_story(story: Story, config: RunConfig, reporter, scenes: list[str] | 
     with _WorkerPool(width, slots) if spread else contextlib.nullcontext() as pool, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         check_preset(config.preset, ctx=config.engine_context())  # once, before any run: every stage, no weights loaded
+        check_story(story, config.preset, ctx=config.engine_context(), scene_ids=scenes)
         instance = init_instance(config)
         with story_render_lock(config, story) as waited:
             runs = runs_after_waiting(instance, story, config) if waited and scenes is None else None
@@ -511,6 +512,7 @@ def render_stale(story: Story, config: RunConfig, reporter, verbose: bool = Fals
     from wan_pipeline.status import stale_plan
 
     check_preset(config.preset, ctx=config.engine_context())
+    check_story(story, config.preset, ctx=config.engine_context())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         instance = init_instance(config)

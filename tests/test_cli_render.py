@@ -65,6 +65,31 @@ def test_render_bad_input_exits_2(tmp_path, capsys):
     assert "--scenes: unknown scene id(s) zzz" in capsys.readouterr().err
 
 
+def test_a_long_scene_the_flf2v_model_cannot_continue_is_refused_before_any_stage(workspace, capsys):
+    """The tiny preset without `extension_model` and a 2.75 s scene (two segments of the FLF2V
+    miniature): `render` (which makes the miniatures first) and then `validate` exit 2 naming the
+    story file, the scene and the option, before a keyframe is made or a weight loaded."""
+    import yaml
+
+    from tests.conftest import REPO
+
+    preset = yaml.safe_load((REPO / "workflows" / "tiny.yaml").read_text())
+    del preset["stages"]["clip"]["extension_model"]
+    custom = workspace["root"] / "no-extension.yaml"
+    custom.write_text(yaml.safe_dump(preset, sort_keys=False))
+    scenes = [
+        {"id": "long", "prompt": "a rocket", "duration_s": 2.75, "keyframe": {"image": "images/rocket.jpg"}, "transition": "handoff"},
+        {"id": "next", "prompt": "a cat", "duration_s": 0.5, "keyframe": {"image": "images/chelsea.png"}},
+    ]
+    story = write_story(workspace["stories"], scenes, story_id="too_long", preset="tiny", name="too_long.yaml")
+    for command in (["render", str(story), "--preset", str(custom)], ["validate", str(story), "--preset", str(custom)]):
+        assert main(command) == 2, command
+        err = capsys.readouterr().err
+        assert "too_long.yaml" in err and "scene 'long': 45 frames need 2 segments" in err, err
+        assert "stages.clip: " in err and "set stages.clip.extension_model" in err and "Traceback" not in err
+    assert not (workspace["storage"] / "outputs" / "too_long").exists()  # nothing rendered
+
+
 def test_render_long_flf2v_scene_through_the_vace_extension(workspace, capsys):
     """`render` with the tiny preset (FLF2V miniature, max_frames 41) and a 2.75 s scene: the clip
     is made in two VACE segments, the last one ending on the next scene's keyframe; the asset

@@ -152,7 +152,7 @@ def cmd_validate(args) -> int:
     """Check the story (schema, images decoded, LoRA files) and its preset (schema and the same
     per-stage checks as ``render``); print every problem of both files at once."""
     from wan_pipeline.config_files import load_document
-    from wan_pipeline.preflight import preset_problems
+    from wan_pipeline.preflight import preset_problems, story_problems
     from wan_pipeline.preset import load_preset
     from wan_pipeline.story import load_story
 
@@ -177,6 +177,8 @@ def cmd_validate(args) -> int:
             problems = preset_problems(preset)
             if problems:
                 errors.append(InputError(preset.source_path, problems))
+            elif story is not None and (scene_problems := story_problems(story, preset)):
+                errors.append(InputError(story.source_path, scene_problems))
         except InputError as exc:
             errors.append(exc)
     if errors:

@@ -5,7 +5,9 @@ VAE, a missing upscaler file). Before rendering, each stage's engine is checked
 (:func:`wan_pipeline.engines.registry.check_engine`: its parameters validated; post-processing
 weight files read for their tensor names and shapes, not loaded) and each diffusers checkpoint is
 read from its configs and checked (present offline, every component there, safetensors only, VAE
-latent channels matching the transformer) — without loading any weights. A render runs it once.
+latent channels matching the transformer) — without loading any weights. A render runs it once,
+and :func:`story_problems` asks the per-scene engines about the story's scenes (e.g. a scene longer
+than one generation that the clip model cannot continue).
 """
 
 from __future__ import annotations
@@ -74,3 +76,44 @@ def check_preset(preset: Preset, stages: tuple[str, ...] | None = None, ctx=None
     problems = preset_problems(preset, stages, ctx, build)
     if problems:
         raise InputError(preset.source_path, problems)
+
+
+def story_problems(story, preset: Preset, ctx=None, scene_ids: list[str] | None = None) -> list[str]:
+    """Problems of ``story``'s scenes (``scene_ids``, default all) under ``preset`` that an engine
+    can tell before loading any weight, one line each: every per-scene engine with a
+    ``scene_problems(scenes, fps)`` method is built (no weights) and asked about the (scene id,
+    duration in seconds) list at the preset's base frame rate. A stage whose engine cannot be
+    built is left to :func:`preset_problems`."""
+    from wan_pipeline.engines.context import EngineContext
+    from wan_pipeline.engines.registry import engine_class
+    from wan_pipeline.stages import STAGES
+
+    try:
+        ctx = EngineContext.for_preset(ctx or preset)
+    except InputError:
+        return []
+    scenes = [(s.id, s.duration_s) for s in story.scenes if scene_ids is None or s.id in scene_ids]
+    problems: list[str] = []
+    for stage in STAGES.scene_stages():
+        section = preset.stage(stage)
+        try:
+            cls = engine_class(stage, section, ctx.source_path)
+            if not hasattr(cls, "scene_problems"):
+                continue
+            engine = cls(section.params, ctx)
+        except InputError:
+            continue
+        try:
+            problems.extend(f"stages.{stage}: {p}" for p in engine.scene_problems(scenes, ctx.base_fps))
+        finally:
+            close = getattr(engine, "close", None)
+            if close is not None:
+                close()
+    return problems
+
+
+def check_story(story, preset: Preset, ctx=None, scene_ids: list[str] | None = None) -> None:
+    """Raise :class:`InputError` naming the story file and every problem of :func:`story_problems`."""
+    problems = story_problems(story, preset, ctx, scene_ids)
+    if problems:
+        raise InputError(story.source_path, problems)

@@ -255,27 +255,60 @@ class WanI2VClip(DiffusersEngine):
     def plan_frames(self) -> int:
         return self.params.max_frames
 
-    def _flf2v_model(self) -> bool:
+    def _flf2v_from_configs(self) -> bool | None:
         """Whether ``model`` is a Wan2.1 FLF2V checkpoint (transformer ``pos_embed_seq_len`` set),
-        read from its configs without loading it where they can be read, else from the pipeline."""
-        if self._pipe is None:
-            from wan_pipeline.engines.diffusers_support import resolve_model_source
-            from wan_pipeline.models import identify, read_checkpoint
-            from wan_pipeline.models.model_files import resolve_model_files, uses_single_file
+        read from its configs without loading any weight; None when they cannot be read here."""
+        from wan_pipeline.engines.diffusers_support import resolve_model_source
+        from wan_pipeline.models import identify, read_checkpoint
+        from wan_pipeline.models.model_files import resolve_model_files, uses_single_file
 
-            try:
-                if uses_single_file(self.params):
-                    source = str(resolve_model_files(self.params, self.file, self.preset.storage_root).config_dir)
-                else:
-                    source = resolve_model_source(self.params.model, self.preset.storage_root)
-                ckpt = read_checkpoint(source)
-                if ckpt.transformer is not None:
-                    self._variant = identify(ckpt).variant
-                    return bool(ckpt.transformer.pos_embed_seq_len)
-            except InputError:
-                pass  # loading the pipeline below reports what is wrong, with its fix
+        try:
+            if uses_single_file(self.params):
+                source = str(resolve_model_files(self.params, self.file, self.preset.storage_root).config_dir)
+            else:
+                source = resolve_model_source(self.params.model, self.preset.storage_root)
+            ckpt = read_checkpoint(source)
+        except InputError:
+            return None  # loading the pipeline reports what is wrong, with its fix
+        if ckpt.transformer is None:
+            return None
+        self._variant = identify(ckpt).variant
+        return bool(ckpt.transformer.pos_embed_seq_len)
+
+    def _flf2v_model(self) -> bool:
+        """Whether ``model`` is a Wan2.1 FLF2V checkpoint: from its configs where they can be read,
+        else from the loaded pipeline."""
+        if self._pipe is None and (known := self._flf2v_from_configs()) is not None:
+            return known
         transformer = self.pipe.transformer
         return transformer is not None and bool(transformer.config.pos_embed_seq_len)
+
+    def _needs_extension(self, scene_id: str, total: int, segments: int, fps) -> str:
+        """The problem of a scene of ``total`` frames in ``segments`` segments that an FLF2V
+        ``model`` cannot continue without ``extension_model``, with its fixes."""
+        return (
+            f"scene {scene_id!r}: {total} frames need {segments} segments of at most {self.params.max_frames}, "
+            f"and {self._variant or 'this FLF2V model'} renders only between a real first and last frame; "
+            "set stages.clip.extension_model to a Wan VACE checkpoint (e.g. the film stage's "
+            "Wan-AI/Wan2.1-VACE-14B-diffusers) to continue long scenes with it, "
+            f"or shorten the scene to {(self.params.max_frames - 1) / float(fps):g} s or less, or split it into scenes"
+        )
+
+    def scene_problems(self, scenes: list[tuple[str, float]], fps) -> list[str]:
+        """Problems of ``scenes`` ((id, duration in seconds) at ``fps`` frames/s) this engine would
+        refuse when it renders them, found before any weight loads: a scene longer than one
+        generation (``max_frames``) with an FLF2V ``model`` and no ``extension_model``."""
+        if self._extension is not None:
+            return []
+        long = []
+        for scene_id, duration_s in scenes:
+            total = wan_frame_count(duration_s, fps)
+            segments = len(segment_lengths(total, self.params.max_frames, self.params.overlap_frames))
+            if segments > 1:
+                long.append((scene_id, total, segments))
+        if not long or not self._flf2v_from_configs():
+            return []
+        return [self._needs_extension(scene_id, total, segments, fps) for scene_id, total, segments in long]
 
     # -- loading ---------------------------------------------------------------------------
     def _check_side(self, field: str, value: int, multiple: int, file: str | None) -> None:
@@ -368,14 +401,7 @@ class WanI2VClip(DiffusersEngine):
         lengths = segment_lengths(total, self.params.max_frames, overlap)
         vace = len(lengths) > 1 and self._flf2v_model()
         if vace and self._extension is None:
-            raise InputError(
-                self.file,
-                f"scene {request.scene_id!r}: {total} frames need {len(lengths)} segments of at most {self.params.max_frames}, "
-                f"and {self._variant or 'this FLF2V model'} renders only between a real first and last frame; "
-                "set stages.clip.extension_model to a Wan VACE checkpoint (e.g. the film stage's "
-                "Wan-AI/Wan2.1-VACE-14B-diffusers) to continue long scenes with it, "
-                f"or shorten the scene to {(self.params.max_frames - 1) / float(request.fps):g} s or less, or split it into scenes",
-            )
+            raise InputError(self.file, self._needs_extension(request.scene_id, total, len(lengths), request.fps))
         engine: DiffusersEngine = self._extension if vace else self
         pipe = self._extension_pipe() if vace else self.pipe
         multiple = size_multiple(pipe)
