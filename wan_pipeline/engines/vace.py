@@ -50,6 +50,36 @@ def vace_checkpoint_problem(source: str, where: str, example: str = "Wan-AI/Wan2
     return f"{where}: {source} is a {info.variant or 'non-VACE'} checkpoint, not a Wan VACE one: give a VACE checkpoint (e.g. {example})"
 
 
+def vace_file_problem(path, where: str, example: str = "wan2.1_vace_14B_fp16.safetensors") -> str | None:
+    """A problem line when the single transformer file ``path`` has no VACE blocks (read from its
+    tensor shapes, nothing loaded), naming the variant it is; None when it is a VACE file or not a
+    readable transformer file (the model-file checks report that). ``where`` names the preset field."""
+    from wan_pipeline.models import identify
+    from wan_pipeline.models.single_file import checkpoint_for_shape, pick_config, read_tensor_index, transformer_shape
+
+    try:
+        shape = transformer_shape(read_tensor_index(path), str(path))
+        if shape.vace_layers:
+            return None
+        variant = identify(checkpoint_for_shape(shape, path.name, pick_config(shape, path.name)[0])).variant
+    except InputError:
+        return None
+    return f"{where}: {path.name} is a {variant or 'non-VACE'} transformer file (no VACE blocks), not a Wan VACE one: give a VACE file (e.g. {example})"
+
+
+def vace_configs_problem(files, where: str) -> str | None:
+    """A problem line when a resolved single-file set
+    (:class:`~wan_pipeline.models.model_files.ModelFiles`) takes its configs from a ``components``
+    folder of another model than VACE (they would build the wrong transformer); None otherwise."""
+    if files.components is None or (files.info is not None and "VACE" in files.info.capabilities):
+        return None
+    what = files.info.variant if files.info is not None else "another model"
+    return (
+        f"{where}: {files.transformer.name} is a VACE file but the components folder {files.components} holds the configs of "
+        f"{what}: give the configs and tokenizer of the VACE model (e.g. Wan-AI/Wan2.1-VACE-14B-diffusers without weights)"
+    )
+
+
 class VacePipeline:
     """Mixin for a :class:`~wan_pipeline.engines.diffusers_support.DiffusersEngine` whose pipeline
     is ``WanVACEPipeline``, loaded on first use from ``params.model`` (``vace_field`` names that
@@ -57,6 +87,23 @@ class VacePipeline:
     no VACE one."""
 
     vace_field = "model"
+
+    def check_single_file(self, root):
+        """The single-file model set must be VACE, checked when the engine is built from the file
+        headers: the transformer file first (a non-VACE file is the one problem named, not the
+        components it would then lack), then the configs it is given."""
+        from wan_pipeline.models.model_files import find_model_file
+
+        where = f"stages.{self.stage}.{self.vace_field}"
+        path = find_model_file(self.params, root)
+        problem = vace_file_problem(path, where) if path is not None and path.is_file() else None
+        if problem:
+            raise InputError(self.file, problem)
+        files = super().check_single_file(root)
+        problem = vace_configs_problem(files, where)
+        if problem:
+            raise InputError(self.file, problem)
+        return files
 
     @property
     def pipe(self):

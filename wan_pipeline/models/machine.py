@@ -399,10 +399,11 @@ def _extension_entry(stage: str, section: dict, preset, gpu: dict | None, ram_mi
     """The :func:`_model_entry` of the clip stage's ``extension_model`` (the VACE checkpoint that
     continues long FLF2V scenes; loaded alone, after the clip model is released), planned with the
     section's memory fields and ``label`` ``<stage>.extension_model``; a checkpoint that is no VACE
-    one is a problem."""
-    ext = {**section, "model": section["extension_model"], "engine": "wan_vace"}
-    for key in ("model_2", "vae", "text_encoder", "image_encoder", "components", "comfyui_models"):
-        ext.pop(key, None)  # the single-file keys belong to `model`
+    one is a problem. A single-file extension model is identified from its tensor shapes, with the
+    section's keys it shares (:func:`~wan_pipeline.models.model_files.extension_file_fields`)."""
+    from wan_pipeline.models.model_files import extension_file_fields
+
+    ext = {**section, **extension_file_fields(section), "model": section["extension_model"], "engine": "wan_vace"}
     entry = _model_entry(stage, ext, preset, gpu, ram_mib)
     entry["engine"], entry["label"] = section.get("engine"), f"{stage}.extension_model"
     if entry.get("capabilities") is not None and "VACE" not in entry["capabilities"]:
