@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import struct
 from fractions import Fraction
 from types import SimpleNamespace
@@ -548,7 +549,7 @@ def extension_folder_frames(files):
     return clip.frames
 
 
-@pytest.mark.parametrize("name,max_diff", [("wan21-vace_fp16.safetensors", 2), ("wan21-vace_Q8_0.gguf", 6)])
+@pytest.mark.parametrize("name,max_diff", [("wan21-vace_fp16.safetensors", 1), ("wan21-vace_Q8_0.gguf", 4)])
 def test_long_flf2v_scene_through_a_single_file_extension_model(files, extension_folder_frames, name, max_diff):
     """The VACE extension given as a ComfyUI / Wan2GP file (configs and tokenizer from
     extension_components, the clip model a diffusers folder) makes the same 5 segments as the
@@ -679,3 +680,20 @@ def test_doctor_and_preflight_plan_a_single_file_extension_model(workspace, file
     report = doctor_report(load_preset("tiny"), machine=machine)
     entry = next(m for m in report["models"] if m.get("label") == "clip.extension_model")
     assert any(p.startswith("stages.clip.extension_model: ") and "not a Wan VACE one" in p for p in entry["problems"]), entry["problems"]
+
+
+@pytest.mark.parametrize("preset", ["wan21-flf2v-14b", "wan21-flf2v-14b-lightx2v"])
+def test_preset_comments_show_a_valid_single_file_extension(preset):
+    """The commented single-file form in the FLF2V presets is a valid clip section whose extension
+    is the VACE-14B file with the section's VAE and the VACE configs folder."""
+    from wan_pipeline.engines.wan_clip import ExtensionParams, WanClipParams
+
+    text = (REPO / "workflows" / f"{preset}.yaml").read_text()
+    block = text[text.index("# With the ComfyUI / Wan2GP single files") :].split("\n  interpolated:")[0]
+    keys = yaml.safe_load("\n".join(m.group(1) for m in re.finditer(r"^ {4}# ([a-z_0-9]+: \S+)", block, re.M)))
+    section = {**yaml.safe_load(text)["stages"]["clip"], **keys}
+    section.pop("engine")
+    ext = ExtensionParams.from_clip(WanClipParams.model_validate(section))
+    assert ext.model == "wan2.1_vace_14B_fp16.safetensors" and ext.vae == "wan_2.1_vae.safetensors"
+    assert ext.components == "models/wan21-vace-configs" and ext.comfyui_models == "/home/me/ComfyUI/models"
+    assert ext.image_encoder is None and ext.text_encoder == "umt5_xxl_fp16.safetensors"

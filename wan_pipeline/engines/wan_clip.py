@@ -30,7 +30,11 @@ frame given as its last frame; colour matching and overlap dropping as above. Wi
 generation keep using the FLF2V model. One of the two pipelines is loaded at a time (the other is
 released first). The extension model is loaded, placed and planned like the stage's model, with
 the stage's memory, dtype and speed-lever fields and its own ``extension_flow_shift`` and
-``extension_loras``.
+``extension_loras``. It is a diffusers VACE folder / repo id, or a single ``.safetensors`` /
+``.gguf`` VACE transformer file as the film stage takes it; a single file shares the section's
+``vae``, ``text_encoder`` and ``comfyui_models`` and takes its configs and tokenizer from
+``extension_components`` (:func:`~wan_pipeline.models.model_files.extension_file_fields`), and is
+refused from its tensor shapes when it is no VACE file.
 
 meta: ``continuation`` (``vace_extension``, ``i2v_mask``, ``ti2v_latents``; None for one segment),
 ``extension_model`` / ``extension_variant`` (when VACE made the frames), ``flf2v`` (the end frame
@@ -81,8 +85,9 @@ class WanClipParams(ModelParams):
     (two-expert models; default = guidance_scale); flow_shift: scheduler shift (None keeps the
     checkpoint's); max_frames: the longest single generation (4k+1; Wan: 81); min_size/max_size:
     the supported side length in pixels; overlap_frames / colour_match: how a long scene's
-    segments continue (module doc); extension_model / extension_flow_shift / extension_loras: the
-    VACE model that makes a long scene's segments when ``model`` is FLF2V. The speed levers
+    segments continue (module doc); extension_model / extension_flow_shift / extension_loras /
+    extension_components: the VACE model that makes a long scene's segments when ``model`` is
+    FLF2V (a single file takes its configs and tokenizer from extension_components). The speed levers
     (``loras`` fused for every scene, ``cache``, ``weights``, ``attention_backend``, ``compile``)
     come from ``ModelParams``.
     """
