@@ -679,7 +679,14 @@ def test_doctor_and_preflight_plan_a_single_file_extension_model(workspace, file
     (workspace["workflows"] / "tiny.yaml").write_text(yaml.safe_dump(data))
     report = doctor_report(load_preset("tiny"), machine=machine)
     entry = next(m for m in report["models"] if m.get("label") == "clip.extension_model")
-    assert any(p.startswith("stages.clip.extension_model: ") and "not a Wan VACE one" in p for p in entry["problems"]), entry["problems"]
+    assert len(entry["problems"]) == 1 and entry["problems"][0].startswith(
+        "stages.clip.extension_model: wan2.1_flf2v_720p_14B_fp16.safetensors is a Wan2.1-FLF2V-14B-720P transformer file (no VACE blocks)"
+    ), entry["problems"]
+    # a VACE file whose extension_components are another model's configs
+    data["stages"]["clip"].update(extension_model=vace.name, extension_components=str(tiny / "wan21-i2v"))
+    (workspace["workflows"] / "tiny.yaml").write_text(yaml.safe_dump(data))
+    entry = next(m for m in doctor_report(load_preset("tiny"), machine=machine)["models"] if m.get("label") == "clip.extension_model")
+    assert any("is a VACE file but extension_components holds the configs of Wan2.1-FLF2V-miniature" in p for p in entry["problems"])
 
 
 @pytest.mark.parametrize("preset", ["wan21-flf2v-14b", "wan21-flf2v-14b-lightx2v"])

@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from wan_pipeline.errors import InputError
+from wan_pipeline.models.model_files import vace_file_problem
 
 GREY = 127
 """Value of the placeholder pixels of frames to generate (the VACE reference code fills them with 0
@@ -48,23 +49,6 @@ def vace_checkpoint_problem(source: str, where: str, example: str = "Wan-AI/Wan2
     if "VACE" in info.capabilities:
         return None
     return f"{where}: {source} is a {info.variant or 'non-VACE'} checkpoint, not a Wan VACE one: give a VACE checkpoint (e.g. {example})"
-
-
-def vace_file_problem(path, where: str, example: str = "wan2.1_vace_14B_fp16.safetensors") -> str | None:
-    """A problem line when the single transformer file ``path`` has no VACE blocks (read from its
-    tensor shapes, nothing loaded), naming the variant it is; None when it is a VACE file or not a
-    readable transformer file (the model-file checks report that). ``where`` names the preset field."""
-    from wan_pipeline.models import identify
-    from wan_pipeline.models.single_file import checkpoint_for_shape, pick_config, read_tensor_index, transformer_shape
-
-    try:
-        shape = transformer_shape(read_tensor_index(path), str(path))
-        if shape.vace_layers:
-            return None
-        variant = identify(checkpoint_for_shape(shape, path.name, pick_config(shape, path.name)[0])).variant
-    except InputError:
-        return None
-    return f"{where}: {path.name} is a {variant or 'non-VACE'} transformer file (no VACE blocks), not a Wan VACE one: give a VACE file (e.g. {example})"
 
 
 def vace_configs_problem(files, where: str) -> str | None:

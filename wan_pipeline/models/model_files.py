@@ -98,6 +98,23 @@ def extension_file_fields(section: dict) -> dict:
     return out
 
 
+def vace_file_problem(path, where: str, example: str = "wan2.1_vace_14B_fp16.safetensors") -> str | None:
+    """A problem line when the single transformer file ``path`` has no VACE blocks (read from its
+    tensor shapes, nothing loaded), naming the variant it is; None when it is a VACE file or not a
+    readable transformer file (the model-file checks report that). ``where`` names the preset field."""
+    from wan_pipeline.models.single_file import checkpoint_for_shape
+    from wan_pipeline.models.variants import identify
+
+    try:
+        shape = transformer_shape(read_tensor_index(path), str(path))
+        if shape.vace_layers:
+            return None
+        variant = identify(checkpoint_for_shape(shape, path.name, pick_config(shape, path.name)[0])).variant
+    except InputError:
+        return None
+    return f"{where}: {path.name} is a {variant or 'non-VACE'} transformer file (no VACE blocks), not a Wan VACE one: give a VACE file (e.g. {example})"
+
+
 def uses_single_file(params_or_path) -> bool:
     """True when a stage's parameters (or a path) name a single-file transformer."""
     if isinstance(params_or_path, (str, Path)):
