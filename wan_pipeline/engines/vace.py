@@ -68,7 +68,8 @@ class VacePipeline:
     """Mixin for a :class:`~wan_pipeline.engines.diffusers_support.DiffusersEngine` whose pipeline
     is ``WanVACEPipeline``, loaded on first use from ``params.model`` (``vace_field`` names that
     field in errors). Raises :class:`InputError` before any weight is read when the checkpoint is
-    no VACE one."""
+    no VACE one (a single transformer file: from its tensor shapes when the engine is built, see
+    :meth:`check_single_file`)."""
 
     vace_field = "model"
 
@@ -100,7 +101,7 @@ class VacePipeline:
 
             where = f"stages.{self.stage}.{self.vace_field}"
             problem = None
-            if not uses_single_file(self.params):
+            if not uses_single_file(self.params):  # a single file was checked when the engine was built
                 try:
                     problem = vace_checkpoint_problem(resolve_model_source(self.params.model, self.preset.storage_root), where)
                 except InputError:
