@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import struct
 from fractions import Fraction
 from types import SimpleNamespace
@@ -525,3 +526,181 @@ def test_fp8_file_kept_in_fp8_takes_only_its_own_storage_dtype(files, storage):
     assert state.storage_dtype == "float8_e4m3fn" and pipe.transformer.blocks[0].attn1.to_q.weight.dtype == torch.float8_e4m3fn
     gguf = load_transformer(files["wan21-i2v-gguf"], storage / "models" / "tiny" / "wan21-i2v", "transformer", torch.float32)
     assert stored_as(gguf).startswith("gguf_")
+
+
+# -- the clip stage's VACE extension model as a single file ------------------------------------
+
+
+def _long_scene(**params):
+    """A 25-frame FLF2V scene in 9-frame generations: every segment from the extension model."""
+    clip, engine = None, WanI2VClip({**BASE, "model": "models/tiny/wan21-i2v", "max_frames": 9, **params}, _preset())
+    try:
+        request = _request()
+        request.duration_s = 1.5
+        clip = engine.render(request)
+        return clip, engine
+    finally:
+        engine.close()
+
+
+@pytest.fixture(scope="module")
+def extension_folder_frames(files):
+    clip, _ = _long_scene(extension_model="models/tiny/wan21-vace")
+    return clip.frames
+
+
+@pytest.mark.parametrize("name,max_diff", [("wan21-vace_fp16.safetensors", 1), ("wan21-vace_Q8_0.gguf", 4)])
+def test_long_flf2v_scene_through_a_single_file_extension_model(files, extension_folder_frames, name, max_diff):
+    """The VACE extension given as a ComfyUI / Wan2GP file (configs and tokenizer from
+    extension_components, the clip model a diffusers folder) makes the same 5 segments as the
+    diffusers VACE folder, within a few levels of 255 (the weights rounded to the file's dtype)."""
+    clip, engine = _long_scene(extension_model=name, comfyui_models=COMFY, extension_components="models/tiny/wan21-vace")
+    m = clip.meta
+    assert clip.frames.shape == extension_folder_frames.shape == (25, SIZE, SIZE, 3)
+    assert m["continuation"] == "vace_extension" and m["segments"] == 5 and m["extension_model"] == name
+    assert m["extension_variant"] == "Wan2.1-VACE-miniature" and m["flf2v"] is True
+    diff = np.abs(clip.frames.astype(int) - extension_folder_frames.astype(int))
+    assert diff.max() <= max_diff and diff.mean() < 0.1
+
+
+def test_single_file_extension_shares_the_clip_files(files, storage):
+    """With the clip model a single file too, the extension gets the section's vae / text_encoder /
+    comfyui_models (the Wan2.1 VAE and UMT5 are shared by every Wan2.1 model), never its
+    components (the FLF2V configs) or image_encoder; it loads those very weights."""
+    from wan_pipeline.engines.wan_clip import ExtensionParams, WanClipParams
+
+    section = {
+        **BASE,
+        "model": "wan21-i2v_fp16.safetensors",
+        "vae": "tiny_wan_vae_fp16.safetensors",
+        "image_encoder": "tiny_clip_vision_fp16.safetensors",
+        "components": "models/tiny/wan21-i2v",
+        "comfyui_models": COMFY,
+        "extension_model": "wan21-vace_fp16.safetensors",
+        "extension_components": "models/tiny/wan21-vace",
+    }
+    ext = ExtensionParams.from_clip(WanClipParams.model_validate(section))
+    assert (ext.model, ext.vae, ext.comfyui_models, ext.components) == (
+        "wan21-vace_fp16.safetensors",
+        "tiny_wan_vae_fp16.safetensors",
+        COMFY,
+        "models/tiny/wan21-vace",
+    )
+    assert ext.image_encoder is None and ext.model_2 is None
+    engine = WanI2VClip(section, _preset())
+    try:
+        vae = engine._extension.pipe.vae
+        from safetensors.torch import load_file
+
+        want = load_file(str(files["vae16"]))
+        got = vae.state_dict()
+        assert all(torch.equal(got[k].float(), want[k].float()) for k in want)
+        assert engine._extension.pipe.transformer.config.vace_layers  # a VACE transformer from the file
+    finally:
+        engine.close()
+    folder = ExtensionParams.from_clip(WanClipParams.model_validate({**section, "extension_model": "models/tiny/wan21-vace"}))
+    assert folder.vae is None and folder.components is None and folder.comfyui_models is None  # a diffusers VACE holds its own
+
+
+def test_bad_single_file_extension_models_are_refused_before_loading(files):
+    def problems(**params):
+        with pytest.raises(InputError) as err:
+            WanI2VClip({**BASE, "model": "models/tiny/wan21-i2v", "comfyui_models": COMFY, **params}, _preset())
+        return list(err.value.problems)
+
+    found = problems(extension_model="wan21-i2v_fp16.safetensors", extension_components="models/tiny/wan21-vace")
+    assert any(
+        p.startswith("stages.clip.extension_model: ")
+        and "wan21-i2v_fp16.safetensors is a Wan2.1-FLF2V-miniature transformer file" in p
+        and "no VACE blocks" in p
+        for p in found
+    ), found
+    found = problems(extension_model="wan21-vace_fp16.safetensors", extension_components="models/tiny/wan21-i2v")
+    assert any(p.startswith("stages.clip.extension_model: ") and "holds the configs of Wan2.1-FLF2V-miniature" in p for p in found), found
+    found = problems(extension_model="nope_vace_fp16.safetensors", extension_components="models/tiny/wan21-vace")
+    assert any(p.startswith("stages.clip.extension_model: model: nope_vace_fp16.safetensors not found") for p in found), found
+    found = " ".join(problems(extension_model="wan21-vace_fp16.safetensors", vae="tiny_wan_vae_fp16.safetensors"))
+    assert "stages.clip.extension_model: tokenizer: none found: set `extension_components:`" in found
+    found = problems(extension_model="models/tiny/wan21-vace", extension_components="models/tiny/wan21-vace")
+    assert found[0].startswith("stages.clip.extension_components: only for a single-file extension_model")
+    # the film stage refuses a non-VACE file the same way, before loading
+    from wan_pipeline.engines.vace_film import WanVaceFilm
+
+    with pytest.raises(InputError, match=r"stages\.film\.model: wan21-i2v_fp16\.safetensors is a Wan2\.1-FLF2V-miniature transformer file"):
+        WanVaceFilm({"model": "wan21-i2v_fp16.safetensors", "components": "models/tiny/wan21-vace", "comfyui_models": COMFY}, _preset())
+
+
+def test_doctor_and_preflight_plan_a_single_file_extension_model(workspace, files, tmp_path):
+    """The published VACE-14B file (header only) as extension_model of an FLF2V clip stage: the
+    doctor identifies and plans it from the shipped config with the section's VAE file; a
+    non-VACE file there is a problem naming stages.clip.extension_model, before anything loads."""
+    data = yaml.safe_load((REPO / "workflows" / "tiny.yaml").read_text())
+    tiny = files["wan21-i2v-fp16"].parents[3]
+    data["stages"]["clip"].update(
+        model=str(tiny / "wan21-i2v"),
+        comfyui_models=str(files["wan21-i2v-fp16"].parents[1]),
+        extension_model="wan21-vace_fp16.safetensors",
+        extension_components=str(tiny / "wan21-vace"),
+    )
+    (workspace["workflows"] / "tiny.yaml").write_text(yaml.safe_dump(data))
+    assert preset_problems(load_preset("tiny"), stages=("clip",)) == []
+    data["stages"]["clip"].update(extension_model="wan21-i2v_fp16.safetensors")
+    (workspace["workflows"] / "tiny.yaml").write_text(yaml.safe_dump(data))
+    found = preset_problems(load_preset("tiny"), stages=("clip",))
+    assert found and all(p.startswith("stages.clip.extension_model: ") for p in found) and "no VACE blocks" in found[0]
+
+    vace = _header_file(tmp_path / "wan2.1_vace_14B_fp16.safetensors", _published_shapes(CONFIGS_DIR / "Wan2.1-VACE-14B-diffusers"))
+    vae = _header_file(tmp_path / "wan_2.1_vae.safetensors", {"conv1.weight": (32, 32, 1, 1, 1), "conv2.weight": (16, 16, 1, 1, 1)})
+    data["stages"]["clip"].update(
+        extension_model=vace.name, vae=vae.name, comfyui_models=None, extension_components=None, memory_strategy="auto"
+    )
+    (workspace["workflows"] / "tiny.yaml").write_text(yaml.safe_dump(data))
+    machine = {
+        "cpu": {},
+        "ram": {"total_mib": 65536, "available_mib": 60000},
+        "gpus": [{"index": 0, "total_mib": 24576, "free_mib": 24000, "name": "test"}],
+    }
+    import shutil
+
+    workspace["storage"].mkdir(parents=True, exist_ok=True)
+    shutil.copy(vace, workspace["storage"] / vace.name)
+    shutil.copy(vae, workspace["storage"] / vae.name)
+    report = doctor_report(load_preset("tiny"), machine=machine)
+    entry = next(m for m in report["models"] if m.get("label") == "clip.extension_model")
+    assert entry["kind"] == "single file" and entry["variant"] == "Wan2.1-VACE-14B" and entry["config"] == "Wan2.1-VACE-14B-diffusers"
+    assert entry["parameters"] > 16e9 and entry["chosen_strategy"] and entry["host_ram_mib"] > 30 * 1024
+    lacks = " ".join(report["lacks"])
+    assert "tokenizer" in lacks and "extension_model" in lacks
+    flf = _header_file(
+        tmp_path / "wan2.1_flf2v_720p_14B_fp16.safetensors", _published_shapes(CONFIGS_DIR / "Wan2.1-FLF2V-14B-720P-diffusers")
+    )
+    shutil.copy(flf, workspace["storage"] / flf.name)
+    data["stages"]["clip"].update(extension_model=flf.name)
+    (workspace["workflows"] / "tiny.yaml").write_text(yaml.safe_dump(data))
+    report = doctor_report(load_preset("tiny"), machine=machine)
+    entry = next(m for m in report["models"] if m.get("label") == "clip.extension_model")
+    assert len(entry["problems"]) == 1 and entry["problems"][0].startswith(
+        "stages.clip.extension_model: wan2.1_flf2v_720p_14B_fp16.safetensors is a Wan2.1-FLF2V-14B-720P transformer file (no VACE blocks)"
+    ), entry["problems"]
+    # a VACE file whose extension_components are another model's configs
+    data["stages"]["clip"].update(extension_model=vace.name, extension_components=str(tiny / "wan21-i2v"))
+    (workspace["workflows"] / "tiny.yaml").write_text(yaml.safe_dump(data))
+    entry = next(m for m in doctor_report(load_preset("tiny"), machine=machine)["models"] if m.get("label") == "clip.extension_model")
+    assert any("is a VACE file but extension_components holds the configs of Wan2.1-FLF2V-miniature" in p for p in entry["problems"])
+
+
+@pytest.mark.parametrize("preset", ["wan21-flf2v-14b", "wan21-flf2v-14b-lightx2v"])
+def test_preset_comments_show_a_valid_single_file_extension(preset):
+    """The commented single-file form in the FLF2V presets is a valid clip section whose extension
+    is the VACE-14B file with the section's VAE and the VACE configs folder."""
+    from wan_pipeline.engines.wan_clip import ExtensionParams, WanClipParams
+
+    text = (REPO / "workflows" / f"{preset}.yaml").read_text()
+    block = text[text.index("# With the ComfyUI / Wan2GP single files") :].split("\n  interpolated:")[0]
+    keys = yaml.safe_load("\n".join(m.group(1) for m in re.finditer(r"^ {4}# ([a-z_0-9]+: \S+)", block, re.M)))
+    section = {**yaml.safe_load(text)["stages"]["clip"], **keys}
+    section.pop("engine")
+    ext = ExtensionParams.from_clip(WanClipParams.model_validate(section))
+    assert ext.model == "wan2.1_vace_14B_fp16.safetensors" and ext.vae == "wan_2.1_vae.safetensors"
+    assert ext.components == "models/wan21-vace-configs" and ext.comfyui_models == "/home/me/ComfyUI/models"
+    assert ext.image_encoder is None and ext.text_encoder == "umt5_xxl_fp16.safetensors"

@@ -442,12 +442,7 @@ class DiffusersEngine:
         check_steps(self.params.steps, f"stages.{self.stage}.steps", self.file)
         self.device = ctx.device
         if uses_single_file(self.params):  # checked now (file headers only), so preflight reports it
-            from wan_pipeline.models.model_files import resolve_model_files
-
-            files = resolve_model_files(self.params, self.file, ctx.storage_root)
-            problems = single_file_problems(self.params, self.stage, files)
-            if problems:
-                raise InputError(self.file, problems)
+            self.check_single_file(ctx.storage_root)
         guidance = (getattr(self.params, "guidance_scale", None), getattr(self.params, "guidance_scale_2", None))
         validate_levers(self.params, self.stage, self.file, self.device, self.params.steps, guidance)
         self._pipe = None
@@ -456,6 +451,18 @@ class DiffusersEngine:
 
     def plan_frames(self) -> int:
         return 1
+
+    def check_single_file(self, root):
+        """Resolve the single-file model set of ``params`` (file headers only) and check what the
+        levers cannot do to it; returns the :class:`~wan_pipeline.models.model_files.ModelFiles`.
+        Raises :class:`InputError` naming the keys and the fix. VACE engines add their checks."""
+        from wan_pipeline.models.model_files import resolve_model_files
+
+        files = resolve_model_files(self.params, self.file, root)
+        problems = single_file_problems(self.params, self.stage, files)
+        if problems:
+            raise InputError(self.file, problems)
+        return files
 
     def loaded_info(self) -> dict:
         """Telemetry of the loaded pipeline (empty before it is loaded): ``component_dtypes`` and,

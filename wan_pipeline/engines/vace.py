@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from wan_pipeline.errors import InputError
+from wan_pipeline.models.model_files import vace_file_problem
 
 GREY = 127
 """Value of the placeholder pixels of frames to generate (the VACE reference code fills them with 0
@@ -50,13 +51,44 @@ def vace_checkpoint_problem(source: str, where: str, example: str = "Wan-AI/Wan2
     return f"{where}: {source} is a {info.variant or 'non-VACE'} checkpoint, not a Wan VACE one: give a VACE checkpoint (e.g. {example})"
 
 
+def vace_configs_problem(files, where: str) -> str | None:
+    """A problem line when a resolved single-file set
+    (:class:`~wan_pipeline.models.model_files.ModelFiles`) takes its configs from a ``components``
+    folder of another model than VACE (they would build the wrong transformer); None otherwise."""
+    if files.components is None or (files.info is not None and "VACE" in files.info.capabilities):
+        return None
+    what = files.info.variant if files.info is not None else "another model"
+    return (
+        f"{where}: {files.transformer.name} is a VACE file but the components folder {files.components} holds the configs of "
+        f"{what}: give the configs and tokenizer of the VACE model (e.g. Wan-AI/Wan2.1-VACE-14B-diffusers without weights)"
+    )
+
+
 class VacePipeline:
     """Mixin for a :class:`~wan_pipeline.engines.diffusers_support.DiffusersEngine` whose pipeline
     is ``WanVACEPipeline``, loaded on first use from ``params.model`` (``vace_field`` names that
     field in errors). Raises :class:`InputError` before any weight is read when the checkpoint is
-    no VACE one."""
+    no VACE one (a single transformer file: from its tensor shapes when the engine is built, see
+    :meth:`check_single_file`)."""
 
     vace_field = "model"
+
+    def check_single_file(self, root):
+        """The single-file model set must be VACE, checked when the engine is built from the file
+        headers: the transformer file first (a non-VACE file is the one problem named, not the
+        components it would then lack), then the configs it is given."""
+        from wan_pipeline.models.model_files import find_model_file
+
+        where = f"stages.{self.stage}.{self.vace_field}"
+        path = find_model_file(self.params, root)
+        problem = vace_file_problem(path, where) if path is not None and path.is_file() else None
+        if problem:
+            raise InputError(self.file, problem)
+        files = super().check_single_file(root)
+        problem = vace_configs_problem(files, where)
+        if problem:
+            raise InputError(self.file, problem)
+        return files
 
     @property
     def pipe(self):
@@ -69,7 +101,7 @@ class VacePipeline:
 
             where = f"stages.{self.stage}.{self.vace_field}"
             problem = None
-            if not uses_single_file(self.params):
+            if not uses_single_file(self.params):  # a single file was checked when the engine was built
                 try:
                     problem = vace_checkpoint_problem(resolve_model_source(self.params.model, self.preset.storage_root), where)
                 except InputError:

@@ -30,7 +30,11 @@ frame given as its last frame; colour matching and overlap dropping as above. Wi
 generation keep using the FLF2V model. One of the two pipelines is loaded at a time (the other is
 released first). The extension model is loaded, placed and planned like the stage's model, with
 the stage's memory, dtype and speed-lever fields and its own ``extension_flow_shift`` and
-``extension_loras``.
+``extension_loras``. It is a diffusers VACE folder / repo id, or a single ``.safetensors`` /
+``.gguf`` VACE transformer file as the film stage takes it; a single file shares the section's
+``vae``, ``text_encoder`` and ``comfyui_models`` and takes its configs and tokenizer from
+``extension_components`` (:func:`~wan_pipeline.models.model_files.extension_file_fields`), and is
+refused from its tensor shapes when it is no VACE file.
 
 meta: ``continuation`` (``vace_extension``, ``i2v_mask``, ``ti2v_latents``; None for one segment),
 ``extension_model`` / ``extension_variant`` (when VACE made the frames), ``flf2v`` (the end frame
@@ -67,6 +71,7 @@ from wan_pipeline.frame_metrics import mean_colour_shift
 from wan_pipeline.media.clip import Clip
 from wan_pipeline.media.image_io import fit_image
 from wan_pipeline.media.stream import FrameStream, check_window
+from wan_pipeline.models.single_file import is_single_file
 
 GUIDANCE_WARNING = 6.0
 """Guidance at or above this gives black or over-saturated Wan frames in practice (users' reports;
@@ -80,8 +85,9 @@ class WanClipParams(ModelParams):
     (two-expert models; default = guidance_scale); flow_shift: scheduler shift (None keeps the
     checkpoint's); max_frames: the longest single generation (4k+1; Wan: 81); min_size/max_size:
     the supported side length in pixels; overlap_frames / colour_match: how a long scene's
-    segments continue (module doc); extension_model / extension_flow_shift / extension_loras: the
-    VACE model that makes a long scene's segments when ``model`` is FLF2V. The speed levers
+    segments continue (module doc); extension_model / extension_flow_shift / extension_loras /
+    extension_components: the VACE model that makes a long scene's segments when ``model`` is
+    FLF2V (a single file takes its configs and tokenizer from extension_components). The speed levers
     (``loras`` fused for every scene, ``cache``, ``weights``, ``attention_backend``, ``compile``)
     come from ``ModelParams``.
     """
@@ -104,6 +110,11 @@ class WanClipParams(ModelParams):
     extension_loras: list[LoraEntry] = Field(
         default_factory=list, description="LoRAs fused into the extension model (the clip's `loras` are for `model`)"
     )
+    extension_components: str | None = Field(
+        None,
+        description="for a single-file extension_model: diffusers VACE folder or repo id supplying its configs, "
+        "tokenizer and any component not given as a file (as `components` for `model`)",
+    )
 
 
 class ExtensionParams(ModelParams):
@@ -120,12 +131,15 @@ class ExtensionParams(ModelParams):
     def from_clip(cls, clip: WanClipParams) -> ExtensionParams:
         """The extension model's parameters from the clip section's: its model, flow shift and
         LoRAs from the ``extension_*`` fields, everything else (memory strategy, dtype, cache, weight
-        storage, attention, compile, steps, guidance) as the clip stage has it; the single-file keys
-        of ``model`` (``vae``, ``components`` …) belong to ``model`` and are not carried."""
-        from wan_pipeline.models.model_files import ModelFileFields
+        storage, attention, compile, steps, guidance) as the clip stage has it. A single-file
+        ``extension_model`` shares the section's ``vae``, ``text_encoder`` and ``comfyui_models``
+        and takes ``extension_components`` as its ``components``
+        (:func:`~wan_pipeline.models.model_files.extension_file_fields`); a diffusers one none."""
+        from wan_pipeline.models.model_files import ModelFileFields, extension_file_fields
 
         data = clip.model_dump(exclude=set(ModelFileFields.model_fields) | set(WanClipParams.model_fields) - set(cls.model_fields))
         data.update(model=clip.extension_model, flow_shift=clip.extension_flow_shift, loras=clip.extension_loras)
+        data.update(extension_file_fields(clip.model_dump()))
         return cls.model_validate(data)
 
 
@@ -155,8 +169,8 @@ class VaceExtension(VacePipeline, DiffusersEngine):
 @contextlib.contextmanager
 def _extension_errors():
     """Re-raise an :class:`InputError` of the extension model with the preset fields it came from:
-    ``stages.clip.loras…`` → ``stages.clip.extension_loras…``, anything else under
-    ``stages.clip.extension_model``."""
+    ``stages.clip.loras…`` → ``stages.clip.extension_loras…``, ``components`` →
+    ``extension_components``, anything else under ``stages.clip.extension_model``."""
     try:
         yield
     except InputError as exc:
@@ -164,6 +178,9 @@ def _extension_errors():
         for p in exc.problems:
             if p.startswith("stages.clip.loras"):
                 p = "stages.clip.extension_loras" + p.removeprefix("stages.clip.loras")
+            elif p.startswith("components: "):
+                p = "stages.clip.extension_components: " + p.removeprefix("components: ")
+            p = p.replace("`components:`", "`extension_components:`")
             problems.append(p if p.startswith("stages.clip.extension_") else f"stages.clip.extension_model: {p}")
         raise InputError(exc.file, problems) from None
 
@@ -240,15 +257,13 @@ class WanI2VClip(DiffusersEngine):
         for field in ("width", "height"):
             self._check_side(field, getattr(preset, field), 16, self.file)
         self._extension: VaceExtension | None = None
+        if p.extension_components is not None and not is_single_file(p.extension_model or ""):
+            raise InputError(
+                self.file,
+                f"stages.clip.extension_components: only for a single-file extension_model (.safetensors / .gguf); "
+                f"{p.extension_model} is a diffusers checkpoint that holds every component: remove extension_components",
+            )
         if p.extension_model is not None:
-            from wan_pipeline.models.model_files import uses_single_file
-
-            if uses_single_file(p.extension_model):
-                raise InputError(
-                    self.file,
-                    f"stages.clip.extension_model: {p.extension_model} is a single file; give a diffusers VACE checkpoint "
-                    "(a folder holding model_index.json or a repo id such as Wan-AI/Wan2.1-VACE-14B-diffusers)",
-                )
             self._extension = VaceExtension(p, self.preset, p.max_frames)
         self._variant: str | None = None  # of `model`, read from its configs or its loaded pipeline
 

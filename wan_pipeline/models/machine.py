@@ -399,12 +399,25 @@ def _extension_entry(stage: str, section: dict, preset, gpu: dict | None, ram_mi
     """The :func:`_model_entry` of the clip stage's ``extension_model`` (the VACE checkpoint that
     continues long FLF2V scenes; loaded alone, after the clip model is released), planned with the
     section's memory fields and ``label`` ``<stage>.extension_model``; a checkpoint that is no VACE
-    one is a problem."""
-    ext = {**section, "model": section["extension_model"], "engine": "wan_vace"}
-    for key in ("model_2", "vae", "text_encoder", "image_encoder", "components", "comfyui_models"):
-        ext.pop(key, None)  # the single-file keys belong to `model`
+    one is a problem. A single-file extension model is identified from its tensor shapes, with the
+    section's keys it shares (:func:`~wan_pipeline.models.model_files.extension_file_fields`)."""
+    from wan_pipeline.models.model_files import extension_file_fields, vace_file_problem
+
+    ext = {**section, **extension_file_fields(section), "model": section["extension_model"], "engine": "wan_vace"}
     entry = _model_entry(stage, ext, preset, gpu, ram_mib)
     entry["engine"], entry["label"] = section.get("engine"), f"{stage}.extension_model"
+    where = f"stages.{stage}.extension_model"
+    if entry.get("kind") == "single file" and entry.get("source"):
+        problem = vace_file_problem(Path(entry["source"]), where)
+        if problem:  # the file itself is no VACE one: the components it would lack are beside the point
+            entry["problems"] = [problem]
+            return entry
+        if entry.get("capabilities") is not None and "VACE" not in entry["capabilities"]:
+            entry["problems"].append(
+                f"{where}: {Path(entry['source']).name} is a VACE file but extension_components holds the configs of "
+                f"{entry.get('variant')}: give the configs and tokenizer of the VACE model (e.g. Wan-AI/Wan2.1-VACE-14B-diffusers without weights)"
+            )
+            return entry
     if entry.get("capabilities") is not None and "VACE" not in entry["capabilities"]:
         entry["problems"].append(
             f"stages.{stage}.extension_model: {entry['model']} is a {entry.get('variant') or 'non-VACE'} checkpoint, not a Wan VACE one: "

@@ -79,6 +79,42 @@ class ModelFiles(BaseModel):
     notes: list[str] = Field(default_factory=list)
 
 
+EXTENSION_FILE_KEYS = ("vae", "text_encoder", "comfyui_models")
+"""The clip section's single-file keys that a single-file ``extension_model`` (Wan VACE) shares with
+its ``model``: the Wan2.1 VAE and UMT5 text encoder are the same for every Wan2.1 model. ``model_2``
+and ``image_encoder`` are not carried (VACE has one expert and no CLIP image encoder), nor
+``components`` (it holds the configs of ``model``): ``extension_components`` takes its place."""
+
+
+def extension_file_fields(section: dict) -> dict:
+    """The :class:`ModelFileFields` of the clip stage's ``extension_model`` from its section
+    (a dict of the preset's ``stages.clip``): for a single-file extension model
+    :data:`EXTENSION_FILE_KEYS` as the section has them and ``components`` =
+    ``extension_components``; for a diffusers folder / repo id none (it holds every component).
+    Returns every key of :class:`ModelFileFields` (None where not set)."""
+    out = dict.fromkeys(ModelFileFields.model_fields)
+    if is_single_file(section.get("extension_model") or ""):
+        out.update({k: section.get(k) for k in EXTENSION_FILE_KEYS}, components=section.get("extension_components"))
+    return out
+
+
+def vace_file_problem(path, where: str, example: str = "wan2.1_vace_14B_fp16.safetensors") -> str | None:
+    """A problem line when the single transformer file ``path`` has no VACE blocks (read from its
+    tensor shapes, nothing loaded), naming the variant it is; None when it is a VACE file or not a
+    readable transformer file (the model-file checks report that). ``where`` names the preset field."""
+    from wan_pipeline.models.single_file import checkpoint_for_shape
+    from wan_pipeline.models.variants import identify
+
+    try:
+        shape = transformer_shape(read_tensor_index(path), str(path))
+        if shape.vace_layers:
+            return None
+        variant = identify(checkpoint_for_shape(shape, path.name, pick_config(shape, path.name)[0])).variant
+    except InputError:
+        return None
+    return f"{where}: {path.name} is a {variant or 'non-VACE'} transformer file (no VACE blocks), not a Wan VACE one: give a VACE file (e.g. {example})"
+
+
 def uses_single_file(params_or_path) -> bool:
     """True when a stage's parameters (or a path) name a single-file transformer."""
     if isinstance(params_or_path, (str, Path)):
@@ -163,6 +199,12 @@ def _find(role: str, ref: str, params, root: Path | None) -> tuple[Path | None, 
         if cand.exists():
             return cand, looked
     return None, looked
+
+
+def find_model_file(params, root: Path | None = None) -> Path | None:
+    """The existing path a stage's ``model`` key names (looked up as :func:`resolve_model_files`
+    does: absolute, ``comfyui_models``, ``root``, the working folder), or None."""
+    return _find("model", params.model, params, root)[0]
 
 
 def resolve_model_files(params, file: str | None, root: Path | None = None) -> ModelFiles:

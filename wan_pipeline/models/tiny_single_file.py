@@ -12,7 +12,8 @@ From a miniature diffusers folder (:mod:`wan_pipeline.models.tiny`) this writes,
   in float8 e4m3fn and the rest in float16 (as ComfyUI's plain fp8 files);
 * ``diffusion_models/wan21-i2v_Q8_0.gguf``: Wan layout, Q8_0 for every matrix whose rows are a
   multiple of the 32-value Q8_0 block, float16 for the other matrices and float32 for vectors (as
-  the published Wan GGUF conversions keep small tensors unquantized);
+  the published Wan GGUF conversions keep small tensors unquantized); the same for the VACE
+  miniature (``wan21-vace_Q8_0.gguf``);
 * ``vae/<vae>.safetensors``, ``text_encoders/<name>_umt5.safetensors``,
   ``clip_vision/<name>_clip_vision.safetensors``: the other components as single files (VAE in
   diffusers key layout: diffusers' Wan-VAE key conversion assumes the published block counts,
@@ -170,6 +171,9 @@ def make_tiny_single_files(directory: str | os.PathLike, folders: dict[str, Path
         import gguf  # noqa: F401
 
         write("wan21-i2v-gguf", comfy / "diffusion_models" / "wan21-i2v_Q8_0.gguf", lambda p: write_gguf(wan_state_dict(src), p))
+        if "wan21-vace" in names:  # the VACE model as Wan2GP / ComfyUI-GGUF users hold it (film, clip extension)
+            vace = folders["wan21-vace"]
+            write("wan21-vace-gguf", comfy / "diffusion_models" / "wan21-vace_Q8_0.gguf", lambda p: write_gguf(wan_state_dict(vace), p))
     except ImportError:  # pragma: no cover - gguf is a dependency
         pass
 
