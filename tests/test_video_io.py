@@ -85,7 +85,7 @@ def test_codec_thread_share_reaches_encoder_and_decoder(tmp_path):
         assert np.array_equal(np.stack(list(stream)), frames)
         video_io.set_codec_threads(0)
         with video_io.VideoWriter(tmp_path / "auto.mp4", width=64, height=48, fps=16) as writer:
-            assert writer._stream.codec_context.thread_count == 0
+            assert writer._stream.codec_context.thread_count == 0  # PyAV's default: FFmpeg picks
             writer.write(frames)
     finally:
         video_io.set_codec_threads(0)

@@ -137,7 +137,8 @@ def open_video(path: str | os.PathLike) -> FrameStream:
             with av.open(info.path) as container:
                 stream = container.streams.video[0]
                 stream.thread_type = "AUTO"
-                stream.codec_context.thread_count = _codec_threads
+                if _codec_threads:  # only when set: PyAV's own default differs from an explicit 0
+                    stream.codec_context.thread_count = _codec_threads
                 for frame in container.decode(video=0):
                     yield frame_to_rgb(frame)
         except av.error.FFmpegError as exc:
@@ -225,7 +226,8 @@ class VideoWriter:
             cc.colorspace, cc.color_primaries, cc.color_trc, cc.color_range = 6, 6, 6, 1  # smpte170m, MPEG range
         stream.width, stream.height = self.width, self.height
         stream.codec_context.time_base = Fraction(1, 1) / fps
-        stream.codec_context.thread_count = _codec_threads
+        if _codec_threads:  # only when set: PyAV's own default differs from an explicit 0
+            stream.codec_context.thread_count = _codec_threads
         return stream
 
     def write(self, frames: np.ndarray) -> None:
