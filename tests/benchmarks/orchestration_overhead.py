@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -120,10 +121,13 @@ def main() -> None:
                 cmd = [cli, "render", args.story, "--preset", args.preset]
             else:
                 cmd = [str(exe), __file__, "--plain-child", args.story, args.preset]
+            os.sync()  # the previous render's writeback (≈ 140 MB of outputs) stays out of this one's figures
             cpu, wall = _timed(cmd, env)
             rows[side].append((cpu, wall, root))
-            print(f"pair {i + 1}: {side:<8} CPU {cpu:6.2f} s  wall {wall:6.2f} s  ({root})", flush=True)
+            print(f"pair {i + 1}: {side:<8} CPU {cpu:6.2f} s  wall {wall:6.2f} s", flush=True)
     same, psnr = compare_outputs(rows["dagster"][0][2], rows["plain"][0][2], story_id)
+    for root in [r[2] for side in rows.values() for r in side]:
+        shutil.rmtree(root, ignore_errors=True)
     best = {k: min(v, key=lambda r: r[0]) for k, v in rows.items()}
     print()
     print("| side | CPU (s) | wall (s) |")
