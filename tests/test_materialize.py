@@ -135,7 +135,7 @@ def test_every_video_materialization_plays_an_animated_preview_of_its_take(rende
             if scene is None:
                 assert image.is_animated and image.n_frames >= len(story.scenes), (stage, image.n_frames)
             elif story.scene(scene).camera != "static":
-                assert image.is_animated and image.n_frames == 9, (stage, scene, image.n_frames)
+                assert image.is_animated and image.n_frames == 7, (stage, scene, image.n_frames)
             assert image.size == (meta["width"].value, meta["height"].value)
             assert meta["animation_path"].path.endswith(f"/small/{scene + '/' if scene else ''}{stage}.anim.webp")
     assert "animation" not in events["keyframe"][story.scene_ids[0]]  # an image has its thumbnail only

@@ -14,6 +14,13 @@ from wan_pipeline.media import probe_video
 
 
 def test_two_slots_render_scene_ranges_in_parallel_runs(workspace, capsys, monkeypatch):
+    """Scene two hands off to scene three, across the boundary of the ranges one..two and three:
+    the keyframes of both ranges come first (their own phase), then the other stages, then the film."""
+    import yaml
+
+    story = yaml.safe_load(workspace["story"].read_text())
+    story["scenes"][1]["transition"] = "handoff"
+    workspace["story"].write_text(yaml.safe_dump(story, sort_keys=False))
     monkeypatch.setenv("WAN_PIPELINE_DEVICES", "cpu,cpu")
     assert main(["render", str(workspace["story"]), "--preset", "small"]) == 0
     out, err = capsys.readouterr()
@@ -29,6 +36,7 @@ def test_two_slots_render_scene_ranges_in_parallel_runs(workspace, capsys, monke
         mine = sorted(spans[(r["stage"], r["scene"])] for r in records if r["device_slot"] == slot)
         assert all(b[0] >= a[1] for a, b in zip(mine, mine[1:]))
     assert spans[("clip", "one")][0] >= spans[("keyframe", "two")][1]  # FLF2V: scene one's clip ends on scene two's keyframe
+    assert spans[("clip", "two")][0] >= spans[("keyframe", "three")][1]  # ... and two's on three's, made by the other range's run
     with dg.DagsterInstance.from_config(str(workspace["storage"])) as instance:
         if workspace["database"]:  # .ci/run: the instance the render made is PostgreSQL, not SQLite
             assert type(instance.run_storage).__name__ == "PostgresRunStorage"
@@ -76,13 +84,11 @@ def test_scene_ranges_end_at_a_nearby_cut_so_no_keyframe_phase_is_needed(tmp_pat
 
 
 def test_ranges_that_end_at_a_cut_render_in_one_run_each(workspace, capsys, monkeypatch):
-    """Scene two ends with a cut: each range renders all its stages in one run (no keyframe
-    phase), the two runs side by side, and the film is complete."""
+    """Scene two (the end of the range one..two) ends with a cut: each range renders all its stages
+    in one run (no keyframe phase), the two runs side by side, and the film is complete."""
     import yaml
 
-    story = yaml.safe_load(workspace["story"].read_text())
-    story["scenes"][1]["transition"] = "cut"
-    workspace["story"].write_text(yaml.safe_dump(story, sort_keys=False))
+    assert yaml.safe_load(workspace["story"].read_text())["scenes"][1]["transition"] == "cut"
     monkeypatch.setenv("WAN_PIPELINE_DEVICES", "cpu,cpu")
     assert main(["render", str(workspace["story"]), "--preset", "small"]) == 0
     film = Path(capsys.readouterr().out.strip().splitlines()[-1])
