@@ -419,13 +419,21 @@ def load_text_encoder(files: ModelFiles, dtype):
             "no tokenizer: set `components:` to a diffusers Wan folder (`hf download Wan-AI/Wan2.1-T2V-1.3B-Diffusers --include 'tokenizer/*'` is a few MB)",
         )
     tokenizer = AutoTokenizer.from_pretrained(str(tok_dir))
-    if files.text_encoder is not None and files.text_encoder.is_file():
-        cfg = base / "text_encoder" if base is not None else None
-        return _encoder_from_file(UMT5EncoderModel, files.text_encoder, cfg, "text_encoder", dtype), tokenizer
-    src = folder or (base and base / "text_encoder")
+    return _load_encoder(UMT5EncoderModel, "text_encoder", files, folder, dtype), tokenizer
+
+
+def _load_encoder(cls, role: str, files: ModelFiles, folder: Path | None, dtype):
+    """The encoder ``role`` (``text_encoder`` / ``image_encoder``) as ``cls``: from its single file
+    (config from ``components/<role>``), else from its folder or ``components/<role>``. Raises
+    :class:`InputError` when neither is given."""
+    given, base = getattr(files, role), files.components
+    if given is not None and given.is_file():
+        cfg = base / role if base is not None else None
+        return _encoder_from_file(cls, given, cfg, role, dtype)
+    src = folder or (base and base / role)
     if src is None:
-        raise InputError(str(files.transformer), "no text encoder: set `text_encoder:` (file or folder) or `components:`")
-    return UMT5EncoderModel.from_pretrained(str(_subfolder(Path(src), "text_encoder")), torch_dtype=dtype), tokenizer
+        raise InputError(str(files.transformer), f"no {role.replace('_', ' ')}: set `{role}:` (file or folder) or `components:`")
+    return cls.from_pretrained(str(_subfolder(Path(src), role)), torch_dtype=dtype)
 
 
 def _has_tokenizer(folder: Path) -> bool:
@@ -444,13 +452,7 @@ def load_image_encoder(files: ModelFiles, dtype):
     if proc_dir is None:
         raise InputError(str(files.transformer), "no image_processor config: set `components:` to a diffusers Wan I2V folder")
     processor = CLIPImageProcessor.from_pretrained(str(proc_dir))
-    if files.image_encoder is not None and files.image_encoder.is_file():
-        cfg = base / "image_encoder" if base is not None else None
-        return _encoder_from_file(CLIPVisionModelWithProjection, files.image_encoder, cfg, "image_encoder", dtype), processor
-    src = folder or (base and base / "image_encoder")
-    if src is None:
-        raise InputError(str(files.transformer), "no image encoder: set `image_encoder:` (file or folder) or `components:`")
-    return CLIPVisionModelWithProjection.from_pretrained(str(_subfolder(Path(src), "image_encoder")), torch_dtype=dtype), processor
+    return _load_encoder(CLIPVisionModelWithProjection, "image_encoder", files, folder, dtype), processor
 
 
 def load_files_pipeline(pipeline_cls, files: ModelFiles, dtype, keep_fp8: bool = False):
