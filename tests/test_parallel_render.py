@@ -49,14 +49,11 @@ def test_two_slots_render_scene_ranges_in_parallel_runs(workspace, capsys, monke
 
 def _story(tmp_path, transitions: list[str]):
     """A prompt-only story whose scenes s1.. end with ``transitions`` (the last scene's is unused)."""
-    import yaml
-
+    from tests.conftest import write_story
     from wan_pipeline.story import load_story
 
     scenes = [{"id": f"s{i + 1}", "prompt": f"shot {i + 1}", "duration_s": 1.0, "transition": t} for i, t in enumerate(transitions)]
-    path = tmp_path / "cuts.yaml"
-    path.write_text(yaml.safe_dump({"id": "cuts", "scenes": scenes}))
-    return load_story(path)
+    return load_story(write_story(tmp_path, scenes, story_id="cuts"))
 
 
 def test_scene_ranges_end_at_a_nearby_cut_so_no_keyframe_phase_is_needed(tmp_path):

@@ -62,11 +62,13 @@ def _request(seed=3):
     )
 
 
-def _render(**params):
+def _render(duration_s: float | None = None, **params):
     engine = WanI2VClip({**BASE, **params}, _preset())
     try:
-        clip = engine.render(_request())
-        return clip, engine
+        request = _request()
+        if duration_s is not None:
+            request.duration_s = duration_s
+        return engine.render(request), engine
     finally:
         engine.close()
 
@@ -533,14 +535,7 @@ def test_fp8_file_kept_in_fp8_takes_only_its_own_storage_dtype(files, storage):
 
 def _long_scene(**params):
     """A 25-frame FLF2V scene in 9-frame generations: every segment from the extension model."""
-    clip, engine = None, WanI2VClip({**BASE, "model": "models/tiny/wan21-i2v", "max_frames": 9, **params}, _preset())
-    try:
-        request = _request()
-        request.duration_s = 1.5
-        clip = engine.render(request)
-        return clip, engine
-    finally:
-        engine.close()
+    return _render(duration_s=1.5, **{"model": "models/tiny/wan21-i2v", "max_frames": 9, **params})
 
 
 @pytest.fixture(scope="module")
