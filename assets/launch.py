@@ -476,11 +476,13 @@ def render_story(story: Story, config: RunConfig, reporter, scenes: list[str] | 
     spread = (len(slots) > 1 or celery_enabled()) and scenes is None and len(story.scene_ids) > 1
     if spread and celery_enabled():
         check_celery_story(story)
-    width = min(len(slots), len(story.scene_ids))
+    phases = plan_parallel(story, len(slots)) if spread else []
+    width = max((len(phase) for phase in phases), default=0)
     with _WorkerPool(width, slots) if spread else contextlib.nullcontext() as pool, warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        check_preset(config.preset, ctx=config.engine_context())  # once, before any run: every stage, no weights loaded
-        check_story(story, config.preset, ctx=config.engine_context(), scene_ids=scenes)
+        ctx = config.engine_context()
+        check_preset(config.preset, ctx=ctx)  # once, before any run: every stage, no weights loaded
+        check_story(story, config.preset, ctx=ctx, scene_ids=scenes)
         instance = init_instance(config)
         with story_render_lock(config, story) as waited:
             runs = runs_after_waiting(instance, story, config) if waited and scenes is None else None
@@ -489,7 +491,7 @@ def render_story(story: Story, config: RunConfig, reporter, scenes: list[str] | 
             progress.set_reporter(reporter)
             try:
                 if runs is None and spread:
-                    outcome = _materialize_parallel(story, plan_parallel(story, len(slots)), config, pool, verbose)
+                    outcome = _materialize_parallel(story, phases, config, pool, verbose)
                 else:
                     outcome = _materialize(
                         instance, story, runs if runs is not None else plan_render(story, config, scenes), config, verbose
@@ -511,8 +513,9 @@ def render_stale(story: Story, config: RunConfig, reporter, verbose: bool = Fals
     from assets.status import observe_fingerprints, status_for
     from wan_pipeline.status import stale_plan
 
-    check_preset(config.preset, ctx=config.engine_context())
-    check_story(story, config.preset, ctx=config.engine_context())
+    ctx = config.engine_context()
+    check_preset(config.preset, ctx=ctx)
+    check_story(story, config.preset, ctx=ctx)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         instance = init_instance(config)
