@@ -85,7 +85,7 @@ def story_problems(story, preset: Preset, ctx=None, scene_ids: list[str] | None 
     duration in seconds) list at the preset's base frame rate. A stage whose engine cannot be
     built is left to :func:`preset_problems`."""
     from wan_pipeline.engines.context import EngineContext
-    from wan_pipeline.engines.registry import engine_class
+    from wan_pipeline.engines.registry import built_engine, engine_class
     from wan_pipeline.stages import STAGES
 
     try:
@@ -97,18 +97,12 @@ def story_problems(story, preset: Preset, ctx=None, scene_ids: list[str] | None 
     for stage in STAGES.scene_stages():
         section = preset.stage(stage)
         try:
-            cls = engine_class(stage, section, ctx.source_path)
-            if not hasattr(cls, "scene_problems"):
+            if not hasattr(engine_class(stage, section, ctx.source_path), "scene_problems"):
                 continue
-            engine = cls(section.params, ctx)
+            with built_engine(stage, section, ctx) as engine:
+                problems.extend(f"stages.{stage}: {p}" for p in engine.scene_problems(scenes, ctx.base_fps))
         except InputError:
-            continue
-        try:
-            problems.extend(f"stages.{stage}: {p}" for p in engine.scene_problems(scenes, ctx.base_fps))
-        finally:
-            close = getattr(engine, "close", None)
-            if close is not None:
-                close()
+            continue  # the engine cannot be built: preset_problems reports why
     return problems
 
 

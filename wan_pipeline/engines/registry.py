@@ -9,7 +9,9 @@ preview engines never import torch or diffusers. Each class is built as
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+from collections.abc import Iterator
 
 from wan_pipeline.engines.context import EngineContext
 from wan_pipeline.errors import InputError
@@ -58,7 +60,20 @@ def check_engine(stage: str, config, ctx) -> None:
     if check is not None:
         check(config.params, ctx)
         return
-    engine = cls(config.params, ctx)
-    close = getattr(engine, "close", None)
-    if close is not None:
-        close()
+    with built_engine(stage, config, ctx):
+        pass
+
+
+@contextlib.contextmanager
+def built_engine(stage: str, config, ctx) -> Iterator[object]:
+    """The engine of ``stage`` built as :func:`build_engine` does, for the block only: closed (its
+    ``close()``, where it has one) when the block ends. Engines load weights on their first call,
+    so building one to ask it about a preset or a story loads nothing. Raises as
+    :func:`build_engine`."""
+    engine = build_engine(stage, config, ctx)
+    try:
+        yield engine
+    finally:
+        close = getattr(engine, "close", None)
+        if close is not None:
+            close()
