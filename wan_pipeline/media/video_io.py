@@ -70,6 +70,13 @@ def set_codec_threads(threads: int) -> None:
     _codec_threads = max(0, int(threads))
 
 
+def _use_codec_threads(stream) -> None:
+    """Give ``stream``'s codec the thread count of :func:`set_codec_threads`, only when one was
+    set: PyAV's own default (FFmpeg picks) differs from an explicit 0."""
+    if _codec_threads:
+        stream.codec_context.thread_count = _codec_threads
+
+
 def frame_to_rgb(frame: av.VideoFrame) -> np.ndarray:
     """A decoded frame as uint8 (H, W, 3) RGB.
 
@@ -137,8 +144,7 @@ def open_video(path: str | os.PathLike) -> FrameStream:
             with av.open(info.path) as container:
                 stream = container.streams.video[0]
                 stream.thread_type = "AUTO"
-                if _codec_threads:  # only when set: PyAV's own default differs from an explicit 0
-                    stream.codec_context.thread_count = _codec_threads
+                _use_codec_threads(stream)
                 for frame in container.decode(video=0):
                     yield frame_to_rgb(frame)
         except av.error.FFmpegError as exc:
@@ -226,8 +232,7 @@ class VideoWriter:
             cc.colorspace, cc.color_primaries, cc.color_trc, cc.color_range = 6, 6, 6, 1  # smpte170m, MPEG range
         stream.width, stream.height = self.width, self.height
         stream.codec_context.time_base = Fraction(1, 1) / fps
-        if _codec_threads:  # only when set: PyAV's own default differs from an explicit 0
-            stream.codec_context.thread_count = _codec_threads
+        _use_codec_threads(stream)
         return stream
 
     def write(self, frames: np.ndarray) -> None:
