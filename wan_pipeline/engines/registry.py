@@ -44,9 +44,12 @@ def build_engine(stage: str, config, ctx):
     :meth:`EngineContext.for_preset`). Raises :class:`InputError` naming the preset file and
     ``stages.<stage>.engine`` when the name is unknown, or the engine's own parameter errors.
     """
+    return _construct(stage, config, ctx)
+
+
+def _construct(stage: str, config, ctx):
     ctx = EngineContext.for_preset(ctx)
-    cls = engine_class(stage, config, ctx.source_path)
-    return cls(config.params, ctx)
+    return engine_class(stage, config, ctx.source_path)(config.params, ctx)
 
 
 def check_engine(stage: str, config, ctx) -> None:
@@ -68,9 +71,10 @@ def check_engine(stage: str, config, ctx) -> None:
 def built_engine(stage: str, config, ctx) -> Iterator[object]:
     """The engine of ``stage`` built as :func:`build_engine` does, for the block only: closed (its
     ``close()``, where it has one) when the block ends. Engines load weights on their first call,
-    so building one to ask it about a preset or a story loads nothing. Raises as
+    so building one to ask it about a preset or a story loads nothing; these checks are not the
+    render's builds (:func:`build_engine`, once per engine and render). Raises as
     :func:`build_engine`."""
-    engine = build_engine(stage, config, ctx)
+    engine = _construct(stage, config, ctx)
     try:
         yield engine
     finally:
