@@ -8,51 +8,13 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
-import threading
-import time
 from pathlib import Path
 
 import dagster as dg
 import pytest
 
 from tests.conftest import write_preset, write_story
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-class Render:
-    """A ``wan-pipeline render`` subprocess whose stderr lines are collected as they come."""
-
-    def __init__(self, env: dict, story: Path):
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "wan_pipeline.cli", "render", str(story)],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        self.lines: list[str] = []
-        threading.Thread(target=lambda: self.lines.extend(self.proc.stderr), daemon=True).start()
-
-    def wait_for(self, text: str, timeout: float = 180) -> None:
-        deadline = time.monotonic() + timeout
-        while not any(text in line for line in self.lines):
-            assert self.proc.poll() is None or any(text in line for line in self.lines), self.err
-            assert time.monotonic() < deadline, f"no {text!r} after {timeout}s:\n{self.err}"
-            time.sleep(0.2)
-
-    def finish(self, timeout: float = 300) -> tuple[int, str]:
-        rc = self.proc.wait(timeout)
-        out = self.proc.stdout.read()
-        time.sleep(0.2)  # the reader thread drains the rest of stderr
-        return rc, out
-
-    @property
-    def err(self) -> str:
-        return "".join(self.lines)[-3000:]
+from tests.render_process import ROOT, RenderProcess
 
 
 @pytest.fixture
@@ -83,11 +45,11 @@ def _instance(storage: Path):
 @pytest.mark.slow
 def test_same_story_twice_at_once_renders_once(project):
     env, stories, storage = project
-    first = Render(env, stories / "alpha.yaml")
+    first = RenderProcess(env, stories / "alpha.yaml")
     first.wait_for("✓ keyframe[")
     os.kill(first.proc.pid, signal.SIGSTOP)  # hold the first render mid-way, whatever the machine's speed
     try:
-        second = Render(env, stories / "alpha.yaml")
+        second = RenderProcess(env, stories / "alpha.yaml")
         second.wait_for("another render of 'alpha' is running")
     finally:
         os.kill(first.proc.pid, signal.SIGCONT)
@@ -109,7 +71,7 @@ def test_same_story_twice_at_once_renders_once(project):
 @pytest.mark.slow
 def test_two_stories_at_once_both_make_their_films(project):
     env, stories, storage = project
-    renders = {sid: Render(env, stories / f"{sid}.yaml") for sid in ("alpha", "beta")}
+    renders = {sid: RenderProcess(env, stories / f"{sid}.yaml") for sid in ("alpha", "beta")}
     for story_id, render in renders.items():
         rc, out = render.finish()
         assert rc == 0, render.err
