@@ -9,7 +9,7 @@ import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.conftest import REPO
 
 
 class RenderProcess:
@@ -19,7 +19,7 @@ class RenderProcess:
     def __init__(self, env: dict, story: Path):
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "wan_pipeline.cli", "render", str(story)],
-            cwd=ROOT,
+            cwd=REPO,
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

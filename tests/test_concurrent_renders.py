@@ -13,8 +13,8 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from tests.conftest import write_preset, write_story
-from tests.render_process import ROOT, RenderProcess
+from tests.conftest import REPO, write_preset, write_story
+from tests.render_process import RenderProcess
 
 
 @pytest.fixture
@@ -30,7 +30,7 @@ def project(tmp_path):
     write_story(tmp_path / "stories", beta, story_id="beta")
     storage = tmp_path / "storage"
     env = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}
-    env.update(WAN_PIPELINE_WORKFLOWS=str(tmp_path / "workflows"), WAN_PIPELINE_STORAGE=str(storage), PYTHONPATH=str(ROOT))
+    env.update(WAN_PIPELINE_WORKFLOWS=str(tmp_path / "workflows"), WAN_PIPELINE_STORAGE=str(storage), PYTHONPATH=str(REPO))
     return env, tmp_path / "stories", storage
 
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from tests.render_process import ROOT, RenderProcess
-from tests.small_story import make_small_project
+from tests.render_process import RenderProcess
+from tests.small_story import ROOT, make_small_project
 from wan_pipeline.device_lock import hold_device
 
 
