@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from wan_pipeline.errors import InputError
-from wan_pipeline.models.model_files import vace_file_problem
+from wan_pipeline.models.model_files import vace_configs_problem, vace_file_problem
 
 GREY = 127
 """Value of the placeholder pixels of frames to generate (the VACE reference code fills them with 0
@@ -51,17 +51,14 @@ def vace_checkpoint_problem(source: str, where: str, example: str = "Wan-AI/Wan2
     return f"{where}: {source} is a {info.variant or 'non-VACE'} checkpoint, not a Wan VACE one: give a VACE checkpoint (e.g. {example})"
 
 
-def vace_configs_problem(files, where: str) -> str | None:
+def vace_files_problem(files, where: str) -> str | None:
     """A problem line when a resolved single-file set
     (:class:`~wan_pipeline.models.model_files.ModelFiles`) takes its configs from a ``components``
     folder of another model than VACE (they would build the wrong transformer); None otherwise."""
     if files.components is None or (files.info is not None and "VACE" in files.info.capabilities):
         return None
-    what = files.info.variant if files.info is not None else "another model"
-    return (
-        f"{where}: {files.transformer.name} is a VACE file but the components folder {files.components} holds the configs of "
-        f"{what}: give the configs and tokenizer of the VACE model (e.g. Wan-AI/Wan2.1-VACE-14B-diffusers without weights)"
-    )
+    variant = files.info.variant if files.info is not None else None
+    return vace_configs_problem(where, files.transformer.name, f"the components folder {files.components}", variant)
 
 
 class VacePipeline:
@@ -85,7 +82,7 @@ class VacePipeline:
         if problem:
             raise InputError(self.file, problem)
         files = super().check_single_file(root)
-        problem = vace_configs_problem(files, where)
+        problem = vace_files_problem(files, where)
         if problem:
             raise InputError(self.file, problem)
         return files

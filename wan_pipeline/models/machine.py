@@ -401,7 +401,7 @@ def _extension_entry(stage: str, section: dict, preset, gpu: dict | None, ram_mi
     section's memory fields and ``label`` ``<stage>.extension_model``; a checkpoint that is no VACE
     one is a problem. A single-file extension model is identified from its tensor shapes, with the
     section's keys it shares (:func:`~wan_pipeline.models.model_files.extension_file_fields`)."""
-    from wan_pipeline.models.model_files import extension_file_fields, vace_file_problem
+    from wan_pipeline.models.model_files import extension_file_fields, vace_configs_problem, vace_file_problem
 
     ext = {**section, **extension_file_fields(section), "model": section["extension_model"], "engine": "wan_vace"}
     entry = _model_entry(stage, ext, preset, gpu, ram_mib)
@@ -413,10 +413,7 @@ def _extension_entry(stage: str, section: dict, preset, gpu: dict | None, ram_mi
             entry["problems"] = [problem]
             return entry
         if entry.get("capabilities") is not None and "VACE" not in entry["capabilities"]:
-            entry["problems"].append(
-                f"{where}: {Path(entry['source']).name} is a VACE file but extension_components holds the configs of "
-                f"{entry.get('variant')}: give the configs and tokenizer of the VACE model (e.g. Wan-AI/Wan2.1-VACE-14B-diffusers without weights)"
-            )
+            entry["problems"].append(vace_configs_problem(where, Path(entry["source"]).name, "extension_components", entry.get("variant")))
             return entry
     if entry.get("capabilities") is not None and "VACE" not in entry["capabilities"]:
         entry["problems"].append(

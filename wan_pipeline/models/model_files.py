@@ -115,6 +115,17 @@ def vace_file_problem(path, where: str, example: str = "wan2.1_vace_14B_fp16.saf
     return f"{where}: {path.name} is a {variant or 'non-VACE'} transformer file (no VACE blocks), not a Wan VACE one: give a VACE file (e.g. {example})"
 
 
+def vace_configs_problem(where: str, file_name: str, configs_from: str, variant: str | None) -> str:
+    """The problem line for a VACE transformer file given the configs of another model.
+    where: the preset field; file_name: the transformer file's name; configs_from: what holds the
+    configs (e.g. ``extension_components`` or ``the components folder <path>``); variant: the model
+    those configs describe (None: unknown)."""
+    return (
+        f"{where}: {file_name} is a VACE file but {configs_from} holds the configs of {variant or 'another model'}: "
+        "give the configs and tokenizer of the VACE model (e.g. Wan-AI/Wan2.1-VACE-14B-diffusers without weights)"
+    )
+
+
 def uses_single_file(params_or_path) -> bool:
     """True when a stage's parameters (or a path) name a single-file transformer."""
     if isinstance(params_or_path, (str, Path)):
