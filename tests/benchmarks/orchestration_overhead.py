@@ -12,7 +12,8 @@ storage roots, alternately:
   (the contact sheet's six, the animation's small copies); nothing is made from them.
 
 CPU time = user + sys of the child process and its children (``os.wait4``), so both sides count
-the same things. Prints both, their wall times, the outputs' pixel equality, and
+the same things. Prints both, their wall times, the outputs' pixel equality, the Dagster side's
+extra CPU seconds (min − min, and per pair), and
 ``overhead ratio: X.XX`` (dagster / plain, the minimum of each side over ``--repeat`` pairs, 5 by
 default: this VM's speed drifts by ±10 % within minutes, so one pair decides nothing). Target ≤ 1.10.
 Also checks that both wrote the same outputs: every scene output bit-identical, the film by PSNR.
@@ -140,6 +141,11 @@ def main() -> None:
     print(f"scene outputs bit-identical: {same}; film PSNR {psnr:.1f} dB (the lossy delivery encode)")
     pairs = sorted(d[0] / p[0] for d, p in zip(rows["dagster"], rows["plain"]))
     print(f"per-pair ratios: {', '.join(f'{r:.2f}' for r in pairs)} (median {pairs[len(pairs) // 2]:.2f})")
+    extra = [d[0] - p[0] for d, p in zip(rows["dagster"], rows["plain"])]
+    print(
+        f"orchestration CPU per render: {best['dagster'][0] - best['plain'][0]:.1f} s (min − min); "
+        f"per pair: {', '.join(f'{x:.1f}' for x in extra)} s"
+    )
     print(f"overhead ratio: {best['dagster'][0] / best['plain'][0]:.2f}")
 
 
