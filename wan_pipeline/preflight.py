@@ -12,6 +12,8 @@ than one generation that the clip model cannot continue).
 
 from __future__ import annotations
 
+import contextlib
+
 from wan_pipeline.errors import InputError
 from wan_pipeline.preset import Preset
 
@@ -96,13 +98,14 @@ def story_problems(story, preset: Preset, ctx=None, scene_ids: list[str] | None 
     problems: list[str] = []
     for stage in STAGES.scene_stages():
         section = preset.stage(stage)
-        try:
-            if not hasattr(engine_class(stage, section, ctx.source_path), "scene_problems"):
-                continue
-            with built_engine(stage, section, ctx) as engine:
-                problems.extend(f"stages.{stage}: {p}" for p in engine.scene_problems(scenes, ctx.base_fps))
-        except InputError:
-            continue  # the engine cannot be built: preset_problems reports why
+        with contextlib.ExitStack() as stack:
+            try:  # only building is excused: what scene_problems raises is the story's problem
+                if not hasattr(engine_class(stage, section, ctx.source_path), "scene_problems"):
+                    continue
+                engine = stack.enter_context(built_engine(stage, section, ctx))
+            except InputError:
+                continue  # the engine cannot be built: preset_problems reports why
+            problems.extend(f"stages.{stage}: {p}" for p in engine.scene_problems(scenes, ctx.base_fps))
     return problems
 
 
